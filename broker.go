@@ -1,0 +1,671 @@
+package sse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// Event is one message in a key's queue.
+type Event struct {
+	// ID is set by the broker: 1, 2, 3, ... per key, in queue order. It is
+	// ignored on input.
+	ID uint64
+	// Name is the optional event type (the SSE "event" field). It must be
+	// valid UTF-8 without CR, LF or NUL.
+	Name string
+	// Data is the payload: valid UTF-8 text, line breaks allowed.
+	Data string
+}
+
+var (
+	// ErrShutdown is returned by Enqueue, Publish and Close once
+	// [Broker.Shutdown] has been called.
+	ErrShutdown = errors.New("sse: broker shut down")
+	// ErrInvalidEvent is returned (wrapped, with the reason) for an event that
+	// cannot be sent: a Name with CR, LF or NUL, or a Name or Data that is not
+	// valid UTF-8. Nothing of the call that carried it is enqueued.
+	ErrInvalidEvent = errors.New("sse: invalid event")
+)
+
+// A Broker keeps one FIFO queue per key and hands each event to one reader.
+// Create one with [New]; the zero value is not usable. A Broker runs one
+// goroutine until [Broker.Shutdown] returns. All methods are safe for
+// concurrent use.
+type Broker[K comparable] struct {
+	cfg config // immutable after New
+
+	mu      sync.Mutex
+	cmds    []command[K]  // guarded by mu: commands waiting for the loop, in arrival order
+	events  []Event       // guarded by mu: the events of the publish commands in cmds, in order
+	room    chan struct{} // guarded by mu: closed when the loop empties the inbox; nil while nobody waits for room
+	stopped bool          // guarded by mu: Shutdown has begun, producers' commands are refused
+
+	wake  chan struct{} // capacity 1: a command arrived in an empty inbox
+	quit  chan struct{} // closed when Shutdown begins
+	abort chan struct{} // closed when Shutdown's context ends before the queues drained
+	done  chan struct{} // closed when the loop goroutine has returned
+
+	stopOnce, abortOnce sync.Once
+
+	// congested is the set of keys whose overflow reached WithMaxPending under
+	// the Block policy, each with a channel the loop closes when the key has
+	// room again. The loop replaces the map (copy on write); producers read it.
+	congested atomic.Pointer[map[K]chan struct{}]
+
+	feeders sync.WaitGroup // the backlogged keys' feeder goroutines
+	final   Stats          // written by the loop before done is closed
+
+	loop loop[K] // owned by the loop goroutine
+}
+
+// New returns a Broker configured by opts and starts its loop goroutine.
+// Call [Broker.Shutdown] to stop it. New panics if an option is out of range,
+// as make does for a negative size.
+func New[K comparable](opts ...Option) *Broker[K] {
+	cfg := defaults()
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	b := &Broker[K]{
+		cfg:   cfg,
+		wake:  make(chan struct{}, 1),
+		quit:  make(chan struct{}),
+		abort: make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	b.loop.init(b)
+	go b.loop.run()
+	return b
+}
+
+// Enqueue appends data to key's queue as one batch of unnamed events, in
+// order and contiguous. It creates the queue if the key is new; if the key is
+// closed, the events are discarded and counted in [Stats].Discarded.
+//
+// Enqueue returns once the broker's loop has accepted the command, before the
+// events reach the queue. It waits only when the loop's inbox is full or, with
+// the [Block] policy, while key is congested; ctx ends that wait. Data must be
+// valid UTF-8, or Enqueue returns an error wrapping [ErrInvalidEvent] and
+// enqueues nothing.
+func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
+	for i, s := range data {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("%w: data of message %d is not valid UTF-8", ErrInvalidEvent, i)
+		}
+	}
+	if err := b.waitRoom(ctx, key); err != nil {
+		return err
+	}
+	return b.send(ctx, command[K]{op: opPublish, key: key, n: len(data)}, data, nil)
+}
+
+// Publish is Enqueue for events with names. Each event's ID is ignored; the
+// broker numbers the events. Every event is checked first: a Name with CR,
+// LF or NUL, or a Name or Data that is not valid UTF-8, makes Publish return
+// an error wrapping [ErrInvalidEvent] and enqueue nothing.
+func (b *Broker[K]) Publish(ctx context.Context, key K, events ...Event) error {
+	for i := range events {
+		if err := validate(&events[i]); err != nil {
+			return fmt.Errorf("%w: event %d: %s", ErrInvalidEvent, i, err)
+		}
+	}
+	if err := b.waitRoom(ctx, key); err != nil {
+		return err
+	}
+	return b.send(ctx, command[K]{op: opPublish, key: key, n: len(events)}, nil, events)
+}
+
+// Close marks key as finished: readers receive every event enqueued before
+// the Close, then the key's channel is closed. Events enqueued after it are
+// discarded. Closing a key that does not exist records it as closed, so that
+// a late reader's range ends at once; closing a closed key does nothing.
+// Close is asynchronous like Enqueue, and it never waits for a congested key.
+func (b *Broker[K]) Close(ctx context.Context, key K) error {
+	return b.send(ctx, command[K]{op: opClose, key: key}, nil, nil)
+}
+
+// Stats returns a consistent snapshot of the broker's counters, taken by its
+// loop. After Shutdown it returns the final counters.
+func (b *Broker[K]) Stats() Stats {
+	reply := make(chan Stats, 1)
+	b.post(command[K]{op: opStats, reply: reply})
+	select {
+	case s := <-reply:
+		return s
+	case <-b.done:
+		return b.final
+	}
+}
+
+// Stats is a snapshot of a [Broker]'s state and counters.
+type Stats struct {
+	Keys    int // open keys
+	Closed  int // closed keys still remembered (see [WithRetention])
+	Pending int // events beyond the channel buffers: in overflow or on their way into a channel
+
+	Enqueued  uint64 // events accepted into a queue
+	Discarded uint64 // events sent to a closed key
+	Dropped   uint64 // accepted events never handed to a channel: overflow policy, Shutdown's deadline, or a key forgotten undrained
+}
+
+// Shutdown closes every key, lets readers drain what was queued, then stops
+// the broker's goroutines. New calls to Enqueue, Publish and Close return
+// [ErrShutdown] at once; commands they had already handed to the loop are
+// carried out first.
+//
+// If ctx ends before every queue has been handed to its channel, Shutdown
+// closes every channel at once (events already in a channel stay readable),
+// counts the rest in [Stats].Dropped, and returns ctx.Err(). Shutdown may be
+// called more than once; every call returns when the loop has stopped.
+func (b *Broker[K]) Shutdown(ctx context.Context) error {
+	b.stopOnce.Do(func() {
+		b.mu.Lock()
+		b.stopped = true
+		b.mu.Unlock()
+		close(b.quit)
+	})
+	select {
+	case <-b.done:
+		return nil
+	case <-ctx.Done():
+	}
+	b.abortOnce.Do(func() { close(b.abort) })
+	<-b.done
+	return ctx.Err()
+}
+
+// waitRoom waits, under the Block policy, until key is not congested.
+func (b *Broker[K]) waitRoom(ctx context.Context, key K) error {
+	for {
+		set := b.congested.Load()
+		if set == nil {
+			return nil
+		}
+		drained, ok := (*set)[key]
+		if !ok {
+			return nil
+		}
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-b.quit:
+			return ErrShutdown
+		}
+	}
+}
+
+// send puts a producer's command into the inbox, with its events (data for
+// Enqueue, events for Publish), waiting while the inbox is full.
+func (b *Broker[K]) send(ctx context.Context, c command[K], data []string, events []Event) error {
+	for {
+		b.mu.Lock()
+		if b.stopped {
+			b.mu.Unlock()
+			return ErrShutdown
+		}
+		if len(b.cmds) < b.cfg.inbox {
+			for _, s := range data {
+				b.events = append(b.events, Event{Data: s})
+			}
+			for _, ev := range events {
+				ev.ID = 0
+				b.events = append(b.events, ev)
+			}
+			b.push(c)
+			return nil
+		}
+		if b.room == nil {
+			b.room = make(chan struct{})
+		}
+		room := b.room
+		b.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-b.quit:
+			return ErrShutdown
+		}
+	}
+}
+
+// post puts an internal command into the inbox. It never waits: internal
+// commands are few, and the loop needs them to make progress.
+func (b *Broker[K]) post(c command[K]) {
+	b.mu.Lock()
+	b.push(c)
+}
+
+// push appends c to the inbox, unlocks mu and wakes the loop if the inbox
+// was empty. The caller holds mu.
+func (b *Broker[K]) push(c command[K]) {
+	wasEmpty := len(b.cmds) == 0
+	b.cmds = append(b.cmds, c)
+	b.mu.Unlock()
+	if wasEmpty {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// validate checks an event before it enters the inbox.
+func validate(ev *Event) error {
+	for i := 0; i < len(ev.Name); i++ {
+		switch ev.Name[i] {
+		case '\r', '\n', 0:
+			return fmt.Errorf("name %q contains CR, LF or NUL", ev.Name)
+		}
+	}
+	if !utf8.ValidString(ev.Name) {
+		return errors.New("name is not valid UTF-8")
+	}
+	if !utf8.ValidString(ev.Data) {
+		return errors.New("data is not valid UTF-8")
+	}
+	return nil
+}
+
+// An op is the kind of a command to the loop.
+type op uint8
+
+const (
+	opPublish op = iota // append the next n events of the inbox to key's queue
+	opClose             // close key
+	opStream            // reply with key's channel
+	opStats             // reply with a snapshot
+	opRefill            // a feeder has sent its batch (or stopped early) and wants the next
+)
+
+// A command is one request to the loop.
+type command[K comparable] struct {
+	key   K
+	op    op
+	n     int       // opPublish: number of events
+	feed  *topic[K] // opRefill: the feeder's topic
+	reply any       // opStream: chan (<-chan Event); opStats: chan Stats
+}
+
+// loop is the state of the broker's goroutine. Every field is owned by it.
+type loop[K comparable] struct {
+	b        *Broker[K]
+	topics   map[K]*topic[K]
+	idle     list[K] // open keys, least recently touched first (only with WithIdleTimeout)
+	retained list[K] // closed keys, earliest closed first
+
+	backlogged map[*topic[K]]struct{} // keys with a feeder, including forgotten ones still stopping
+	spareCmds  []command[K]           // the inbox's previous slices, swapped back in for reuse
+	spareEvs   []Event
+
+	timer   *time.Timer
+	armedAt int64 // the timer's deadline on the loop's clock, if armed
+	armed   bool
+	epoch   time.Time
+	now     int64 // the loop's clock at this wake-up, if nowRead
+	nowRead bool
+
+	quitting bool
+	stats    Stats // Keys, Closed and Pending are filled in by snapshot
+}
+
+func (l *loop[K]) init(b *Broker[K]) {
+	l.b = b
+	l.topics = make(map[K]*topic[K])
+	l.backlogged = make(map[*topic[K]]struct{})
+	l.epoch = time.Now()
+	l.timer = time.NewTimer(time.Hour)
+	l.timer.Stop()
+}
+
+// run is the loop goroutine.
+func (l *loop[K]) run() {
+	b := l.b
+	defer close(b.done)
+	defer b.feeders.Wait()
+	quit := b.quit
+	for {
+		l.nowRead = false
+		select {
+		case <-b.wake:
+			l.drain()
+		case <-l.timer.C:
+			l.armed = false
+			l.expire()
+		case <-quit:
+			quit = nil
+			l.shutdown()
+		case <-b.abort:
+			l.shutdown()
+			l.abandon()
+			b.final = l.snapshot()
+			return
+		}
+		if l.quitting && len(l.backlogged) == 0 {
+			b.final = l.snapshot()
+			return
+		}
+		l.arm()
+	}
+}
+
+// drain takes the whole inbox and carries out its commands in order.
+func (l *loop[K]) drain() {
+	b := l.b
+	if b.cfg.onWake != nil {
+		b.cfg.onWake()
+	}
+	b.mu.Lock()
+	cmds, all := b.cmds, b.events
+	b.cmds, b.events = l.spareCmds[:0], l.spareEvs[:0]
+	if b.room != nil {
+		close(b.room)
+		b.room = nil
+	}
+	b.mu.Unlock()
+	evs := all
+	for i := range cmds {
+		c := &cmds[i]
+		switch c.op {
+		case opPublish:
+			l.publish(c.key, evs[:c.n])
+			evs = evs[c.n:]
+		case opClose:
+			l.close(c.key)
+		case opStream:
+			c.reply.(chan (<-chan Event)) <- l.stream(c.key)
+		case opStats:
+			c.reply.(chan Stats) <- l.snapshot()
+		case opRefill:
+			l.refill(c.feed)
+		}
+	}
+	clear(cmds)
+	clear(all)
+	l.spareCmds, l.spareEvs = cmds[:0], all[:0]
+}
+
+// clock returns the loop's time, read once per wake-up.
+func (l *loop[K]) clock() int64 {
+	if !l.nowRead {
+		l.now, l.nowRead = int64(time.Since(l.epoch)), true
+	}
+	return l.now
+}
+
+// open returns key's topic, creating an open one if the key is unknown.
+func (l *loop[K]) open(key K) *topic[K] {
+	t := l.topics[key]
+	if t == nil {
+		t = &topic[K]{key: key, ch: make(chan Event, l.b.cfg.buffer)}
+		l.topics[key] = t
+		if l.b.cfg.idle > 0 {
+			l.idle.pushBack(t, l.clock())
+		}
+	} else if !t.closed && l.b.cfg.idle > 0 {
+		l.idle.remove(t)
+		l.idle.pushBack(t, l.clock())
+	}
+	return t
+}
+
+func (l *loop[K]) close(key K) {
+	t := l.topics[key]
+	if t == nil {
+		t = &topic[K]{key: key, ch: closedChan, closed: true}
+		l.topics[key] = t
+		l.retained.pushBack(t, l.clock())
+		return
+	}
+	l.closeTopic(t)
+}
+
+// closeTopic closes an open topic. Its channel closes now if nothing is
+// backlogged, else when its feeder has handed over the last event.
+func (l *loop[K]) closeTopic(t *topic[K]) {
+	if t.closed {
+		return
+	}
+	if l.b.cfg.idle > 0 {
+		l.idle.remove(t)
+	}
+	t.closed = true
+	l.retained.pushBack(t, l.clock())
+	if t.backlog == nil {
+		close(t.ch)
+	} else {
+		l.setCongested(t.key, false)
+	}
+}
+
+func (l *loop[K]) stream(key K) <-chan Event {
+	if l.quitting {
+		if t := l.topics[key]; t != nil {
+			return t.ch
+		}
+		return closedChan
+	}
+	return l.open(key).ch
+}
+
+// expire closes keys idle for too long and forgets keys closed for longer
+// than the retention time.
+func (l *loop[K]) expire() {
+	now := l.clock()
+	if idle := int64(l.b.cfg.idle); idle > 0 {
+		for t := l.idle.head; t != nil && t.stamp+idle <= now; t = l.idle.head {
+			l.closeTopic(t)
+		}
+	}
+	keep := int64(l.b.cfg.retention)
+	for t := l.retained.head; t != nil && t.stamp+keep <= now; t = l.retained.head {
+		l.retained.remove(t)
+		delete(l.topics, t.key)
+		if t.backlog != nil {
+			l.stopFeeder(t)
+		}
+	}
+}
+
+// arm sets the timer for the earliest deadline among the idle and retained
+// lists' heads. It only moves the timer earlier: a timer that fires early
+// finds nothing due and is armed again.
+func (l *loop[K]) arm() {
+	next, ok := int64(0), false
+	if t := l.idle.head; t != nil {
+		next, ok = t.stamp+int64(l.b.cfg.idle), true
+	}
+	if t := l.retained.head; t != nil {
+		if d := t.stamp + int64(l.b.cfg.retention); !ok || d < next {
+			next, ok = d, true
+		}
+	}
+	if !ok || (l.armed && l.armedAt <= next) {
+		return
+	}
+	l.armedAt, l.armed = next, true
+	l.timer.Reset(time.Duration(next - int64(time.Since(l.epoch))))
+}
+
+// shutdown carries out the commands accepted before Shutdown and closes
+// every key. Readers then drain; the loop returns once no key is backlogged.
+func (l *loop[K]) shutdown() {
+	if l.quitting {
+		return
+	}
+	l.quitting = true
+	l.drain()
+	for _, t := range l.topics {
+		l.closeTopic(t)
+	}
+}
+
+// snapshot returns the counters with the loop's current state.
+func (l *loop[K]) snapshot() Stats {
+	s := l.stats
+	s.Closed = l.retained.n
+	s.Keys = len(l.topics) - s.Closed
+	for t := range l.backlogged {
+		if !t.backlog.stopping {
+			s.Pending += t.backlog.overflow.len() + len(t.backlog.batch)
+		}
+	}
+	return s
+}
+
+// setCongested adds key to, or removes it from, the congested set that
+// producers consult under the Block policy.
+func (l *loop[K]) setCongested(key K, on bool) {
+	if l.b.cfg.policy != Block {
+		return
+	}
+	var old map[K]chan struct{}
+	if p := l.b.congested.Load(); p != nil {
+		old = *p
+	}
+	drained, was := old[key]
+	if was == on {
+		return
+	}
+	set := make(map[K]chan struct{}, len(old)+1)
+	for k, c := range old {
+		set[k] = c
+	}
+	if on {
+		set[key] = make(chan struct{})
+	} else {
+		delete(set, key)
+		close(drained)
+	}
+	if len(set) == 0 {
+		l.b.congested.Store(nil)
+	} else {
+		l.b.congested.Store(&set)
+	}
+}
+
+// closedChan is returned for keys that are closed before they held anything.
+var closedChan = func() chan Event {
+	ch := make(chan Event)
+	close(ch)
+	return ch
+}()
+
+// An Option configures a [Broker]; pass options to [New].
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// config is a Broker's configuration, fixed by New.
+type config struct {
+	buffer     int           // capacity of each key's channel
+	maxPending int           // bound on each key's overflow; negative: unbounded
+	policy     Overflow      // what happens beyond maxPending
+	retention  time.Duration // how long a closed key is remembered
+	idle       time.Duration // close keys untouched for this long; 0: never
+	inbox      int           // commands the inbox holds before producers wait
+	onWake     func()        // tests only: called by the loop before it takes the inbox
+}
+
+// DefaultBuffer is the capacity of each key's channel unless [WithBuffer]
+// says otherwise. It is small so that an idle key costs under 1 KiB; events
+// beyond it wait in the key's overflow, which costs nothing while empty.
+const DefaultBuffer = 16
+
+// DefaultRetention is how long a closed key is remembered unless
+// [WithRetention] says otherwise.
+const DefaultRetention = 5 * time.Minute
+
+func defaults() config {
+	return config{
+		buffer:     DefaultBuffer,
+		maxPending: -1,
+		retention:  DefaultRetention,
+		inbox:      1024,
+	}
+}
+
+// WithBuffer sets the capacity of each key's channel: how many events a key
+// holds ready for its reader before the rest wait in its overflow. The
+// default is [DefaultBuffer]. n must be ≥ 0.
+func WithBuffer(n int) Option {
+	if n < 0 {
+		panic("sse: WithBuffer: negative buffer")
+	}
+	return optionFunc(func(c *config) { c.buffer = n })
+}
+
+// WithMaxPending bounds each key's overflow, the events waiting beyond its
+// channel buffer, to n, and chooses what happens beyond it: see [Overflow].
+// Without this option overflow is unbounded and nothing is dropped. Up to 64
+// more events per key may be on their way from the overflow into the channel;
+// they do not count against n. n must be ≥ 0.
+func WithMaxPending(n int, p Overflow) Option {
+	if n < 0 {
+		panic("sse: WithMaxPending: negative bound")
+	}
+	if p < DropOldest || p > Block {
+		panic("sse: WithMaxPending: unknown Overflow policy")
+	}
+	return optionFunc(func(c *config) { c.maxPending, c.policy = n, p })
+}
+
+// WithRetention sets how long a closed key is remembered, so that a reader
+// arriving late sees an ended stream rather than a fresh queue. When it has
+// passed, the key is forgotten: events its readers never took are dropped
+// (counted in [Stats].Dropped) and the key may start afresh, with IDs from 1.
+// The default is [DefaultRetention]. d must be ≥ 0.
+func WithRetention(d time.Duration) Option {
+	if d < 0 {
+		panic("sse: WithRetention: negative duration")
+	}
+	return optionFunc(func(c *config) { c.retention = d })
+}
+
+// WithIdleTimeout closes, as [Broker.Close] does, every key that has seen no
+// Enqueue, Publish or Stream for d. Events not yet read do not keep a key
+// open. By default keys never time out. d must be ≥ 0; 0 means never.
+func WithIdleTimeout(d time.Duration) Option {
+	if d < 0 {
+		panic("sse: WithIdleTimeout: negative duration")
+	}
+	return optionFunc(func(c *config) { c.idle = d })
+}
+
+// Overflow is what a key does when its overflow holds the number of events
+// set by [WithMaxPending].
+type Overflow int
+
+const (
+	// DropOldest drops the oldest waiting event for each new one, so the
+	// reader sees the newest. Dropped events keep their IDs, so a reader sees
+	// the gap.
+	DropOldest Overflow = iota + 1
+	// DropNewest drops new events, so the reader sees the oldest.
+	DropNewest
+	// Block makes Enqueue and Publish to that key wait until its overflow is
+	// below the bound again, or their context ends. Other keys are not
+	// affected. The bound is soft: commands already in the inbox are admitted,
+	// and one call's batch enters whole when the key is not congested.
+	Block
+)
+
+func (p Overflow) String() string {
+	switch p {
+	case DropOldest:
+		return "DropOldest"
+	case DropNewest:
+		return "DropNewest"
+	case Block:
+		return "Block"
+	}
+	return fmt.Sprintf("Overflow(%d)", int(p))
+}

@@ -1,0 +1,719 @@
+package sse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// newBroker returns a broker that is shut down when the test ends.
+func newBroker[K comparable](t testing.TB, opts ...Option) *Broker[K] {
+	t.Helper()
+	b := New[K](opts...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return b
+}
+
+// withTest returns an option that changes the unexported configuration.
+func withTest(f func(*config)) Option { return optionFunc(f) }
+
+const patience = 10 * time.Second // bound on waits in real-time tests
+
+// recv receives n events from ch, failing the test if they do not come.
+func recv(t testing.TB, ch <-chan Event, n int) []Event {
+	t.Helper()
+	out := make([]Event, 0, n)
+	timeout := time.After(patience)
+	for len(out) < n {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("channel closed after %d of %d events", len(out), n)
+			}
+			out = append(out, ev)
+		case <-timeout:
+			t.Fatalf("received %d of %d events in %v", len(out), n, patience)
+		}
+	}
+	return out
+}
+
+// recvAll receives from ch until it is closed.
+func recvAll(t testing.TB, ch <-chan Event) []Event {
+	t.Helper()
+	var out []Event
+	timeout := time.After(patience)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				return out
+			}
+			out = append(out, ev)
+		case <-timeout:
+			t.Fatalf("channel not closed after %v (%d events)", patience, len(out))
+		}
+	}
+}
+
+// expectEnd fails unless ch is closed and empty.
+func expectEnd(t testing.TB, ch <-chan Event) {
+	t.Helper()
+	if evs := recvAll(t, ch); len(evs) != 0 {
+		t.Fatalf("got %d more events, want the end: %v", len(evs), evs)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkSeq fails unless evs carry IDs from..from+len-1 and data "<ID>".
+func checkSeq(t testing.TB, evs []Event, from uint64) {
+	t.Helper()
+	for i, ev := range evs {
+		id := from + uint64(i)
+		if ev.ID != id || ev.Data != strconv.FormatUint(id, 10) {
+			t.Fatalf("event %d is %+v, want ID %d, Data %q", i, ev, id, strconv.FormatUint(id, 10))
+		}
+	}
+}
+
+// seq returns the data of events from..to, as checkSeq expects.
+func seq(from, to int) []string {
+	var s []string
+	for i := from; i <= to; i++ {
+		s = append(s, strconv.Itoa(i))
+	}
+	return s
+}
+
+// enqueueSeq enqueues events whose data is their expected ID, from..to.
+func enqueueSeq[K comparable](t testing.TB, b *Broker[K], key K, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		must(t, b.Enqueue(context.Background(), key, strconv.Itoa(i)))
+	}
+}
+
+func TestFIFOAndIDs(t *testing.T) {
+	b := newBroker[string](t)
+	ctx := context.Background()
+	must(t, b.Enqueue(ctx, "a", "1"))
+	must(t, b.Enqueue(ctx, "a", "2", "3", "4"))
+	must(t, b.Publish(ctx, "a", Event{ID: 99, Name: "n", Data: "5"}, Event{Data: "6"}))
+	must(t, b.Enqueue(ctx, "b", "1"))
+	must(t, b.Close(ctx, "a"))
+	got := recvAll(t, b.Stream("a"))
+	checkSeq(t, got, 1)
+	if len(got) != 6 || got[4].Name != "n" {
+		t.Fatalf("got %+v", got)
+	}
+	checkSeq(t, recv(t, b.Stream("b"), 1), 1)
+}
+
+func TestBatchesStayContiguous(t *testing.T) {
+	b := newBroker[int](t, WithBuffer(1))
+	const producers, batches, size = 4, 50, 7
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Go(func() {
+			for i := range batches {
+				batch := make([]string, size)
+				for j := range batch {
+					batch[j] = fmt.Sprintf("%d/%d/%d", p, i, j)
+				}
+				must(t, b.Enqueue(context.Background(), 0, batch...))
+			}
+		})
+	}
+	got := recv(t, b.Stream(0), producers*batches*size)
+	wg.Wait()
+	next := make([]int, producers) // next batch expected from each producer
+	for k := 0; k < len(got); k += size {
+		var p, i, j int
+		if _, err := fmt.Sscanf(got[k].Data, "%d/%d/%d", &p, &i, &j); err != nil {
+			t.Fatal(err)
+		}
+		if i != next[p] || j != 0 {
+			t.Fatalf("at %d: %q, want batch %d of producer %d to start", k, got[k].Data, next[p], p)
+		}
+		next[p]++
+		for j := range size {
+			if want := fmt.Sprintf("%d/%d/%d", p, i, j); got[k+j].Data != want {
+				t.Fatalf("at %d: %q, want %q: batch interleaved", k+j, got[k+j].Data, want)
+			}
+			if got[k+j].ID != uint64(k+j+1) {
+				t.Fatalf("at %d: ID %d", k+j, got[k+j].ID)
+			}
+		}
+	}
+}
+
+func TestStreamReturnsOneChannelPerKey(t *testing.T) {
+	b := newBroker[string](t)
+	if first := b.Stream("a"); b.Stream("a") != first {
+		t.Fatal("two channels for one key")
+	}
+	if b.Stream("a") == b.Stream("b") {
+		t.Fatal("one channel for two keys")
+	}
+}
+
+func TestCompetingReadersReceiveEachEventOnce(t *testing.T) {
+	b := newBroker[string](t, WithBuffer(2))
+	const n = 5000
+	var mu sync.Mutex
+	seen := make(map[uint64]int)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			var last uint64
+			for ev := range b.Stream("k") {
+				if ev.ID <= last {
+					t.Errorf("reader got ID %d after %d", ev.ID, last)
+				}
+				last = ev.ID
+				mu.Lock()
+				seen[ev.ID]++
+				mu.Unlock()
+			}
+		})
+	}
+	enqueueSeq(t, b, "k", 1, n)
+	must(t, b.Close(context.Background(), "k"))
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("received %d distinct events, want %d", len(seen), n)
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Fatalf("event %d received %d times", id, c)
+		}
+	}
+}
+
+func TestEventsWaitForFirstReader(t *testing.T) {
+	b := newBroker[string](t)
+	enqueueSeq(t, b, "k", 1, 1000) // far beyond the channel buffer
+	must(t, b.Close(context.Background(), "k"))
+	got := recvAll(t, b.Stream("k"))
+	if len(got) != 1000 {
+		t.Fatalf("got %d events, want 1000", len(got))
+	}
+	checkSeq(t, got, 1)
+}
+
+func TestCloseDrainsThenEnds(t *testing.T) {
+	b := newBroker[string](t)
+	ch := b.Stream("k")
+	enqueueSeq(t, b, "k", 1, 3)
+	must(t, b.Close(context.Background(), "k"))
+	must(t, b.Close(context.Background(), "k")) // idempotent
+	checkSeq(t, recvAll(t, ch), 1)
+	if b.Stream("k") != ch {
+		t.Fatal("a closed key's Stream returned a new channel")
+	}
+	must(t, b.Enqueue(context.Background(), "k", "late"))
+	must(t, b.Publish(context.Background(), "k", Event{Data: "late"}, Event{Data: "later"}))
+	expectEnd(t, ch)
+	if s := b.Stats(); s.Discarded != 3 || s.Enqueued != 3 || s.Closed != 1 || s.Keys != 0 {
+		t.Fatalf("stats %+v, want 3 enqueued, 3 discarded, 1 closed key", s)
+	}
+}
+
+func TestCloseUnknownKeyEndsLateReader(t *testing.T) {
+	b := newBroker[string](t)
+	must(t, b.Close(context.Background(), "never"))
+	expectEnd(t, b.Stream("never"))
+	must(t, b.Enqueue(context.Background(), "never", "x"))
+	expectEnd(t, b.Stream("never"))
+	if s := b.Stats(); s.Discarded != 1 || s.Closed != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+func TestRetention(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithRetention(time.Minute))
+		ctx := context.Background()
+		enqueueSeq(t, b, "k", 1, 2)
+		must(t, b.Close(ctx, "k"))
+		checkSeq(t, recvAll(t, b.Stream("k")), 1)
+
+		time.Sleep(time.Minute - time.Second)
+		synctest.Wait()
+		expectEnd(t, b.Stream("k")) // still remembered: the late reader sees the end
+		must(t, b.Enqueue(ctx, "k", "discarded"))
+
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if s := b.Stats(); s.Closed != 0 || s.Keys != 0 || s.Discarded != 1 {
+			t.Fatalf("after retention: %+v", s)
+		}
+		enqueueSeq(t, b, "k", 1, 1) // a fresh queue, IDs from 1
+		checkSeq(t, recv(t, b.Stream("k"), 1), 1)
+	})
+}
+
+func TestRetentionForgetsUndrainedKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithBuffer(4), WithRetention(time.Minute))
+		ch := b.Stream("k")
+		enqueueSeq(t, b, "k", 1, 100) // 4 in the channel, 96 backlogged with a feeder
+		must(t, b.Close(context.Background(), "k"))
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		got := recvAll(t, ch) // the old channel still closes
+		if s := b.Stats(); s.Dropped+uint64(len(got)) != 100 || s.Pending != 0 || s.Closed != 0 {
+			t.Fatalf("received %d, stats %+v: want the rest dropped", len(got), s)
+		}
+		checkSeq(t, got, 1)
+	})
+}
+
+func TestSlowKeyDoesNotDelayOthers(t *testing.T) {
+	b := newBroker[string](t)
+	enqueueSeq(t, b, "stalled", 1, 10000) // nobody reads this key
+	ch := b.Stream("live")
+	for i := 1; i <= 1000; i++ {
+		must(t, b.Enqueue(context.Background(), "live", strconv.Itoa(i)))
+		checkSeq(t, recv(t, ch, 1), uint64(i)) // delivered while "stalled" is full
+	}
+	if s := b.Stats(); s.Pending != 10000-DefaultBuffer {
+		t.Fatalf("pending %d, want %d", s.Pending, 10000-DefaultBuffer)
+	}
+	checkSeq(t, recv(t, b.Stream("stalled"), 10000), 1) // else Shutdown waits for a reader
+}
+
+func TestOverflowReachesReaderWithoutTimers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t)
+		enqueueSeq(t, b, "k", 1, 10000)
+		synctest.Wait()
+		start := time.Now()
+		checkSeq(t, recv(t, b.Stream("k"), 10000), 1)
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("draining took %v of fake time: something polls", d)
+		}
+		synctest.Wait()
+		if s := b.Stats(); s.Pending != 0 {
+			t.Fatalf("pending %d after drain", s.Pending)
+		}
+	})
+}
+
+// feeders counts the goroutines that run Broker.feed.
+func feeders() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), ").feed(")
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func TestNoGoroutinePerIdleKey(t *testing.T) {
+	b := newBroker[int](t)
+	before := runtime.NumGoroutine()
+	for k := range 1000 {
+		must(t, b.Enqueue(context.Background(), k, "x")) // fits in the channel
+	}
+	b.Stats() // the loop has handled every Enqueue
+	if n := runtime.NumGoroutine() - before; n > 0 {
+		t.Fatalf("%d goroutines more for 1000 idle keys", n)
+	}
+	enqueueSeq(t, b, 0, 1, 100) // backlogged: one feeder
+	b.Stats()
+	if n := feeders(); n != 1 {
+		t.Errorf("%d feeders with one backlogged key, want 1", n)
+	}
+	recv(t, b.Stream(0), 101)
+	deadline := time.Now().Add(patience)
+	for feeders() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the feeder outlived its backlog")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestDropOldest(t *testing.T) {
+	b := newBroker[string](t, WithBuffer(2), WithMaxPending(3, DropOldest))
+	enqueueSeq(t, b, "k", 1, 10)
+	must(t, b.Close(context.Background(), "k"))
+	got := recvAll(t, b.Stream("k"))
+	// 1, 2 fill the channel; 3 and the next ones go to the feeder's first
+	// batch; the overflow keeps the newest 3 of the rest.
+	if s := b.Stats(); s.Dropped != uint64(10-len(got)) {
+		t.Fatalf("received %d, stats %+v", len(got), s)
+	}
+	if got[len(got)-1].ID != 10 || got[len(got)-2].ID != 9 || got[len(got)-3].ID != 8 {
+		t.Fatalf("the newest events were not kept: %v", got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].ID <= got[i-1].ID {
+			t.Fatalf("out of order: %v", got)
+		}
+	}
+}
+
+func TestDropOldestWithBacklog(t *testing.T) {
+	// A one-event batch first: the feeder holds it, and the overflow fills.
+	b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropOldest))
+	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 handed to the feeder
+	enqueueSeq(t, b, "k", 3, 9) // overflow: keeps 7, 8, 9
+	must(t, b.Close(context.Background(), "k"))
+	got := recvAll(t, b.Stream("k"))
+	want := []uint64{1, 2, 7, 8, 9}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want IDs %v", got, want)
+	}
+	for i := range want {
+		if got[i].ID != want[i] {
+			t.Fatalf("got %v, want IDs %v", got, want)
+		}
+	}
+	if s := b.Stats(); s.Dropped != 4 {
+		t.Fatalf("dropped %d, want 4", s.Dropped)
+	}
+}
+
+func TestDropNewest(t *testing.T) {
+	b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropNewest))
+	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 handed to the feeder
+	must(t, b.Enqueue(context.Background(), "k", "3", "4", "5", "6", "7"))
+	must(t, b.Close(context.Background(), "k"))
+	got := recvAll(t, b.Stream("k"))
+	checkSeq(t, got, 1)
+	if len(got) != 5 {
+		t.Fatalf("got %v, want IDs 1-5", got)
+	}
+	if s := b.Stats(); s.Dropped != 2 || s.Enqueued != 7 {
+		t.Fatalf("stats %+v, want 2 dropped of 7", s)
+	}
+}
+
+func TestBlockWaitsForThatKeyOnly(t *testing.T) {
+	b := newBroker[string](t, WithBuffer(1), WithMaxPending(4, Block))
+	ctx := context.Background()
+	// One batch: 1 in the channel, 2..65 handed to the feeder, 66..69 fill
+	// the overflow.
+	must(t, b.Enqueue(ctx, "k", seq(1, 69)...))
+	b.Stats()
+
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := b.Enqueue(short, "k", "70"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Enqueue on a congested key: %v, want DeadlineExceeded", err)
+	}
+	// Other keys flow.
+	must(t, b.Enqueue(ctx, "other", seq(1, 100)...))
+	checkSeq(t, recv(t, b.Stream("other"), 100), 1)
+
+	done := make(chan error, 1)
+	go func() { done <- b.Enqueue(ctx, "k", "70") }()
+	select {
+	case err := <-done:
+		t.Fatalf("Enqueue returned %v while the key was congested", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	checkSeq(t, recv(t, b.Stream("k"), 69), 1) // the reader drains: room again
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(patience):
+		t.Fatal("Enqueue still blocked after the key drained")
+	}
+	must(t, b.Close(ctx, "k"))
+	checkSeq(t, recvAll(t, b.Stream("k")), 70)
+	if s := b.Stats(); s.Dropped != 0 {
+		t.Fatalf("Block dropped %d events", s.Dropped)
+	}
+}
+
+func TestBlockAdmitsBatchLargerThanBound(t *testing.T) {
+	b := newBroker[string](t, WithBuffer(1), WithMaxPending(2, Block))
+	must(t, b.Enqueue(context.Background(), "k", seq(1, 200)...)) // not congested: enters whole
+	must(t, b.Close(context.Background(), "k"))                   // never waits
+	got := recvAll(t, b.Stream("k"))
+	if len(got) != 200 {
+		t.Fatalf("got %d events, want 200", len(got))
+	}
+	checkSeq(t, got, 1)
+}
+
+func TestInboxFullWaitsForRoom(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	entered := make(chan struct{})
+	b := newBroker[string](t,
+		withTest(func(c *config) {
+			c.inbox = 4
+			c.onWake = func() {
+				once.Do(func() { close(entered) })
+				<-release
+			}
+		}))
+	ctx := context.Background()
+	must(t, b.Enqueue(ctx, "k", "1"))
+	<-entered // the loop is held before it takes the inbox
+	for i := 2; i <= 4; i++ {
+		// No round trip: these return while the loop is held.
+		must(t, b.Enqueue(ctx, "k", strconv.Itoa(i)))
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := b.Enqueue(short, "k", "x"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Enqueue into a full inbox: %v, want DeadlineExceeded", err)
+	}
+	if err := b.Close(short, "k"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close into a full inbox: %v, want DeadlineExceeded", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Enqueue(ctx, "k", "5") }()
+	close(release)
+	must(t, <-done)
+	checkSeq(t, recv(t, b.Stream("k"), 5), 1)
+}
+
+func TestInvalidEventsAreRefusedWhole(t *testing.T) {
+	b := newBroker[string](t)
+	ctx := context.Background()
+	bad := []struct {
+		name string
+		call func() error
+	}{
+		{"name with LF", func() error { return b.Publish(ctx, "k", Event{Data: "ok"}, Event{Name: "a\nb"}) }},
+		{"name with CR", func() error { return b.Publish(ctx, "k", Event{Data: "ok"}, Event{Name: "a\rb"}) }},
+		{"name with NUL", func() error { return b.Publish(ctx, "k", Event{Name: "a\x00b"}) }},
+		{"name not UTF-8", func() error { return b.Publish(ctx, "k", Event{Name: "\xff"}) }},
+		{"data not UTF-8", func() error { return b.Publish(ctx, "k", Event{Data: "ok"}, Event{Data: "a\xc3"}) }},
+		{"enqueued data not UTF-8", func() error { return b.Enqueue(ctx, "k", "ok", "\xed\xa0\x80") }},
+	}
+	for _, c := range bad {
+		if err := c.call(); !errors.Is(err, ErrInvalidEvent) {
+			t.Errorf("%s: %v, want ErrInvalidEvent", c.name, err)
+		}
+	}
+	must(t, b.Publish(ctx, "k", Event{Name: "ok", Data: "line 1\nline 2\r\n\x00"}))
+	got := recv(t, b.Stream("k"), 1)
+	if got[0].ID != 1 {
+		t.Fatalf("first valid event got ID %d: something of a refused call was enqueued", got[0].ID)
+	}
+	if s := b.Stats(); s.Enqueued != 1 {
+		t.Fatalf("enqueued %d, want 1", s.Enqueued)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithIdleTimeout(time.Minute), WithRetention(time.Hour))
+		ctx := context.Background()
+		enqueueSeq(t, b, "unread", 1, 3) // undelivered events do not keep it open
+		enqueueSeq(t, b, "busy", 1, 1)
+		streamed := b.Stream("streamed")
+		for range 3 {
+			time.Sleep(40 * time.Second)
+			must(t, b.Enqueue(ctx, "busy", "x")) // keeps "busy" open
+			b.Stream("streamed")                 // and Stream keeps "streamed" open
+		}
+		synctest.Wait()
+		if s := b.Stats(); s.Keys != 2 || s.Closed != 1 {
+			t.Fatalf("after 2 minutes: %+v, want busy and streamed open, unread closed", s)
+		}
+		checkSeq(t, recvAll(t, b.Stream("unread")), 1) // still readable, then ends
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		expectEnd(t, streamed)
+		if s := b.Stats(); s.Keys != 0 || s.Closed != 3 {
+			t.Fatalf("after 3 idle minutes: %+v, want all closed", s)
+		}
+	})
+}
+
+func TestIdleTimeoutManyKeysInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[int](t, WithIdleTimeout(time.Minute), WithRetention(time.Hour))
+		for k := range 100 {
+			must(t, b.Enqueue(context.Background(), k, "x"))
+			time.Sleep(time.Second)
+		}
+		// Key k was last touched at k seconds; it closes at 60+k.
+		for now := 100; now < 160; now++ {
+			synctest.Wait()
+			want := now - 60 + 1 // keys 0..now-60 are closed
+			if s := b.Stats(); s.Closed != want {
+				t.Fatalf("at %ds: %d closed, want %d", now, s.Closed, want)
+			}
+			time.Sleep(time.Second)
+		}
+	})
+}
+
+func TestShutdownDrainsReaders(t *testing.T) {
+	b := New[string](WithBuffer(2))
+	ctx := context.Background()
+	ch := b.Stream("k")
+	enqueueSeq(t, b, "k", 1, 500)
+	got := make(chan []Event)
+	go func() { got <- recvAll(t, ch) }()
+	must(t, b.Shutdown(ctx))
+	checkSeq(t, <-got, 1)
+
+	for name, err := range map[string]error{
+		"Enqueue": b.Enqueue(ctx, "k", "x"),
+		"Publish": b.Publish(ctx, "k", Event{}),
+		"Close":   b.Close(ctx, "k"),
+	} {
+		if !errors.Is(err, ErrShutdown) {
+			t.Errorf("%s after Shutdown: %v", name, err)
+		}
+	}
+	expectEnd(t, b.Stream("k"))
+	expectEnd(t, b.Stream("new"))
+	if s := b.Stats(); s.Enqueued != 500 || s.Dropped != 0 || s.Closed != 1 {
+		t.Fatalf("final stats %+v", s)
+	}
+	must(t, b.Shutdown(ctx)) // again
+}
+
+func TestShutdownDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New[string]()
+		ch := b.Stream("stalled")
+		enqueueSeq(t, b, "stalled", 1, 100) // nobody reads: the drain cannot finish
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := b.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown: %v, want DeadlineExceeded", err)
+		}
+		got := recvAll(t, ch)
+		checkSeq(t, got, 1) // what was in the channel stays readable
+		if s := b.Stats(); len(got) != DefaultBuffer || s.Dropped != uint64(100-DefaultBuffer) {
+			t.Fatalf("received %d, stats %+v", len(got), s)
+		}
+	})
+}
+
+func TestShutdownReleasesBlockedProducer(t *testing.T) {
+	b := New[string](WithBuffer(1), WithMaxPending(0, Block))
+	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 waiting: congested
+	b.Stats()
+	done := make(chan error, 1)
+	go func() { done <- b.Enqueue(context.Background(), "k", "3") }()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := b.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v, want DeadlineExceeded (nobody reads k)", err)
+	}
+	if err := <-done; !errors.Is(err, ErrShutdown) {
+		t.Fatalf("blocked Enqueue: %v, want ErrShutdown", err)
+	}
+}
+
+func TestShutdownReleasesProducerWaitingForInbox(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	var once sync.Once
+	b := New[string](withTest(func(c *config) {
+		c.inbox = 1
+		c.onWake = func() {
+			once.Do(func() { close(entered) })
+			<-release
+		}
+	}))
+	must(t, b.Enqueue(context.Background(), "k", "1"))
+	<-entered // the loop is held; the inbox is full
+	done := make(chan error, 1)
+	go func() { done <- b.Enqueue(context.Background(), "k", "2") }()
+	shut := make(chan error, 1)
+	go func() { shut <- b.Shutdown(context.Background()) }()
+	if err := <-done; !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Enqueue waiting for the inbox: %v, want ErrShutdown", err)
+	}
+	close(release)
+	must(t, <-shut)
+	checkSeq(t, recvAll(t, b.Stream("k")), 1) // accepted before Shutdown: delivered
+}
+
+// TestStatsIsASnapshot checks every counter against a known history.
+func TestStatsIsASnapshot(t *testing.T) {
+	b := newBroker[string](t, WithBuffer(1))
+	ctx := context.Background()
+	enqueueSeq(t, b, "a", 1, 10) // 1 buffered, 9 pending
+	enqueueSeq(t, b, "b", 1, 1)
+	must(t, b.Close(ctx, "b"))
+	must(t, b.Close(ctx, "c"))
+	must(t, b.Enqueue(ctx, "c", "x", "y"))
+	want := Stats{Keys: 1, Closed: 2, Pending: 9, Enqueued: 11, Discarded: 2}
+	if s := b.Stats(); s != want {
+		t.Fatalf("stats %+v, want %+v", s, want)
+	}
+	recv(t, b.Stream("a"), 10) // else Shutdown waits for a reader
+}
+
+func TestEnqueueReceiveAllocs(t *testing.T) {
+	b := newBroker[int](t)
+	ch := b.Stream(1)
+	ctx := context.Background()
+	for range 100 { // warm up: the inbox's slices reach their size
+		must(t, b.Enqueue(ctx, 1, "x"))
+		<-ch
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := b.Enqueue(ctx, 1, "x"); err != nil {
+			t.Fatal(err)
+		}
+		<-ch
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per Enqueue and receive, want 0", allocs)
+	}
+}
+
+func TestIdleKeyCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures memory over 100,000 keys")
+	}
+	b := newBroker[int](t)
+	const n = 100_000
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for k := range n {
+		must(t, b.Enqueue(context.Background(), k, "x"))
+	}
+	b.Stats()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%.0f bytes per idle key", per)
+	if per > 1024 {
+		t.Fatalf("%.0f bytes per idle key, want ≤ 1024", per)
+	}
+}

@@ -1,0 +1,121 @@
+package sse
+
+// A topic is one key's queue. Every field is owned by the loop goroutine;
+// readers only ever see ch, and the key's feeder goroutine (see stream.go)
+// only sends on ch and reads its own backlog fields as documented there.
+type topic[K comparable] struct {
+	key K          // the map key, so that timer lists can forget the topic
+	ch  chan Event // what readers receive; closed by the loop only (see closeTopic)
+	seq uint64     // the ID of the last event accepted for this key
+
+	// backlog holds the events that did not fit into ch. It is nil while the
+	// key is not backlogged, so an idle key pays one pointer for it.
+	backlog *backlog
+
+	// prev and next link the topic into the loop's idle list while it is
+	// open (only when an idle timeout is set) or into its retained list once
+	// it is closed. stamp is when it entered that list's tail: the last
+	// touch, or the Close.
+	prev, next *topic[K]
+	stamp      int64 // nanoseconds on the loop's clock
+
+	closed bool // no more events are accepted
+}
+
+// A backlog is the part of a key's queue beyond its channel buffer, and the
+// feeder goroutine that moves it into the channel as the reader drains it.
+// It exists only while the key is backlogged.
+type backlog struct {
+	overflow fifo // loop-owned: events not yet handed to the feeder
+
+	// batch is the slice the feeder is sending. The loop fills it and hands it
+	// over on next; the feeder owns it until it asks for a refill, after which
+	// the loop owns it again and reuses its storage.
+	batch []Event
+	next  chan []Event  // loop → feeder: the next batch, or nil to stop; capacity 1
+	stop  chan struct{} // closed by the loop when the key is forgotten undrained
+
+	unsent   int  // written by the feeder before it reports an early exit
+	stopping bool // loop-owned: stop has been closed
+}
+
+// batchSize bounds how many events the loop hands to a feeder at a time.
+// Larger batches mean fewer round trips on a backlogged key; the batch in
+// transit is not counted against WithMaxPending's bound.
+const batchSize = 64
+
+// fifo is a growable ring buffer of events.
+type fifo struct {
+	buf  []Event
+	head int // index of the oldest event
+	n    int // number of events
+}
+
+func (q *fifo) len() int { return q.n }
+
+func (q *fifo) push(ev Event) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = ev
+	q.n++
+}
+
+// dropOldest removes the oldest event.
+func (q *fifo) dropOldest() {
+	q.buf[q.head] = Event{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+}
+
+// take moves up to max of the oldest events to dst and returns it.
+func (q *fifo) take(dst []Event, max int) []Event {
+	for ; max > 0 && q.n > 0; max-- {
+		dst = append(dst, q.buf[q.head])
+		q.dropOldest()
+	}
+	return dst
+}
+
+func (q *fifo) grow() {
+	buf := make([]Event, max(2*len(q.buf), batchSize))
+	k := copy(buf, q.buf[q.head:])
+	copy(buf[k:], q.buf[:q.head])
+	q.buf, q.head = buf, 0
+}
+
+// list is an intrusive doubly linked list of topics, oldest stamp first.
+// The loop keeps two: open keys by last touch, closed keys by close time.
+// Both durations are fixed, so list order is deadline order and each timer
+// operation is O(1).
+type list[K comparable] struct {
+	head, tail *topic[K]
+	n          int
+}
+
+func (l *list[K]) pushBack(t *topic[K], stamp int64) {
+	t.stamp = stamp
+	t.prev, t.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = t
+	} else {
+		l.head = t
+	}
+	l.tail = t
+	l.n++
+}
+
+func (l *list[K]) remove(t *topic[K]) {
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else {
+		l.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	} else {
+		l.tail = t.prev
+	}
+	t.prev, t.next = nil, nil
+	l.n--
+}
