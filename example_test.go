@@ -1,0 +1,150 @@
+package sse_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rocketqueue/sse"
+)
+
+// JobID names the queue of one job. Any comparable type can be a key.
+type JobID string
+
+// doLongProcess is the seed library's MyLongRunningProcess: it reports its
+// progress into the job's queue, then closes the queue.
+func doLongProcess(ctx context.Context, events *sse.Broker[JobID], job JobID) error {
+	// Adding a single message to the queue.
+	if err := events.Enqueue(ctx, job, "Starting process."); err != nil {
+		return err
+	}
+	// Adding several messages at once: one batch, kept together.
+	if err := events.Enqueue(ctx, job, "Message One", "Message Two", "Message Three"); err != nil {
+		return err
+	}
+	// Closing the queue: the reader's range ends after the last message.
+	return events.Close(ctx, job)
+}
+
+// A long-running process enqueues progress for its job's key and closes it;
+// a reader ranges over the key's channel until the end.
+func Example() {
+	ctx := context.Background()
+	events := sse.New[JobID]()
+	defer events.Shutdown(ctx)
+
+	job := JobID("job-42")
+	go doLongProcess(ctx, events, job)
+
+	for ev := range events.Stream(job) {
+		fmt.Println(ev.ID, ev.Data)
+	}
+	// Output:
+	// 1 Starting process.
+	// 2 Message One
+	// 3 Message Two
+	// 4 Message Three
+}
+
+// Events enqueued before any reader wait for it; events with names become
+// SSE events of that type.
+func ExampleBroker_Publish() {
+	ctx := context.Background()
+	b := sse.New[int]()
+	defer b.Shutdown(ctx)
+
+	b.Publish(ctx, 7,
+		sse.Event{Name: "progress", Data: "50"},
+		sse.Event{Name: "progress", Data: "100"},
+		sse.Event{Name: "result", Data: "line 1\nline 2"},
+	)
+	b.Close(ctx, 7)
+
+	for ev := range b.Stream(7) {
+		fmt.Printf("%d %s %q\n", ev.ID, ev.Name, ev.Data)
+	}
+	// Output:
+	// 1 progress "50"
+	// 2 progress "100"
+	// 3 result "line 1\nline 2"
+}
+
+// Invalid events are refused in the caller, and nothing of the call is
+// enqueued.
+func ExampleErrInvalidEvent() {
+	ctx := context.Background()
+	b := sse.New[string]()
+	defer b.Shutdown(ctx)
+
+	err := b.Publish(ctx, "k", sse.Event{Data: "fine"}, sse.Event{Name: "two\nlines"})
+	fmt.Println(errors.Is(err, sse.ErrInvalidEvent))
+	fmt.Println(b.Stats().Enqueued)
+	// Output:
+	// true
+	// 0
+}
+
+// A key closed before anything was enqueued ends a late reader's range at
+// once, and later events for it are discarded.
+func ExampleBroker_Close() {
+	ctx := context.Background()
+	b := sse.New[string]()
+	defer b.Shutdown(ctx)
+
+	b.Close(ctx, "cancelled-job")
+	b.Enqueue(ctx, "cancelled-job", "too late")
+	for range b.Stream("cancelled-job") {
+		fmt.Println("never printed")
+	}
+	fmt.Printf("%+v\n", b.Stats())
+	// Output:
+	// {Keys:0 Closed:1 Pending:0 Enqueued:0 Discarded:1 Dropped:0}
+}
+
+// With a bound on each key's overflow, a reader that falls behind sees the
+// newest events; the IDs show what it missed.
+func ExampleWithMaxPending() {
+	ctx := context.Background()
+	b := sse.New[string](sse.WithBuffer(2), sse.WithMaxPending(2, sse.DropOldest))
+	defer b.Shutdown(ctx)
+
+	// One batch of 100 while nobody reads: 2 fit in the channel and the
+	// overflow keeps the newest 2.
+	batch := make([]string, 100)
+	for i := range batch {
+		batch[i] = fmt.Sprint("tick ", i+1)
+	}
+	b.Enqueue(ctx, "ticker", batch...)
+	b.Close(ctx, "ticker")
+
+	var last sse.Event
+	n := 0
+	for ev := range b.Stream("ticker") {
+		last, n = ev, n+1
+	}
+	fmt.Println(n, "received, the last:", last.ID, last.Data)
+	fmt.Println(b.Stats().Dropped, "dropped")
+	// Output:
+	// 4 received, the last: 100 tick 100
+	// 96 dropped
+}
+
+// Shutdown lets readers drain until its context ends, then stops the broker.
+func ExampleBroker_Shutdown() {
+	b := sse.New[string]()
+	b.Enqueue(context.Background(), "k", "queued before Shutdown")
+	ch := b.Stream("k")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	fmt.Println(b.Shutdown(ctx))
+	for ev := range ch {
+		fmt.Println(ev.Data)
+	}
+	fmt.Println(b.Enqueue(context.Background(), "k", "after"))
+	// Output:
+	// <nil>
+	// queued before Shutdown
+	// sse: broker shut down
+}
