@@ -101,7 +101,7 @@ func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 	if err := b.waitRoom(ctx, key); err != nil {
 		return err
 	}
-	return b.send(ctx, command[K]{op: opPublish, key: key, n: len(data)}, data, nil)
+	return b.send(ctx, command[K]{op: opPublish, key: key, n: int32(len(data))}, data, nil)
 }
 
 // Publish is Enqueue for events with names. Each event's ID is ignored; the
@@ -117,7 +117,7 @@ func (b *Broker[K]) Publish(ctx context.Context, key K, events ...Event) error {
 	if err := b.waitRoom(ctx, key); err != nil {
 		return err
 	}
-	return b.send(ctx, command[K]{op: opPublish, key: key, n: len(events)}, nil, events)
+	return b.send(ctx, command[K]{op: opPublish, key: key, n: int32(len(events))}, nil, events)
 }
 
 // Close marks key as finished: readers receive every event enqueued before
@@ -133,7 +133,7 @@ func (b *Broker[K]) Close(ctx context.Context, key K) error {
 // loop. After Shutdown it returns the final counters.
 func (b *Broker[K]) Stats() Stats {
 	reply := make(chan Stats, 1)
-	b.post(command[K]{op: opStats, reply: reply})
+	b.post(command[K]{op: opStats, arg: reply})
 	select {
 	case s := <-reply:
 		return s
@@ -282,15 +282,19 @@ const (
 	opStream            // reply with key's channel
 	opStats             // reply with a snapshot
 	opRefill            // a feeder has sent its batch (or stopped early) and wants the next
+	opSubscribe         // attach an SSE connection to key
+	opUnsubscribe       // detach it
 )
 
-// A command is one request to the loop.
+// A command is one request to the loop. It is small: the inbox copies it.
 type command[K comparable] struct {
-	key   K
-	op    op
-	n     int       // opPublish: number of events
-	feed  *topic[K] // opRefill: the feeder's topic
-	reply any       // opStream: chan (<-chan Event); opStats: chan Stats
+	key K
+	op  op
+	n   int32 // opPublish: number of events
+	// arg is chan (<-chan Event) for opStream, chan Stats for opStats,
+	// *topic[K] for opRefill, *subscription[K] for opSubscribe and
+	// opUnsubscribe.
+	arg any
 }
 
 // loop is the state of the broker's goroutine. Every field is owned by it.
@@ -379,11 +383,15 @@ func (l *loop[K]) drain() {
 		case opClose:
 			l.close(c.key)
 		case opStream:
-			c.reply.(chan (<-chan Event)) <- l.stream(c.key)
+			c.arg.(chan (<-chan Event)) <- l.stream(c.key)
 		case opStats:
-			c.reply.(chan Stats) <- l.snapshot()
+			c.arg.(chan Stats) <- l.snapshot()
 		case opRefill:
-			l.refill(c.feed)
+			l.refill(c.arg.(*topic[K]))
+		case opSubscribe:
+			l.subscribe(c.key, c.arg.(*subscription[K]))
+		case opUnsubscribe:
+			l.unsubscribe(c.arg.(*subscription[K]))
 		}
 	}
 	clear(cmds)
@@ -460,6 +468,11 @@ func (l *loop[K]) expire() {
 	now := l.clock()
 	if idle := int64(l.b.cfg.idle); idle > 0 {
 		for t := l.idle.head; t != nil && t.stamp+idle <= now; t = l.idle.head {
+			if t.attached() { // an SSE connection keeps its key open
+				l.idle.remove(t)
+				l.idle.pushBack(t, now)
+				continue
+			}
 			l.closeTopic(t)
 		}
 	}
@@ -572,6 +585,7 @@ type config struct {
 	retention  time.Duration // how long a closed key is remembered
 	idle       time.Duration // close keys untouched for this long; 0: never
 	inbox      int           // commands the inbox holds before producers wait
+	replay     int           // events each key's replay window holds
 	onWake     func()        // tests only: called by the loop before it takes the inbox
 }
 
@@ -590,6 +604,7 @@ func defaults() config {
 		maxPending: -1,
 		retention:  DefaultRetention,
 		inbox:      1024,
+		replay:     DefaultReplay,
 	}
 }
 
@@ -630,9 +645,26 @@ func WithRetention(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.retention = d })
 }
 
+// DefaultReplay is how many events each key's replay window holds unless
+// [WithReplay] says otherwise.
+const DefaultReplay = 1024
+
+// WithReplay sets how many events each key's replay window holds: the
+// events SSE connections took from the key (see [Broker.Subscribe]) that
+// their clients have not yet confirmed by resuming. A client that comes back
+// after more than n events were taken and never confirmed is told of the gap.
+// The window is allocated only for keys that SSE connections read. The
+// default is [DefaultReplay]; 0 turns replay off. n must be ≥ 0.
+func WithReplay(n int) Option {
+	if n < 0 {
+		panic("sse: WithReplay: negative size")
+	}
+	return optionFunc(func(c *config) { c.replay = n })
+}
+
 // WithIdleTimeout closes, as [Broker.Close] does, every key that has seen no
-// Enqueue, Publish or Stream for d. Events not yet read do not keep a key
-// open. By default keys never time out. d must be ≥ 0; 0 means never.
+// Enqueue, Publish or Stream for d and has no SSE connection attached.
+// Events not yet read do not keep a key open. By default keys never time out. d must be ≥ 0; 0 means never.
 func WithIdleTimeout(d time.Duration) Option {
 	if d < 0 {
 		panic("sse: WithIdleTimeout: negative duration")

@@ -16,7 +16,7 @@ func (b *Broker[K]) Stream(key K) <-chan Event {
 	default:
 	}
 	reply := make(chan (<-chan Event), 1)
-	b.post(command[K]{op: opStream, key: key, reply: reply})
+	b.post(command[K]{op: opStream, key: key, arg: reply})
 	select {
 	case ch := <-reply:
 		return ch
@@ -146,14 +146,14 @@ func (b *Broker[K]) feed(t *topic[K], bl *backlog, batch []Event) {
 			case ch <- batch[i]:
 			case <-bl.stop:
 				bl.unsent = len(batch) - i
-				b.post(command[K]{op: opRefill, feed: t})
+				b.post(command[K]{op: opRefill, arg: t})
 				return
 			case <-b.abort:
 				bl.unsent = len(batch) - i
 				return
 			}
 		}
-		b.post(command[K]{op: opRefill, feed: t})
+		b.post(command[K]{op: opRefill, arg: t})
 		select {
 		case batch = <-bl.next:
 		case <-b.abort:

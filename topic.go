@@ -12,6 +12,9 @@ type topic[K comparable] struct {
 	// key is not backlogged, so an idle key pays one pointer for it.
 	backlog *backlog
 
+	// session is the key's SSE state; nil until the key's first Subscribe.
+	session *session[K]
+
 	// prev and next link the topic into the loop's idle list while it is
 	// open (only when an idle timeout is set) or into its retained list once
 	// it is closed. stamp is when it entered that list's tail: the last
@@ -21,6 +24,13 @@ type topic[K comparable] struct {
 
 	closed bool // no more events are accepted
 }
+
+// chanClosed reports whether the loop has closed t.ch: the key is closed and
+// nothing waits to be handed to the channel any more.
+func (t *topic[K]) chanClosed() bool { return t.closed && t.backlog == nil }
+
+// attached reports whether an SSE connection holds the key.
+func (t *topic[K]) attached() bool { return t.session != nil && t.session.attached != nil }
 
 // A backlog is the part of a key's queue beyond its channel buffer, and the
 // feeder goroutine that moves it into the channel as the reader drains it.
@@ -61,6 +71,9 @@ func (q *fifo) push(ev Event) {
 	q.n++
 }
 
+// front returns the oldest event; the fifo must not be empty.
+func (q *fifo) front() Event { return q.buf[q.head] }
+
 // dropOldest removes the oldest event.
 func (q *fifo) dropOldest() {
 	q.buf[q.head] = Event{}
@@ -75,6 +88,13 @@ func (q *fifo) take(dst []Event, max int) []Event {
 		q.dropOldest()
 	}
 	return dst
+}
+
+// appendTo appends the events, oldest first, to dst and returns it.
+func (q *fifo) appendTo(dst []Event) []Event {
+	tail := min(q.head+q.n, len(q.buf))
+	dst = append(dst, q.buf[q.head:tail]...)
+	return append(dst, q.buf[:q.n-(tail-q.head)]...)
 }
 
 func (q *fifo) grow() {

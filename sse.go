@@ -1,0 +1,410 @@
+package sse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Handler returns an http.Handler that streams one key's queue to a client
+// as Server-Sent Events (the text/event-stream format that a browser's
+// EventSource reads). key picks the key from the request, typically from
+// its path or query.
+//
+// Each request, in order:
+//   - Methods other than GET get 405.
+//   - If key returns an error, the response is 400 with the error's text,
+//     or the error's own status if it has a method StatusCode() int that
+//     returns a 4xx or 5xx code (use it for 401, 403 or 404).
+//   - If the ResponseWriter cannot flush, the response is 500 and the queue
+//     is not touched.
+//   - The request attaches to the key's queue ([Source.Subscribe]): a closed
+//     key whose events have all been read gets 204, which makes a browser
+//     stop reconnecting; a key another connection holds gets 409 or is taken
+//     over (see [WithTakeover]); a shut down source gets 503.
+//   - Otherwise the response is 200 with the headers flushed at once. Each
+//     event is written whole, as "id", "event" (if it has a Name) and one
+//     "data" line per line of Data; everything that is ready is written
+//     before one flush. After a closed key's last event comes an event named
+//     "close" with empty data, and the response ends.
+//
+// A request that carries a Last-Event-ID header, or a lastEventId query
+// parameter (the header wins), resumes: it first gets the events after that
+// ID that an earlier connection took but the client did not confirm, then
+// the live queue. If some of those are no longer retained, an event named
+// "gap" comes first: its data is {"from":F,"to":T}, the missing IDs, and its
+// id is T. A value that is not a decimal event ID is ignored.
+//
+// While idle, the stream carries a comment line as a heartbeat. Every write
+// has its own deadline, so a client that stops reading is dropped, while
+// the server's WriteTimeout does not cut a healthy stream. The handler
+// returns when the client goes away, the key ends, a write fails or
+// another connection takes the key over; events it did not take stay
+// queued. It starts no goroutine.
+//
+// To end streams when an http.Server shuts down (Shutdown waits for
+// handlers, and a stream never finishes by itself), give the server a
+// BaseContext and cancel it in RegisterOnShutdown: clients then see their
+// stream end without a "close" event, and reconnect.
+func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), opts ...HandlerOption) http.Handler {
+	h := &handler[K]{src: src, key: key, cfg: handlerDefaults()}
+	for _, o := range opts {
+		o.applyHandler(&h.cfg)
+	}
+	return h
+}
+
+type handler[K comparable] struct {
+	src Source[K]
+	key func(*http.Request) (K, error)
+	cfg handlerConfig // immutable after Handler
+}
+
+func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		http.Error(w, "sse: only GET streams events", http.StatusMethodNotAllowed)
+		return
+	}
+	key, err := h.keyOf(r)
+	if err != nil {
+		h.refuse(w, r, statusOf(err, http.StatusBadRequest), err)
+		return
+	}
+	if !canFlush(w) {
+		h.refuse(w, r, http.StatusInternalServerError, errors.New("sse: the ResponseWriter cannot flush"))
+		return
+	}
+	req := SubscribeRequest{Takeover: h.cfg.takeover == TakeOverAlways}
+	if id, ok := lastEventID(r); ok {
+		req.Resume, req.LastID, req.Takeover = true, id, true
+	}
+	sub, err := h.src.Subscribe(r.Context(), key, req)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrFinished):
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case errors.Is(err, ErrBusy):
+		h.refuse(w, r, http.StatusConflict, err)
+		return
+	case errors.Is(err, ErrShutdown):
+		h.refuse(w, r, http.StatusServiceUnavailable, err)
+		return
+	case r.Context().Err() != nil:
+		return // the client went away while waiting for a takeover
+	default:
+		h.refuse(w, r, statusOf(err, http.StatusInternalServerError), err)
+		return
+	}
+	defer sub.Close()
+	h.stream(w, r, sub)
+}
+
+// keyOf calls the key function, turning a panic into an error.
+func (h *handler[K]) keyOf(r *http.Request) (key K, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = panicError{p}
+		}
+	}()
+	return h.key(r)
+}
+
+type panicError struct{ value any }
+
+func (e panicError) Error() string   { return fmt.Sprintf("sse: key function panicked: %v", e.value) }
+func (e panicError) StatusCode() int { return http.StatusInternalServerError }
+
+// flushBytes is how much the handler gathers before it writes even if more
+// events are ready, so that a long backlog does not build one huge buffer.
+const flushBytes = 32 << 10
+
+// stream writes the subscription's events until the key ends or the
+// connection does.
+func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, sub Subscription) {
+	ctx := r.Context()
+	rc := http.NewResponseController(w)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	buf := make([]byte, 0, 4<<10)
+	if h.cfg.retry > 0 {
+		buf = append(buf, "retry: "...)
+		buf = strconv.AppendInt(buf, h.cfg.retry.Milliseconds(), 10)
+		buf = append(buf, "\n\n"...)
+	}
+	gap, missed := sub.Missed()
+	if gap != (Gap{}) {
+		buf = fmt.Appendf(buf, "id: %d\nevent: gap\ndata: {\"from\":%d,\"to\":%d}\n\n", gap.To, gap.From, gap.To)
+		h.log(ctx, slog.LevelWarn, "sse: client missed events that are no longer retained", r, slog.Uint64("from", gap.From), slog.Uint64("to", gap.To))
+	}
+	for _, ev := range missed {
+		buf = appendEvent(buf, ev)
+	}
+	if err := h.write(w, rc, buf); err != nil {
+		h.log(ctx, slog.LevelInfo, "sse: write failed", r, slog.Any("error", err))
+		return
+	}
+
+	var heartbeat <-chan time.Time
+	var beat *time.Timer
+	if h.cfg.heartbeat > 0 {
+		beat = time.NewTimer(h.cfg.heartbeat)
+		defer beat.Stop()
+		heartbeat = beat.C
+	}
+	events, done := sub.Events(), sub.Done()
+	for {
+		buf = buf[:0]
+		ended := false
+		select {
+		case ev, ok := <-events:
+			for ok {
+				sub.Taken(ev)
+				buf = appendEvent(buf, ev)
+				if len(buf) >= flushBytes {
+					break
+				}
+				select {
+				case ev, ok = <-events:
+					continue
+				default:
+				}
+				break
+			}
+			select {
+			case <-done: // taken over: what we took is in the replay window
+				h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
+				return
+			default:
+			}
+			if ended = !ok; ended {
+				buf = append(buf, h.cfg.end...)
+			}
+		case <-heartbeat:
+			buf = append(buf, ": ping\n\n"...)
+		case <-done:
+			h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
+			return
+		case <-ctx.Done():
+			return
+		}
+		if err := h.write(w, rc, buf); err != nil {
+			h.log(ctx, slog.LevelInfo, "sse: write failed", r, slog.Any("error", err))
+			return
+		}
+		if ended {
+			return
+		}
+		if beat != nil {
+			beat.Reset(h.cfg.heartbeat)
+		}
+	}
+}
+
+// write writes buf and flushes it under a fresh write deadline, then lifts
+// the deadline so that an idle stream is not cut.
+func (h *handler[K]) write(w http.ResponseWriter, rc *http.ResponseController, buf []byte) error {
+	if h.cfg.writeTimeout > 0 {
+		if err := rc.SetWriteDeadline(time.Now().Add(h.cfg.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return err
+		}
+		defer rc.SetWriteDeadline(time.Time{})
+	}
+	if len(buf) > 0 {
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+	}
+	return rc.Flush()
+}
+
+// refuse answers a request that gets no stream, and logs why.
+func (h *handler[K]) refuse(w http.ResponseWriter, r *http.Request, status int, err error) {
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	h.log(r.Context(), level, "sse: request refused", r, slog.Int("status", status), slog.Any("error", err))
+	http.Error(w, err.Error(), status)
+}
+
+func (h *handler[K]) log(ctx context.Context, level slog.Level, msg string, r *http.Request, attrs ...slog.Attr) {
+	if h.cfg.logger == nil || !h.cfg.logger.Enabled(ctx, level) {
+		return
+	}
+	attrs = append(attrs, slog.String("path", r.URL.Path), slog.String("remote", r.RemoteAddr))
+	h.cfg.logger.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// statusOf returns the status an error carries, or def.
+func statusOf(err error, def int) int {
+	var sc interface{ StatusCode() int }
+	if errors.As(err, &sc) {
+		if code := sc.StatusCode(); code >= 400 && code <= 599 {
+			return code
+		}
+	}
+	return def
+}
+
+// canFlush reports whether w, or a ResponseWriter it wraps, can flush. It
+// unwraps as http.ResponseController does, without writing anything, so
+// that the handler can still answer 500.
+func canFlush(w http.ResponseWriter) bool {
+	for {
+		switch w.(type) {
+		case http.Flusher, interface{ FlushError() error }:
+			return true
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		w = u.Unwrap()
+	}
+}
+
+// lastEventID returns the ID a request resumes from: its Last-Event-ID
+// header or, without one, its lastEventId query parameter.
+func lastEventID(r *http.Request) (uint64, bool) {
+	v, ok := r.Header["Last-Event-Id"]
+	if !ok {
+		v, ok = r.URL.Query()["lastEventId"]
+	}
+	if !ok || len(v) == 0 || v[0] == "" || v[0][0] < '0' || v[0][0] > '9' {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(v[0], 10, 64)
+	return id, err == nil
+}
+
+// appendEvent appends ev in the text/event-stream format: an id line, an
+// event line if it has a Name, one data line per line of Data (a line ends
+// at CRLF, LF or CR, as the client's parser splits them), and a blank line.
+// An empty Data still gets one data line, so that the client dispatches it.
+func appendEvent(buf []byte, ev Event) []byte {
+	buf = append(buf, "id: "...)
+	buf = strconv.AppendUint(buf, ev.ID, 10)
+	buf = append(buf, '\n')
+	if ev.Name != "" {
+		buf = append(buf, "event: "...)
+		buf = append(buf, ev.Name...)
+		buf = append(buf, '\n')
+	}
+	data := ev.Data
+	for {
+		i := strings.IndexAny(data, "\r\n")
+		if i < 0 {
+			break
+		}
+		buf = append(buf, "data: "...)
+		buf = append(buf, data[:i]...)
+		buf = append(buf, '\n')
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++
+		}
+		data = data[i+1:]
+	}
+	buf = append(buf, "data: "...)
+	buf = append(buf, data...)
+	return append(buf, "\n\n"...)
+}
+
+// A HandlerOption configures [Handler].
+type HandlerOption interface{ applyHandler(*handlerConfig) }
+
+type handlerOptionFunc func(*handlerConfig)
+
+func (f handlerOptionFunc) applyHandler(c *handlerConfig) { f(c) }
+
+// handlerConfig is a handler's configuration, fixed by Handler.
+type handlerConfig struct {
+	heartbeat    time.Duration
+	retry        time.Duration
+	writeTimeout time.Duration
+	end          string // written after a closed key's last event
+	takeover     Takeover
+	logger       *slog.Logger // nil: silent
+}
+
+func handlerDefaults() handlerConfig {
+	return handlerConfig{
+		heartbeat:    15 * time.Second,
+		writeTimeout: 30 * time.Second,
+		end:          "event: close\ndata: \n\n",
+	}
+}
+
+// WithHeartbeat sets how long a stream may be idle before the handler
+// writes a comment line, so that proxies and load balancers do not cut it.
+// The default is 15 seconds; 0 turns heartbeats off.
+func WithHeartbeat(d time.Duration) HandlerOption {
+	return handlerOptionFunc(func(c *handlerConfig) { c.heartbeat = max(d, 0) })
+}
+
+// WithRetry sends a "retry" field when a stream starts: how long the client
+// waits before it reconnects. By default none is sent and the browser picks
+// (a few seconds).
+func WithRetry(d time.Duration) HandlerOption {
+	return handlerOptionFunc(func(c *handlerConfig) { c.retry = max(d, 0) })
+}
+
+// WithWriteTimeout bounds each write to the client, so that a client that
+// stops reading is dropped rather than holding the handler. The default is
+// 30 seconds; 0 means no bound.
+func WithWriteTimeout(d time.Duration) HandlerOption {
+	return handlerOptionFunc(func(c *handlerConfig) { c.writeTimeout = max(d, 0) })
+}
+
+// WithTerminateMessage ends a closed key's stream with the data line
+// "---terminate---", as Rocket.Libraries.ServerSentEvents does, instead of
+// the "close" event, for clients written for that library.
+func WithTerminateMessage() HandlerOption {
+	return handlerOptionFunc(func(c *handlerConfig) { c.end = "data: ---terminate---\n\n" })
+}
+
+// WithLogger sends the handler's refusals (4xx and 5xx answers), write
+// errors and takeovers to l. By default the handler logs nothing.
+func WithLogger(l *slog.Logger) HandlerOption {
+	return handlerOptionFunc(func(c *handlerConfig) { c.logger = l })
+}
+
+// WithTakeover sets what happens when a request arrives for a key that
+// another connection is streaming. See [Takeover].
+func WithTakeover(t Takeover) HandlerOption {
+	return handlerOptionFunc(func(c *handlerConfig) { c.takeover = t })
+}
+
+// Takeover is the handler's policy for a second connection to a key that
+// has one.
+//
+// Keys are meant per client. A client that lost its connection reconnects
+// with Last-Event-ID, often before the server has noticed the old
+// connection is dead: that request must win. A request without an ID is
+// more likely a second reader, such as another tab: if it won, the first
+// tab would reconnect with its ID and win back, and the two would take the
+// key from each other forever.
+type Takeover int
+
+const (
+	// TakeOverOnResume, the default, lets a request that resumes (it carries
+	// a Last-Event-ID or lastEventId) take the key over: the older response
+	// ends first, then the new one streams. A request without an ID gets 409
+	// Conflict, which makes a browser stop instead of competing.
+	TakeOverOnResume Takeover = iota
+	// TakeOverAlways lets every new request take the key over, the newest
+	// connection winning. Use it when a client may lose its connection before
+	// it has received any event, and so reconnects without an ID; two tabs
+	// on one key will then take it from each other.
+	TakeOverAlways
+)

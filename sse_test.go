@@ -1,0 +1,689 @@
+package sse
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rocketqueue/sse/ssetest"
+)
+
+// statusError is a key function's error that carries an HTTP status.
+type statusError int
+
+func (e statusError) Error() string   { return http.StatusText(int(e)) }
+func (e statusError) StatusCode() int { return int(e) }
+
+// queryKey takes the key from the "key" query parameter.
+func queryKey(r *http.Request) (string, error) {
+	switch k := r.URL.Query().Get("key"); k {
+	case "":
+		return "", errors.New("missing key parameter")
+	case "secret":
+		return "", fmt.Errorf("no access: %w", statusError(http.StatusForbidden))
+	case "panic":
+		panic("key function exploded")
+	default:
+		return k, nil
+	}
+}
+
+// tracked wraps a handler and counts the requests still being served, so a
+// test can wait for the handler to return.
+type tracked struct {
+	h      http.Handler
+	active atomic.Int64
+}
+
+func (t *tracked) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t.active.Add(1)
+	defer t.active.Add(-1)
+	t.h.ServeHTTP(w, r)
+}
+
+// waitIdle fails the test unless every request has returned within patience.
+func (t *tracked) waitIdle(tb testing.TB) {
+	tb.Helper()
+	deadline := time.Now().Add(patience)
+	for t.active.Load() != 0 {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d handlers still running after %v", t.active.Load(), patience)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// serve starts a test server for b's handler.
+func serve(t *testing.T, b *Broker[string], opts ...HandlerOption) (*httptest.Server, *tracked) {
+	t.Helper()
+	h := &tracked{h: Handler(b, queryKey, opts...)}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv, h
+}
+
+// client is one open event stream.
+type client struct {
+	resp     *http.Response
+	events   *ssetest.Reader
+	comments atomic.Int64
+	cancel   context.CancelFunc
+}
+
+// open requests key's stream and fails unless it is a 200 event stream.
+func open(t *testing.T, hc *http.Client, url, key string, header ...string) *client {
+	t.Helper()
+	c, err := tryOpen(hc, url, key, header...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.close)
+	if err := ssetest.CheckResponse(c.resp); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// tryOpen requests key's stream with header (name, value pairs).
+func tryOpen(hc *http.Client, url, key string, header ...string) (*client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"?key="+key, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c := &client{resp: resp, events: ssetest.NewReader(resp.Body), cancel: cancel}
+	c.events.OnComment = func(string) { c.comments.Add(1) }
+	return c, nil
+}
+
+func (c *client) close() {
+	c.cancel()
+	c.resp.Body.Close()
+}
+
+// next returns the next event, failing the test at the end of the stream.
+func (c *client) next(t testing.TB) ssetest.Event {
+	t.Helper()
+	ev, err := c.events.Next()
+	if err != nil {
+		t.Fatalf("reading the stream: %v", err)
+	}
+	return ev
+}
+
+// expectSeq reads events from..to, each with data "<ID>".
+func (c *client) expectSeq(t testing.TB, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		ev := c.next(t)
+		if want := strconv.Itoa(i); ev.ID != want || ev.Data != want {
+			t.Fatalf("got event %+v, want ID and data %s", ev, want)
+		}
+	}
+}
+
+// expectClose reads the close event and the end of the stream.
+func (c *client) expectClose(t testing.TB) {
+	t.Helper()
+	if ev := c.next(t); ev.Type != "close" || ev.Data != "" {
+		t.Fatalf("got %+v, want the close event", ev)
+	}
+	c.expectEOF(t)
+}
+
+// expectEOF reads the end of the stream.
+func (c *client) expectEOF(t testing.TB) {
+	t.Helper()
+	if ev, err := c.events.Next(); err != io.EOF {
+		t.Fatalf("got %+v, %v; want the end of the stream", ev, err)
+	}
+}
+
+func TestAppendEvent(t *testing.T) {
+	for _, c := range []struct {
+		ev   Event
+		want string
+	}{
+		{Event{ID: 1, Data: "x"}, "id: 1\ndata: x\n\n"},
+		{Event{ID: 2, Name: "progress", Data: "50"}, "id: 2\nevent: progress\ndata: 50\n\n"},
+		{Event{ID: 3}, "id: 3\ndata: \n\n"},
+		{Event{ID: 4, Data: "a\nb\rc\r\nd"}, "id: 4\ndata: a\ndata: b\ndata: c\ndata: d\n\n"},
+		{Event{ID: 5, Data: "a\n"}, "id: 5\ndata: a\ndata: \n\n"},
+		{Event{ID: 6, Data: "\r\n\r"}, "id: 6\ndata: \ndata: \ndata: \n\n"},
+		{Event{ID: 7, Data: " x"}, "id: 7\ndata:  x\n\n"},
+	} {
+		if got := string(appendEvent(nil, c.ev)); got != c.want {
+			t.Errorf("appendEvent(%+v) = %q, want %q", c.ev, got, c.want)
+		}
+	}
+}
+
+// TestHandlerEncoding checks, with a spec-following parser, that a browser
+// would receive each event's data as it was published, line breaks read as
+// LF.
+func TestHandlerEncoding(t *testing.T) {
+	b := newBroker[string](t)
+	ctx := context.Background()
+	data := []string{
+		"plain", "two\nlines", "cr\rline", "crlf\r\nline", " leading space", "  two spaces",
+		":leading colon", "", "ünïcödé ✓ 🎉", "trailing\n", "\n", "\r\n\r\n", "a\n\nb",
+		"data: nested", "nul\x00inside", strings.Repeat("long ", 10000),
+	}
+	for i, d := range data {
+		name := []string{"", "progress", "with space", "ünï"}[i%4]
+		must(t, b.Publish(ctx, "k", Event{Name: name, Data: d}))
+	}
+	must(t, b.Close(ctx, "k"))
+
+	rec := httptest.NewRecorder()
+	Handler(b, queryKey).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?key=k", nil))
+	got, err := ssetest.Events(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(data)+1 {
+		t.Fatalf("got %d events, want %d and the close event", len(got), len(data))
+	}
+	lf := strings.NewReplacer("\r\n", "\n", "\r", "\n")
+	for i, d := range data {
+		want := ssetest.Event{ID: strconv.Itoa(i + 1), Type: []string{"", "progress", "with space", "ünï"}[i%4], Data: lf.Replace(d)}
+		if got[i] != want {
+			t.Errorf("event %d: got %+v, want %+v", i, got[i], want)
+		}
+	}
+	if last := got[len(data)]; last.Type != "close" || last.Data != "" || last.ID != strconv.Itoa(len(data)) {
+		t.Errorf("last event %+v, want close with empty data (and the last ID kept)", last)
+	}
+}
+
+func TestHandlerHeaders(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b, WithRetry(1500*time.Millisecond))
+	// Nothing is queued: the response headers must arrive anyway.
+	c := open(t, srv.Client(), srv.URL, "k")
+	for name, want := range map[string]string{
+		"Content-Type":      "text/event-stream",
+		"Cache-Control":     "no-cache",
+		"X-Accel-Buffering": "no",
+	} {
+		if got := c.resp.Header.Get(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	enqueueSeq(t, b, "k", 1, 1)
+	c.expectSeq(t, 1, 1)
+	if d, ok := c.events.Retry(); !ok || d != 1500*time.Millisecond {
+		t.Errorf("retry %v %v, want 1.5s", d, ok)
+	}
+}
+
+func TestHandlerRefusals(t *testing.T) {
+	b := newBroker[string](t)
+	var logs syncBuffer
+	srv, _ := serve(t, b, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	for _, c := range []struct {
+		method, query string
+		status        int
+		body          string
+	}{
+		{http.MethodPost, "?key=k", http.StatusMethodNotAllowed, "only GET"},
+		{http.MethodHead, "?key=k", http.StatusMethodNotAllowed, ""},
+		{http.MethodGet, "", http.StatusBadRequest, "missing key parameter"},
+		{http.MethodGet, "?key=secret", http.StatusForbidden, "no access: Forbidden"},
+		{http.MethodGet, "?key=panic", http.StatusInternalServerError, "key function panicked"},
+	} {
+		req, _ := http.NewRequest(c.method, srv.URL+c.query, nil)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || !strings.Contains(string(body), c.body) {
+			t.Errorf("%s %s: %d %q, want %d %q", c.method, c.query, resp.StatusCode, body, c.status, c.body)
+		}
+		if c.status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != "GET" {
+			t.Errorf("405 without Allow: GET")
+		}
+	}
+	if s := b.Stats(); s.Keys != 0 {
+		t.Errorf("refused requests created %d keys", s.Keys)
+	}
+	for _, want := range []string{"status=403", "status=500", "panicked"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+// noFlush is a ResponseWriter that cannot flush.
+type noFlush struct{ http.ResponseWriter }
+
+// middleware wraps a ResponseWriter and exposes it with Unwrap, as
+// well-behaved middleware does.
+type middleware struct{ http.ResponseWriter }
+
+func (m middleware) Unwrap() http.ResponseWriter { return m.ResponseWriter }
+
+func TestHandlerNeedsFlush(t *testing.T) {
+	b := newBroker[string](t)
+	ctx := context.Background()
+	enqueueSeq(t, b, "k", 1, 3)
+	must(t, b.Close(ctx, "k"))
+	h := Handler(b, queryKey)
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(noFlush{rec}, httptest.NewRequest(http.MethodGet, "/?key=k", nil))
+	if rec.Code != http.StatusInternalServerError {
+		t.Fatalf("a writer that cannot flush got %d, want 500", rec.Code)
+	}
+	// Nothing was taken: the events are still there for a writer that can.
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(middleware{rec}, httptest.NewRequest(http.MethodGet, "/?key=k", nil))
+	evs, err := ssetest.Events(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 4 || evs[0].ID != "1" || evs[2].ID != "3" {
+		t.Fatalf("through middleware: %+v, want events 1-3 and close", evs)
+	}
+}
+
+func TestHandlerFinishedKeyGets204(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b)
+	ctx := context.Background()
+	must(t, b.Close(ctx, "never-opened"))
+	enqueueSeq(t, b, "done", 1, 2)
+	must(t, b.Close(ctx, "done"))
+
+	c := open(t, srv.Client(), srv.URL, "done")
+	c.expectSeq(t, 1, 2)
+	c.expectClose(t)
+	for _, key := range []string{"never-opened", "done"} {
+		resp, err := srv.Client().Get(srv.URL + "?key=" + key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Errorf("%s: %d, want 204", key, resp.StatusCode)
+		}
+	}
+}
+
+func TestHandlerStreamsLiveEventsAndClose(t *testing.T) {
+	b := newBroker[string](t)
+	srv, h := serve(t, b)
+	c := open(t, srv.Client(), srv.URL, "k")
+	for i := 1; i <= 50; i++ {
+		enqueueSeq(t, b, "k", i, i)
+		c.expectSeq(t, i, i) // each event arrives before the next is sent
+	}
+	enqueueSeq(t, b, "k", 51, 500)
+	must(t, b.Close(context.Background(), "k"))
+	c.expectSeq(t, 51, 500)
+	c.expectClose(t)
+	h.waitIdle(t)
+}
+
+func TestHandlerTerminateMessage(t *testing.T) {
+	b := newBroker[string](t)
+	enqueueSeq(t, b, "k", 1, 1)
+	must(t, b.Close(context.Background(), "k"))
+	rec := httptest.NewRecorder()
+	Handler(b, queryKey, WithTerminateMessage()).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?key=k", nil))
+	evs, err := ssetest.Events(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[1].Data != "---terminate---" || evs[1].Type != "" {
+		t.Fatalf("got %+v, want event 1 then the terminate message", evs)
+	}
+}
+
+func TestHandlerHeartbeat(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b, WithHeartbeat(20*time.Millisecond))
+	c := open(t, srv.Client(), srv.URL, "k")
+	time.Sleep(150 * time.Millisecond)
+	enqueueSeq(t, b, "k", 1, 1)
+	c.expectSeq(t, 1, 1)
+	if n := c.comments.Load(); n < 3 {
+		t.Fatalf("%d heartbeats in 150ms at 20ms, want several", n)
+	}
+	// Heartbeats come only while idle: a steady stream has none.
+	srv2, _ := serve(t, b, WithHeartbeat(0))
+	c2 := open(t, srv2.Client(), srv2.URL, "quiet")
+	time.Sleep(50 * time.Millisecond)
+	enqueueSeq(t, b, "quiet", 1, 1)
+	c2.expectSeq(t, 1, 1)
+	if n := c2.comments.Load(); n != 0 {
+		t.Fatalf("%d heartbeats with heartbeats off", n)
+	}
+}
+
+func TestHandlerClientDisconnectLeavesEventsQueued(t *testing.T) {
+	b := newBroker[string](t)
+	srv, h := serve(t, b)
+	c := open(t, srv.Client(), srv.URL, "k")
+	enqueueSeq(t, b, "k", 1, 1)
+	c.expectSeq(t, 1, 1)
+	c.close()
+	h.waitIdle(t)
+	enqueueSeq(t, b, "k", 2, 5)
+	must(t, b.Close(context.Background(), "k"))
+	checkSeq(t, recvAll(t, b.Stream("k")), 2) // nothing taken after the disconnect
+}
+
+func TestHandlerEndsOnBrokerShutdown(t *testing.T) {
+	b := New[string]()
+	srv, h := serve(t, b)
+	c := open(t, srv.Client(), srv.URL, "k")
+	enqueueSeq(t, b, "k", 1, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	must(t, b.Shutdown(ctx))
+	c.expectSeq(t, 1, 3)
+	c.expectClose(t)
+	h.waitIdle(t)
+	resp, err := srv.Client().Get(srv.URL + "?key=other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("after Shutdown: %d, want 503", resp.StatusCode)
+	}
+}
+
+// smallBuffers is a listener whose connections have tiny socket send
+// buffers, so that a client that stops reading blocks the server's writes.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		err = c.(*net.TCPConn).SetWriteBuffer(4096)
+	}
+	return c, err
+}
+
+func TestHandlerDropsClientThatStopsReading(t *testing.T) {
+	b := newBroker[string](t)
+	h := &tracked{h: Handler(b, queryKey, WithWriteTimeout(200*time.Millisecond))}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener = smallBuffers{srv.Listener}
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	// A client with a tiny receive buffer that sends its request, then
+	// never reads.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	conn, err := d.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /?key=k HTTP/1.1\r\nHost: x\r\n\r\n")
+
+	big := strings.Repeat("x", 64<<10)
+	const n = 200 // 12.8 MB: far more than the socket buffers hold
+	for range n {
+		must(t, b.Enqueue(context.Background(), "k", big))
+	}
+	h.waitIdle(t) // the write deadline released the handler
+	must(t, b.Close(context.Background(), "k"))
+	rest := recvAll(t, b.Stream("k"))
+	if len(rest) == 0 || len(rest) == n || rest[len(rest)-1].ID != n {
+		t.Fatalf("%d events left in the queue, want the ones the handler did not take", len(rest))
+	}
+	for i := 1; i < len(rest); i++ {
+		if rest[i].ID != rest[i-1].ID+1 {
+			t.Fatalf("queued events not contiguous: %d then %d", rest[i-1].ID, rest[i].ID)
+		}
+	}
+}
+
+func TestHandlerSurvivesServerWriteTimeout(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("http2=%v", h2), func(t *testing.T) {
+			b := newBroker[string](t)
+			h := &tracked{h: Handler(b, queryKey, WithHeartbeat(200*time.Millisecond))}
+			srv := httptest.NewUnstartedServer(h)
+			srv.Config.WriteTimeout = time.Second
+			if h2 {
+				srv.EnableHTTP2 = true
+				srv.StartTLS()
+			} else {
+				srv.Start()
+			}
+			t.Cleanup(srv.Close)
+			c := open(t, srv.Client(), srv.URL, "k")
+			if h2 && c.resp.ProtoMajor != 2 {
+				t.Fatalf("protocol %s, want HTTP/2", c.resp.Proto)
+			}
+			start := time.Now()
+			for i := 1; time.Since(start) < 3*time.Second; i++ {
+				if i == 10 {
+					time.Sleep(1500 * time.Millisecond) // idle longer than WriteTimeout
+				}
+				enqueueSeq(t, b, "k", i, i)
+				c.expectSeq(t, i, i)
+				time.Sleep(100 * time.Millisecond)
+			}
+			must(t, b.Close(context.Background(), "k"))
+			c.expectClose(t)
+		})
+	}
+}
+
+// TestHandlerIdleLongerThanWriteTimeout checks that the write deadline is
+// lifted between writes: HTTP/2 resets a stream whose deadline passes even
+// while nothing is being written.
+func TestHandlerIdleLongerThanWriteTimeout(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("http2=%v", h2), func(t *testing.T) {
+			b := newBroker[string](t)
+			srv := httptest.NewUnstartedServer(Handler(b, queryKey, WithHeartbeat(0), WithWriteTimeout(100*time.Millisecond)))
+			srv.EnableHTTP2 = h2
+			srv.StartTLS()
+			t.Cleanup(srv.Close)
+			c := open(t, srv.Client(), srv.URL, "k")
+			enqueueSeq(t, b, "k", 1, 1)
+			c.expectSeq(t, 1, 1)
+			time.Sleep(400 * time.Millisecond)
+			enqueueSeq(t, b, "k", 2, 2)
+			c.expectSeq(t, 2, 2)
+		})
+	}
+}
+
+func TestHandlerHTTP2(t *testing.T) {
+	b := newBroker[string](t)
+	srv := httptest.NewUnstartedServer(Handler(b, queryKey))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	c := open(t, srv.Client(), srv.URL, "k")
+	if c.resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s, want HTTP/2", c.resp.Proto)
+	}
+	if v := c.resp.Header.Values("Connection"); len(v) != 0 {
+		t.Fatalf("Connection header %q on HTTP/2", v)
+	}
+	must(t, b.Publish(context.Background(), "k", Event{Name: "n", Data: "a\r\nb"}))
+	if ev := c.next(t); ev != (ssetest.Event{ID: "1", Type: "n", Data: "a\nb"}) {
+		t.Fatalf("got %+v", ev)
+	}
+	must(t, b.Close(context.Background(), "k"))
+	c.expectClose(t)
+}
+
+func TestHandlerSecondConnection(t *testing.T) {
+	t.Run("resume takes over", func(t *testing.T) {
+		b := newBroker[string](t)
+		var logs syncBuffer
+		srv, h := serve(t, b, WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		first := open(t, srv.Client(), srv.URL, "k")
+		enqueueSeq(t, b, "k", 1, 1)
+		first.expectSeq(t, 1, 1)
+
+		second := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "1")
+		first.expectEOF(t) // the older response ended first, without close
+		if h.active.Load() != 1 {
+			t.Fatalf("%d handlers running, want only the new one", h.active.Load())
+		}
+		enqueueSeq(t, b, "k", 2, 3)
+		second.expectSeq(t, 2, 3)
+		if !strings.Contains(logs.String(), "taken over") {
+			t.Errorf("takeover not logged:\n%s", logs.String())
+		}
+
+		// A request without an ID is another reader: refused.
+		resp, err := srv.Client().Get(srv.URL + "?key=k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusConflict {
+			t.Fatalf("second reader: %d, want 409", resp.StatusCode)
+		}
+		enqueueSeq(t, b, "k", 4, 4)
+		second.expectSeq(t, 4, 4) // undisturbed
+		if !strings.Contains(logs.String(), "status=409") {
+			t.Errorf("409 not logged:\n%s", logs.String())
+		}
+	})
+	t.Run("always take over", func(t *testing.T) {
+		b := newBroker[string](t)
+		srv, _ := serve(t, b, WithTakeover(TakeOverAlways))
+		first := open(t, srv.Client(), srv.URL, "k")
+		enqueueSeq(t, b, "k", 1, 1)
+		first.expectSeq(t, 1, 1)
+		second := open(t, srv.Client(), srv.URL, "k")
+		first.expectEOF(t)
+		enqueueSeq(t, b, "k", 2, 2)
+		second.expectSeq(t, 2, 2)
+	})
+}
+
+func TestHandlerManyClients(t *testing.T) {
+	b := newBroker[string](t)
+	srv, h := serve(t, b)
+	const clients, events = 200, 20
+	tr := &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: clients}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	conns := make([]*client, clients)
+	for i := range conns {
+		conns[i] = open(t, hc, srv.URL, strconv.Itoa(i))
+	}
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Go(func() {
+			for j := 1; j <= events; j++ {
+				ev, err := c.events.Next()
+				if want := strconv.Itoa(j); err != nil || ev.ID != want || ev.Data != fmt.Sprintf("%d/%d", i, j) {
+					t.Errorf("client %d: got %+v %v, want event %s", i, ev, err, want)
+					return
+				}
+			}
+			if ev, err := c.events.Next(); err != nil || ev.Type != "close" {
+				t.Errorf("client %d: got %+v %v, want close", i, ev, err)
+			}
+		})
+	}
+	ctx := context.Background()
+	for j := 1; j <= events; j++ {
+		for i := range clients {
+			must(t, b.Enqueue(ctx, strconv.Itoa(i), fmt.Sprintf("%d/%d", i, j)))
+		}
+	}
+	for i := range clients {
+		must(t, b.Close(ctx, strconv.Itoa(i)))
+	}
+	wg.Wait()
+	h.waitIdle(t)
+}
+
+// TestGracefulServerShutdown is the recipe in Handler's documentation:
+// http.Server.Shutdown waits for handlers, so it cancels the server's base
+// context to end the streams.
+func TestGracefulServerShutdown(t *testing.T) {
+	b := newBroker[string](t)
+	h := &tracked{h: Handler(b, queryKey)}
+	srv := httptest.NewUnstartedServer(h)
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	srv.Config.BaseContext = func(net.Listener) context.Context { return base }
+	srv.Config.RegisterOnShutdown(stop)
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	const streams = 50
+	conns := make([]*client, streams)
+	for i := range conns {
+		conns[i] = open(t, srv.Client(), srv.URL, strconv.Itoa(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Config.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	t.Logf("Shutdown with %d streams took %v", streams, time.Since(start))
+	for _, c := range conns {
+		c.expectEOF(t) // no close event: the client reconnects elsewhere
+	}
+	h.waitIdle(t)
+	if s := b.Stats(); s.Keys != streams {
+		t.Fatalf("%d keys, want %d still open for the clients' return", s.Keys, streams)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent log writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
