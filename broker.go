@@ -277,13 +277,13 @@ func validate(ev *Event) error {
 type op uint8
 
 const (
-	opPublish op = iota // append the next n events of the inbox to key's queue
-	opClose             // close key
-	opStream            // reply with key's channel
-	opStats             // reply with a snapshot
-	opRefill            // a feeder has sent its batch (or stopped early) and wants the next
-	opSubscribe         // attach an SSE connection to key
-	opUnsubscribe       // detach it
+	opPublish     op = iota // append the next n events of the inbox to key's queue
+	opClose                 // close key
+	opStream                // reply with key's channel
+	opStats                 // reply with a snapshot
+	opRefill                // a feeder has sent its batch (or stopped early) and wants the next
+	opSubscribe             // attach an SSE connection to key
+	opUnsubscribe           // detach it
 )
 
 // A command is one request to the loop. It is small: the inbox copies it.

@@ -66,6 +66,19 @@ func (t *tracked) waitIdle(tb testing.TB) {
 	}
 }
 
+// waitActive fails the test unless n requests are being served within
+// patience.
+func (t *tracked) waitActive(tb testing.TB, n int64) {
+	tb.Helper()
+	deadline := time.Now().Add(patience)
+	for t.active.Load() != n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d handlers running after %v, want %d", t.active.Load(), patience, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // serve starts a test server for b's handler.
 func serve(t *testing.T, b *Broker[string], opts ...HandlerOption) (*httptest.Server, *tracked) {
 	t.Helper()
@@ -454,6 +467,7 @@ func TestHandlerDropsClientThatStopsReading(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /?key=k HTTP/1.1\r\nHost: x\r\n\r\n")
+	h.waitActive(t, 1)
 
 	big := strings.Repeat("x", 64<<10)
 	const n = 200 // 12.8 MB: far more than the socket buffers hold
