@@ -1,0 +1,319 @@
+package sse
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/rocketqueue/sse/ssetest"
+)
+
+// take attaches a subscription to key, as a handler does, takes n events
+// and records them, then detaches without anyone having seen them.
+func take(t *testing.T, b *Broker[string], key string, req SubscribeRequest, n int) {
+	t.Helper()
+	sub, err := b.Subscribe(context.Background(), key, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for _, ev := range recv(t, sub.Events(), n) {
+		sub.Taken(ev)
+	}
+}
+
+// TestResumeAfterCutConnections is a client on a bad network: each
+// connection is cut after a random number of bytes, often mid-event, and the
+// client reconnects with the last ID it dispatched, as a browser does, while
+// a producer keeps going at about 5,000 events a second. It must end with
+// every event exactly once, in order. What a dead connection took and never
+// delivered must fit in the default replay window: at this rate it does.
+func TestResumeAfterCutConnections(t *testing.T) {
+	b := newBroker[string](t) // default settings
+	srv, h := serve(t, b)
+	const total = 3000
+	go func() {
+		for i := 1; i <= total; i++ {
+			if err := b.Enqueue(context.Background(), "k", strconv.Itoa(i)); err != nil {
+				t.Error(err)
+				return
+			}
+			if i%5 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if err := b.Close(context.Background(), "k"); err != nil {
+			t.Error(err)
+		}
+	}()
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	var got []ssetest.Event
+	last := "0" // the first request says, by query, that it has nothing yet
+	var stale []*http.Response
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, r := range stale {
+			r.Body.Close()
+		}
+		for _, cancel := range cancels {
+			cancel()
+		}
+	}()
+	for conn := 0; ; conn++ {
+		if conn > 10*total {
+			t.Fatal("too many connections")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		cancels = append(cancels, cancel)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"?key=k&lastEventId=0", nil)
+		if conn > 0 {
+			req.Header.Set("Last-Event-ID", last) // the header wins over the query
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusNoContent {
+			resp.Body.Close()
+			break
+		}
+		if err := ssetest.CheckResponse(resp); err != nil {
+			t.Fatal(err)
+		}
+		r := ssetest.NewReader(io.LimitReader(resp.Body, int64(1+rng.IntN(400))))
+		closed := false
+		for {
+			ev, err := r.Next()
+			if err != nil {
+				break // cut, mid-event or not; the partial event is dropped
+			}
+			if ev.Type == "gap" {
+				t.Fatalf("gap %s with the default window", ev.Data)
+			}
+			if ev.Type == "close" {
+				closed = true
+				break
+			}
+			got = append(got, ev)
+			last = ev.ID
+		}
+		if rng.IntN(3) == 0 {
+			// Leave the connection open but unread, as a dead network does:
+			// the next request must take the key over.
+			stale = append(stale, resp)
+		} else {
+			resp.Body.Close()
+		}
+		if closed {
+			break
+		}
+	}
+	for _, r := range stale {
+		r.Body.Close()
+	}
+	stale = nil
+	if len(got) != total {
+		t.Fatalf("got %d events, want %d", len(got), total)
+	}
+	for i, ev := range got {
+		if want := strconv.Itoa(i + 1); ev.ID != want || ev.Data != want {
+			t.Fatalf("event %d is %+v, want %s", i, ev, want)
+		}
+	}
+	h.waitIdle(t)
+}
+
+func TestResumeReplaysWhatTheClientMissed(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b)
+	enqueueSeq(t, b, "k", 1, 5)
+	take(t, b, "k", SubscribeRequest{}, 5) // a connection took 1-5 and died
+
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "2")
+	c.expectSeq(t, 3, 5) // replayed
+	enqueueSeq(t, b, "k", 6, 6)
+	c.expectSeq(t, 6, 6) // then live
+	c.close()
+
+	// The client confirmed 5 by resuming from it: only 6 is replayed now.
+	c = open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "5")
+	c.expectSeq(t, 6, 6)
+}
+
+func TestResumeGap(t *testing.T) {
+	b := newBroker[string](t, WithReplay(4))
+	srv, _ := serve(t, b)
+	enqueueSeq(t, b, "k", 1, 22)
+	// A client read 1-22 but lost 3-22 on the way (say, a proxy buffered
+	// them when the connection died): it comes back from 2.
+	first := open(t, srv.Client(), srv.URL, "k")
+	first.expectSeq(t, 1, 22)
+	first.close()
+
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "2")
+	if ev := c.next(t); ev.Type != "gap" || ev.Data != `{"from":3,"to":18}` || ev.ID != "18" {
+		t.Fatalf("got %+v, want the gap 3-18", ev)
+	}
+	c.expectSeq(t, 19, 22) // the window's 4
+	enqueueSeq(t, b, "k", 23, 23)
+	c.expectSeq(t, 23, 23)
+}
+
+func TestResumeUnusableLastEventID(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b)
+	for i, c := range []struct{ name, header, query string }{
+		{"text", "abc", ""},
+		{"negative", "-1", ""},
+		{"plus sign", "+1", ""},
+		{"too big", "18446744073709551616", ""},
+		{"huge", "99999999999999999999999999", ""},
+		{"empty header wins", "", "0"},
+		{"inner space", "1 2", ""}, // (HTTP trims outer spaces)
+		{"exponent", "1e3", ""},
+		{"hex", "0x1", ""},
+		{"future", "1000", ""},
+		{"text query", "-", "abc"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := "k" + strconv.Itoa(i)
+			enqueueSeq(t, b, key, 1, 3)
+			take(t, b, key, SubscribeRequest{}, 3) // retained: 1-3
+			u := srv.URL + "?key=" + key
+			if c.query != "" {
+				u += "&lastEventId=" + url.QueryEscape(c.query)
+			}
+			req, _ := http.NewRequest(http.MethodGet, u, nil)
+			if c.header != "-" {
+				req.Header["Last-Event-Id"] = []string{c.header}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			defer cancel()
+			resp, err := srv.Client().Do(req.WithContext(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if err := ssetest.CheckResponse(resp); err != nil {
+				t.Fatal(err) // no 500, no refusal
+			}
+			// Treated as no ID: live events only, nothing replayed.
+			r := ssetest.NewReader(resp.Body)
+			enqueueSeq(t, b, key, 4, 4)
+			if ev, err := r.Next(); err != nil || ev.ID != "4" {
+				t.Fatalf("got %+v %v, want the live event 4", ev, err)
+			}
+		})
+	}
+}
+
+func TestResumeClosedKey(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b)
+	enqueueSeq(t, b, "k", 1, 3)
+	must(t, b.Close(context.Background(), "k"))
+	take(t, b, "k", SubscribeRequest{}, 3) // taken, never seen
+
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "1")
+	c.expectSeq(t, 2, 3)
+	c.expectClose(t)
+	resp, err := srv.Client().Do(func() *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key=k", nil)
+		req.Header.Set("Last-Event-ID", "3")
+		return req
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("a client with every event: %d, want 204", resp.StatusCode)
+	}
+}
+
+func TestInProcessReadersAreNotReplayed(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b)
+	enqueueSeq(t, b, "k", 1, 2)
+	recv(t, b.Stream("k"), 2) // read once, in process
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "0")
+	enqueueSeq(t, b, "k", 3, 3)
+	c.expectSeq(t, 3, 3)
+}
+
+func TestTakeoverWaitsForTheOldConnection(t *testing.T) {
+	b := newBroker[string](t)
+	ctx := context.Background()
+	old, err := b.Subscribe(ctx, "k", SubscribeRequest{})
+	must(t, err)
+	if _, err := b.Subscribe(ctx, "k", SubscribeRequest{}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second subscription: %v, want ErrBusy", err)
+	}
+	type result struct {
+		sub Subscription
+		err error
+	}
+	next := make(chan result, 1)
+	go func() {
+		sub, err := b.Subscribe(ctx, "k", SubscribeRequest{Resume: true, Takeover: true})
+		next <- result{sub, err}
+	}()
+	select {
+	case <-old.Done():
+	case <-time.After(patience):
+		t.Fatal("the old subscription was not told to stop")
+	}
+	enqueueSeq(t, b, "k", 1, 1)
+	select {
+	case r := <-next:
+		t.Fatalf("takeover attached (%v) while the old subscription was still attached", r.err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	ev := recv(t, old.Events(), 1)[0] // the old one takes one more before it notices
+	old.Taken(ev)
+	old.Close()
+	r := <-next
+	must(t, r.err)
+	defer r.sub.Close()
+	if _, missed := r.sub.Missed(); len(missed) != 1 || missed[0].ID != 1 {
+		t.Fatalf("missed %v, want the event the old subscription took", missed)
+	}
+}
+
+func TestSubscribeCancelledWhileWaiting(t *testing.T) {
+	b := newBroker[string](t)
+	old, err := b.Subscribe(context.Background(), "k", SubscribeRequest{})
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := b.Subscribe(ctx, "k", SubscribeRequest{Resume: true, Takeover: true}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting takeover: %v, want DeadlineExceeded", err)
+	}
+	old.Close()
+	// The abandoned takeover must not hold the key.
+	sub, err := b.Subscribe(context.Background(), "k", SubscribeRequest{})
+	must(t, err)
+	sub.Close()
+}
+
+func TestReplayWindowIsLazy(t *testing.T) {
+	b := New[string]()
+	enqueueSeq(t, b, "k", 1, 3)
+	recv(t, b.Stream("k"), 3)
+	take(t, b, "sse", SubscribeRequest{}, 0)
+	must(t, b.Shutdown(context.Background()))
+	// The loop has returned: its state can be read.
+	if b.loop.topics["k"].session != nil {
+		t.Error("a key never streamed over SSE has a session")
+	}
+	if b.loop.topics["sse"].session == nil {
+		t.Error("a key streamed over SSE has no session")
+	}
+}
