@@ -30,6 +30,17 @@ func (b *Broker[K]) Stream(key K) <-chan Event {
 	}
 }
 
+// stream handles opStream. During Shutdown it creates no key.
+func (l *loop[K]) stream(key K) <-chan Event {
+	if l.quitting {
+		if t := l.topics[key]; t != nil {
+			return t.ch
+		}
+		return closedChan
+	}
+	return l.open(key).ch
+}
+
 // publish numbers evs and appends them to key's queue: into its channel
 // while it has room and nothing waits before them, else into its overflow.
 func (l *loop[K]) publish(key K, evs []Event) {

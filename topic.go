@@ -1,5 +1,7 @@
 package sse
 
+import "time"
+
 // A topic is one key's queue. Every field is owned by the loop goroutine;
 // readers only ever see ch, and the key's feeder goroutine (see stream.go)
 // only sends on ch and reads its own backlog fields as documented there.
@@ -31,6 +33,95 @@ func (t *topic[K]) chanClosed() bool { return t.closed && t.backlog == nil }
 
 // attached reports whether an SSE connection holds the key.
 func (t *topic[K]) attached() bool { return t.session != nil && t.session.attached != nil }
+
+// open returns key's topic, creating an open one if the key is unknown.
+func (l *loop[K]) open(key K) *topic[K] {
+	t := l.topics[key]
+	if t == nil {
+		t = &topic[K]{key: key, ch: make(chan Event, l.b.cfg.buffer)}
+		l.topics[key] = t
+		if l.b.cfg.idle > 0 {
+			l.idle.pushBack(t, l.clock())
+		}
+	} else if !t.closed && l.b.cfg.idle > 0 {
+		l.idle.remove(t)
+		l.idle.pushBack(t, l.clock())
+	}
+	return t
+}
+
+func (l *loop[K]) close(key K) {
+	t := l.topics[key]
+	if t == nil {
+		t = &topic[K]{key: key, ch: closedChan, closed: true}
+		l.topics[key] = t
+		l.retained.pushBack(t, l.clock())
+		return
+	}
+	l.closeTopic(t)
+}
+
+// closeTopic closes an open topic. Its channel closes now if nothing is
+// backlogged, else when its feeder has handed over the last event.
+func (l *loop[K]) closeTopic(t *topic[K]) {
+	if t.closed {
+		return
+	}
+	if l.b.cfg.idle > 0 {
+		l.idle.remove(t)
+	}
+	t.closed = true
+	l.retained.pushBack(t, l.clock())
+	if t.backlog == nil {
+		close(t.ch)
+	} else {
+		l.setCongested(t.key, false)
+	}
+}
+
+// expire closes keys idle for too long and forgets keys closed for longer
+// than the retention time.
+func (l *loop[K]) expire() {
+	now := l.clock()
+	if idle := int64(l.b.cfg.idle); idle > 0 {
+		for t := l.idle.head; t != nil && t.stamp+idle <= now; t = l.idle.head {
+			if t.attached() { // an SSE connection keeps its key open
+				l.idle.remove(t)
+				l.idle.pushBack(t, now)
+				continue
+			}
+			l.closeTopic(t)
+		}
+	}
+	keep := int64(l.b.cfg.retention)
+	for t := l.retained.head; t != nil && t.stamp+keep <= now; t = l.retained.head {
+		l.retained.remove(t)
+		delete(l.topics, t.key)
+		if t.backlog != nil {
+			l.stopFeeder(t)
+		}
+	}
+}
+
+// arm sets the timer for the earliest deadline among the idle and retained
+// lists' heads. It only moves the timer earlier: a timer that fires early
+// finds nothing due and is armed again.
+func (l *loop[K]) arm() {
+	next, ok := int64(0), false
+	if t := l.idle.head; t != nil {
+		next, ok = t.stamp+int64(l.b.cfg.idle), true
+	}
+	if t := l.retained.head; t != nil {
+		if d := t.stamp + int64(l.b.cfg.retention); !ok || d < next {
+			next, ok = d, true
+		}
+	}
+	if !ok || (l.armed && l.armedAt <= next) {
+		return
+	}
+	l.armedAt, l.armed = next, true
+	l.timer.Reset(time.Duration(next - int64(time.Since(l.epoch))))
+}
 
 // A backlog is the part of a key's queue beyond its channel buffer, and the
 // feeder goroutine that moves it into the channel as the reader drains it.
