@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,9 @@ var (
 	// cannot be sent: a Name with CR, LF or NUL, or a Name or Data that is not
 	// valid UTF-8. Nothing of the call that carried it is enqueued.
 	ErrInvalidEvent = errors.New("sse: invalid event")
+	// ErrTooManyKeys is returned by Enqueue and Publish for a new key when
+	// the broker holds as many keys as [WithMaxKeys] allows.
+	ErrTooManyKeys = errors.New("sse: too many keys")
 )
 
 // A Broker keeps one FIFO queue per key and hands each event to one reader.
@@ -56,6 +60,8 @@ type Broker[K comparable] struct {
 	// the Block policy, each with a channel the loop closes when the key has
 	// room again. The loop replaces the map (copy on write); producers read it.
 	congested atomic.Pointer[map[K]chan struct{}]
+
+	keys atomic.Int64 // written by the loop with WithMaxKeys: how many keys it holds
 
 	feeders sync.WaitGroup // the backlogged keys' feeder goroutines
 	final   Stats          // written by the loop before done is closed
@@ -98,7 +104,7 @@ func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 			return fmt.Errorf("%w: data of message %d is not valid UTF-8", ErrInvalidEvent, i)
 		}
 	}
-	if err := b.waitRoom(ctx, key); err != nil {
+	if err := b.admit(ctx, key, len(data)); err != nil {
 		return err
 	}
 	return b.send(ctx, command[K]{op: opPublish, key: key, n: int32(len(data))}, data, nil)
@@ -114,7 +120,7 @@ func (b *Broker[K]) Publish(ctx context.Context, key K, events ...Event) error {
 			return fmt.Errorf("%w: event %d: %s", ErrInvalidEvent, i, err)
 		}
 	}
-	if err := b.waitRoom(ctx, key); err != nil {
+	if err := b.admit(ctx, key, len(events)); err != nil {
 		return err
 	}
 	return b.send(ctx, command[K]{op: opPublish, key: key, n: int32(len(events))}, nil, events)
@@ -177,6 +183,30 @@ func (b *Broker[K]) Shutdown(ctx context.Context) error {
 	b.abortOnce.Do(func() { close(b.abort) })
 	<-b.done
 	return ctx.Err()
+}
+
+// admit checks, before a publish command is sent, what the caller's
+// goroutine can check: the batch size, the key limit, and congestion.
+func (b *Broker[K]) admit(ctx context.Context, key K, n int) error {
+	if n > math.MaxInt32 {
+		return fmt.Errorf("%w: %d events in one call", ErrInvalidEvent, n)
+	}
+	if max := b.cfg.maxKeys; max > 0 && b.keys.Load() >= int64(max) && !b.holds(key) {
+		return ErrTooManyKeys
+	}
+	return b.waitRoom(ctx, key)
+}
+
+// holds asks the loop whether it holds key.
+func (b *Broker[K]) holds(key K) bool {
+	reply := make(chan bool, 1)
+	b.post(command[K]{op: opHolds, key: key, arg: reply})
+	select {
+	case ok := <-reply:
+		return ok
+	case <-b.done:
+		return false
+	}
 }
 
 // waitRoom waits, under the Block policy, until key is not congested.
@@ -284,6 +314,7 @@ const (
 	opRefill                // a feeder has sent its batch (or stopped early) and wants the next
 	opSubscribe             // attach an SSE connection to key
 	opUnsubscribe           // detach it
+	opHolds                 // reply whether key exists
 )
 
 // A command is one request to the loop. It is small: the inbox copies it.
@@ -291,9 +322,9 @@ type command[K comparable] struct {
 	key K
 	op  op
 	n   int32 // opPublish: number of events
-	// arg is chan (<-chan Event) for opStream, chan Stats for opStats,
-	// *topic[K] for opRefill, *subscription[K] for opSubscribe and
-	// opUnsubscribe.
+	// arg is chan (<-chan Event) for opStream, chan Stats for opStats, chan
+	// bool for opHolds, *topic[K] for opRefill, *subscription[K] for
+	// opSubscribe and opUnsubscribe.
 	arg any
 }
 
@@ -392,6 +423,8 @@ func (l *loop[K]) drain() {
 			l.subscribe(c.key, c.arg.(*subscription[K]))
 		case opUnsubscribe:
 			l.unsubscribe(c.arg.(*subscription[K]))
+		case opHolds:
+			c.arg.(chan bool) <- l.topics[c.key] != nil
 		}
 	}
 	clear(cmds)

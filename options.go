@@ -21,6 +21,7 @@ type config struct {
 	idle       time.Duration // close keys untouched for this long; 0: never
 	inbox      int           // commands the inbox holds before producers wait
 	replay     int           // events each key's replay window holds
+	maxKeys    int           // bound on keys, open and closed; 0: none
 	onWake     func()        // tests only: called by the loop before it takes the inbox
 }
 
@@ -105,6 +106,23 @@ func WithIdleTimeout(d time.Duration) Option {
 		panic("sse: WithIdleTimeout: negative duration")
 	}
 	return optionFunc(func(c *config) { c.idle = d })
+}
+
+// WithMaxKeys bounds how many keys the broker holds, open and closed ones
+// together, so that whoever can name keys (a client choosing a URL, say)
+// cannot make it hold more. At the bound, Enqueue and Publish to a new key
+// return [ErrTooManyKeys], Stream of a new key returns a closed channel,
+// and [Handler] answers a request for a new key as it does when it has too
+// many streams. Keys already held are not affected. Near the bound the check
+// costs Enqueue and Publish a round trip to the loop; if producers race past
+// it, the loop refuses the surplus and counts its events in
+// [Stats].Discarded. By default there is no bound. n must be ≥ 0; 0 means
+// none.
+func WithMaxKeys(n int) Option {
+	if n < 0 {
+		panic("sse: WithMaxKeys: negative bound")
+	}
+	return optionFunc(func(c *config) { c.maxKeys = n })
 }
 
 // Overflow is what a key does when its overflow holds the number of events

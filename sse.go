@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/semaphore"
 )
 
 // Handler returns an http.Handler that streams one key's queue to a client
@@ -23,10 +25,13 @@ import (
 //     returns a 4xx or 5xx code (use it for 401, 403 or 404).
 //   - If the ResponseWriter cannot flush, the response is 500 and the queue
 //     is not touched.
+//   - Beyond [WithMaxStreams], or for a new key beyond [WithMaxKeys], the
+//     answer is an empty stream with a "retry" field: come back later.
 //   - The request attaches to the key's queue ([Source.Subscribe]): a closed
 //     key whose events have all been read gets 204, which makes a browser
 //     stop reconnecting; a key another connection holds gets 409 or is taken
-//     over (see [WithTakeover]); a shut down source gets 503.
+//     over (see [WithTakeover]); an unknown key gets 404 with
+//     [WithKnownKeysOnly]; a shut down source gets 503.
 //   - Otherwise the response is 200 with the headers flushed at once. Each
 //     event is written whole, as "id", "event" (if it has a Name) and one
 //     "data" line per line of Data; everything that is ready is written
@@ -56,14 +61,40 @@ func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), op
 	for _, o := range opts {
 		o.applyHandler(&h.cfg)
 	}
+	if h.cfg.maxStreams > 0 {
+		h.streams = semaphore.NewWeighted(int64(h.cfg.maxStreams))
+	}
 	return h
 }
 
 type handler[K comparable] struct {
-	src Source[K]
-	key func(*http.Request) (K, error)
-	cfg handlerConfig // immutable after Handler
+	src     Source[K]
+	key     func(*http.Request) (K, error)
+	cfg     handlerConfig       // immutable after Handler
+	streams *semaphore.Weighted // with WithMaxStreams: one unit per stream being served
 }
+
+var errTooManyStreams = errors.New("sse: too many streams")
+
+// tryLater answers a request that the handler has no room for with an
+// empty stream that tells the client when to come back: any status but 200
+// would make a browser give up for good.
+func (h *handler[K]) tryLater(w http.ResponseWriter, r *http.Request, err error) {
+	h.log(r.Context(), slog.LevelWarn, "sse: request refused for now", r, slog.Any("error", err))
+	retry := h.cfg.retry
+	if retry <= 0 {
+		retry = DefaultBusyRetry
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprintf(w, "retry: %d\n\n", retry.Milliseconds())
+}
+
+// DefaultBusyRetry is the reconnection delay [Handler] asks of clients it
+// has no room for, unless [WithRetry] sets one.
+const DefaultBusyRetry = 5 * time.Second
 
 func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
@@ -80,7 +111,14 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusInternalServerError, errors.New("sse: the ResponseWriter cannot flush"))
 		return
 	}
-	req := SubscribeRequest{Takeover: h.cfg.takeover == TakeOverAlways}
+	if h.streams != nil {
+		if !h.streams.TryAcquire(1) {
+			h.tryLater(w, r, errTooManyStreams)
+			return
+		}
+		defer h.streams.Release(1)
+	}
+	req := SubscribeRequest{Takeover: h.cfg.takeover == TakeOverAlways, Known: h.cfg.known}
 	if id, ok := lastEventID(r); ok {
 		req.Resume, req.LastID, req.Takeover = true, id, true
 	}
@@ -95,6 +133,12 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, ErrShutdown):
 		h.refuse(w, r, http.StatusServiceUnavailable, err)
+		return
+	case errors.Is(err, ErrUnknownKey):
+		h.refuse(w, r, http.StatusNotFound, err)
+		return
+	case errors.Is(err, ErrTooManyKeys):
+		h.tryLater(w, r, err)
 		return
 	case r.Context().Err() != nil:
 		return // the client went away while waiting for a takeover
@@ -335,6 +379,8 @@ type handlerConfig struct {
 	end          string // written after a closed key's last event
 	takeover     Takeover
 	logger       *slog.Logger // nil: silent
+	maxStreams   int          // 0: no bound
+	known        bool         // refuse keys the source does not have
 }
 
 func handlerDefaults() handlerConfig {
@@ -377,6 +423,23 @@ func WithTerminateMessage() HandlerOption {
 // errors and takeovers to l. By default the handler logs nothing.
 func WithLogger(l *slog.Logger) HandlerOption {
 	return handlerOptionFunc(func(c *handlerConfig) { c.logger = l })
+}
+
+// WithMaxStreams bounds how many streams the handler serves at once. A
+// request beyond the bound is answered at once, without touching its
+// queue: status 200, a "retry" field ([WithRetry], or [DefaultBusyRetry])
+// and the end of the stream, so that a browser tries again later. By
+// default there is no bound; n ≤ 0 means none.
+func WithMaxStreams(n int) HandlerOption {
+	return handlerOptionFunc(func(c *handlerConfig) { c.maxStreams = n })
+}
+
+// WithKnownKeysOnly serves only keys that exist in the source, created by
+// the server's own Enqueue, Publish or Stream; any other key gets 404. Use it
+// when clients choose the URL: otherwise a request for a random key creates
+// an empty queue and waits on it.
+func WithKnownKeysOnly() HandlerOption {
+	return handlerOptionFunc(func(c *handlerConfig) { c.known = true })
 }
 
 // WithTakeover sets what happens when a request arrives for a key that

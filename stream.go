@@ -7,7 +7,8 @@ package sse
 // anything gets a closed channel at once, and so does every key after
 // [Broker.Shutdown].
 //
-// Stream counts as activity for [WithIdleTimeout]. It waits for the loop's
+// Stream counts as activity for [WithIdleTimeout]. At the [WithMaxKeys]
+// bound, Stream of a new key returns a closed channel. It waits for the loop's
 // answer, so it costs a round trip: call it once per reader, not per event.
 func (b *Broker[K]) Stream(key K) <-chan Event {
 	select {
@@ -38,14 +39,18 @@ func (l *loop[K]) stream(key K) <-chan Event {
 		}
 		return closedChan
 	}
-	return l.open(key).ch
+	t := l.open(key)
+	if t == nil {
+		return closedChan // refused by the key limit
+	}
+	return t.ch
 }
 
 // publish numbers evs and appends them to key's queue: into its channel
 // while it has room and nothing waits before them, else into its overflow.
 func (l *loop[K]) publish(key K, evs []Event) {
 	t := l.open(key)
-	if t.closed {
+	if t == nil || t.closed { // refused by the key limit, or closed
 		l.stats.Discarded += uint64(len(evs))
 		return
 	}

@@ -27,6 +27,8 @@ type SubscribeRequest struct {
 	// Takeover ends the key's attached connection instead of failing with
 	// ErrBusy.
 	Takeover bool
+	// Known fails the request with ErrUnknownKey unless the key exists.
+	Known bool
 }
 
 // A Subscription is one connection's hold on a key: first the retained
@@ -62,10 +64,14 @@ var (
 	// ErrFinished is returned by [Broker.Subscribe] when the key is closed
 	// and the client has received every event.
 	ErrFinished = errors.New("sse: the key is closed and fully read")
+	// ErrUnknownKey is returned by [Broker.Subscribe] for a key that does not
+	// exist when the request asks for a known one.
+	ErrUnknownKey = errors.New("sse: unknown key")
 )
 
 // Subscribe attaches an SSE connection to key's queue, creating the key if
-// it is new; it implements [Source] for [Handler]. A key has at most one
+// it is new (unless req.Known is set, or the [WithMaxKeys] bound refuses it
+// with [ErrTooManyKeys]); it implements [Source] for [Handler]. A key has at most one
 // attached connection. Each event the connection takes enters the key's
 // replay window ([WithReplay]) until a later request's LastID shows that the
 // client has it, so a client that reconnects and resumes from the last ID it
@@ -158,11 +164,20 @@ type session[K comparable] struct {
 // subscribe handles opSubscribe: it attaches s to its key, or makes it wait
 // for the attached connection to end, or refuses it.
 func (l *loop[K]) subscribe(key K, s *subscription[K]) {
-	if l.quitting && l.topics[key] == nil {
+	switch t := l.topics[key]; {
+	case t != nil:
+	case l.quitting:
 		s.ready <- ErrShutdown
+		return
+	case s.req.Known:
+		s.ready <- ErrUnknownKey
 		return
 	}
 	t := l.open(key)
+	if t == nil {
+		s.ready <- ErrTooManyKeys
+		return
+	}
 	s.t = t
 	if t.session == nil {
 		t.session = &session[K]{}

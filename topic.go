@@ -38,8 +38,11 @@ func (t *topic[K]) attached() bool { return t.session != nil && t.session.attach
 func (l *loop[K]) open(key K) *topic[K] {
 	t := l.topics[key]
 	if t == nil {
+		if !l.makeRoom() {
+			return nil
+		}
 		t = &topic[K]{key: key, ch: make(chan Event, l.b.cfg.buffer)}
-		l.topics[key] = t
+		l.add(t)
 		if l.b.cfg.idle > 0 {
 			l.idle.pushBack(t, l.clock())
 		}
@@ -53,9 +56,11 @@ func (l *loop[K]) open(key K) *topic[K] {
 func (l *loop[K]) close(key K) {
 	t := l.topics[key]
 	if t == nil {
-		t = &topic[K]{key: key, ch: closedChan, closed: true}
-		l.topics[key] = t
-		l.retained.pushBack(t, l.clock())
+		if l.makeRoom() {
+			t = &topic[K]{key: key, ch: closedChan, closed: true}
+			l.add(t)
+			l.retained.pushBack(t, l.clock())
+		}
 		return
 	}
 	l.closeTopic(t)
@@ -79,6 +84,28 @@ func (l *loop[K]) closeTopic(t *topic[K]) {
 	}
 }
 
+// makeRoom reports whether the key limit allows one more key.
+func (l *loop[K]) makeRoom() bool {
+	max := l.b.cfg.maxKeys
+	return max == 0 || len(l.topics) < max
+}
+
+// add makes t known under its key.
+func (l *loop[K]) add(t *topic[K]) {
+	l.topics[t.key] = t
+	if l.b.cfg.maxKeys > 0 {
+		l.b.keys.Store(int64(len(l.topics)))
+	}
+}
+
+// forget removes t from the keys.
+func (l *loop[K]) forget(t *topic[K]) {
+	delete(l.topics, t.key)
+	if l.b.cfg.maxKeys > 0 {
+		l.b.keys.Store(int64(len(l.topics)))
+	}
+}
+
 // expire closes keys idle for too long and forgets keys closed for longer
 // than the retention time.
 func (l *loop[K]) expire() {
@@ -96,7 +123,7 @@ func (l *loop[K]) expire() {
 	keep := int64(l.b.cfg.retention)
 	for t := l.retained.head; t != nil && t.stamp+keep <= now; t = l.retained.head {
 		l.retained.remove(t)
-		delete(l.topics, t.key)
+		l.forget(t)
 		if t.backlog != nil {
 			l.stopFeeder(t)
 		}

@@ -1,0 +1,230 @@
+package sse
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rocketqueue/sse/ssetest"
+)
+
+func TestMaxKeys(t *testing.T) {
+	b := newBroker[string](t, WithMaxKeys(2), WithRetention(time.Hour))
+	ctx := context.Background()
+	must(t, b.Enqueue(ctx, "a", "1"))
+	must(t, b.Enqueue(ctx, "b", "1"))
+	b.Stats() // the loop holds both keys: the check in the caller sees them
+	for name, err := range map[string]error{
+		"Enqueue": b.Enqueue(ctx, "c", "1"),
+		"Publish": b.Publish(ctx, "c", Event{Data: "1"}),
+	} {
+		if !errors.Is(err, ErrTooManyKeys) {
+			t.Errorf("%s of a third key: %v, want ErrTooManyKeys", name, err)
+		}
+	}
+	expectEnd(t, b.Stream("c"))
+	must(t, b.Enqueue(ctx, "a", "2")) // keys it holds are not affected
+	checkSeq(t, recv(t, b.Stream("a"), 2), 1)
+	if _, err := b.Subscribe(ctx, "c", SubscribeRequest{}); !errors.Is(err, ErrTooManyKeys) {
+		t.Errorf("Subscribe of a third key: %v, want ErrTooManyKeys", err)
+	}
+	// Closed keys count until they are forgotten.
+	must(t, b.Close(ctx, "b"))
+	if err := b.Enqueue(ctx, "c", "1"); !errors.Is(err, ErrTooManyKeys) {
+		t.Errorf("with a closed key remembered: %v, want ErrTooManyKeys", err)
+	}
+	if s := b.Stats(); s.Keys+s.Closed != 2 {
+		t.Fatalf("stats %+v, want 2 keys", s)
+	}
+}
+
+// TestMaxKeysHoldsUnderRaces makes producers race past the producer-side
+// check: the loop still holds no more keys than allowed.
+func TestMaxKeysHoldsUnderRaces(t *testing.T) {
+	b := newBroker[int](t, WithMaxKeys(10))
+	var wg sync.WaitGroup
+	var accepted sync.Map
+	for p := range 8 {
+		wg.Go(func() {
+			for k := range 50 {
+				if err := b.Enqueue(context.Background(), p*50+k, "x"); err == nil {
+					accepted.Store(p*50+k, true)
+				} else if !errors.Is(err, ErrTooManyKeys) {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	accepted.Range(func(any, any) bool { n++; return true })
+	s := b.Stats()
+	if s.Keys != 10 || s.Enqueued != 10 || s.Discarded != uint64(n-10) {
+		t.Fatalf("stats %+v with %d calls accepted, want 10 keys and the rest discarded", s, n)
+	}
+}
+
+func TestHandlerKnownKeysOnly(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b, WithKnownKeysOnly())
+	resp, err := srv.Client().Get(srv.URL + "?key=guess")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown key: %d, want 404", resp.StatusCode)
+	}
+	if s := b.Stats(); s.Keys != 0 {
+		t.Fatalf("a scan created %d keys", s.Keys)
+	}
+	enqueueSeq(t, b, "job", 1, 1) // the server creates it
+	c := open(t, srv.Client(), srv.URL, "job")
+	c.expectSeq(t, 1, 1)
+}
+
+// expectTryLater fails unless resp is an empty event stream with a retry
+// field: the answer for a request the handler has no room for.
+func expectTryLater(t *testing.T, resp *http.Response, retry time.Duration) {
+	t.Helper()
+	defer resp.Body.Close()
+	if err := ssetest.CheckResponse(resp); err != nil {
+		t.Fatal(err)
+	}
+	r := ssetest.NewReader(resp.Body)
+	if ev, err := r.Next(); err == nil {
+		t.Fatalf("got event %+v, want an empty stream", ev)
+	}
+	if d, ok := r.Retry(); !ok || d != retry {
+		t.Fatalf("retry %v %v, want %v", d, ok, retry)
+	}
+}
+
+func TestHandlerMaxKeysSaysTryLater(t *testing.T) {
+	b := newBroker[string](t, WithMaxKeys(1))
+	srv, _ := serve(t, b)
+	must(t, b.Enqueue(context.Background(), "held", "1"))
+	resp, err := srv.Client().Get(srv.URL + "?key=new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectTryLater(t, resp, DefaultBusyRetry)
+}
+
+func TestHandlerMaxStreams(t *testing.T) {
+	b := newBroker[string](t)
+	srv, h := serve(t, b, WithMaxStreams(3), WithRetry(2*time.Second))
+	var held []*client
+	for i := range 3 {
+		held = append(held, open(t, srv.Client(), srv.URL, strconv.Itoa(i)))
+	}
+	h.waitActive(t, 3)
+	enqueueSeq(t, b, "over", 1, 2)
+	resp, err := srv.Client().Get(srv.URL + "?key=over")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectTryLater(t, resp, 2*time.Second)
+	checkSeq(t, recv(t, b.Stream("over"), 2), 1) // its queue was not touched
+
+	// A stream that ends frees its place.
+	held[0].close()
+	h.waitActive(t, 2)
+	c := open(t, srv.Client(), srv.URL, "again")
+	enqueueSeq(t, b, "again", 1, 1)
+	c.expectSeq(t, 1, 1)
+}
+
+// counting is a Source that records how many subscriptions are open at
+// once.
+type counting struct {
+	Source[string]
+	open, peak atomic.Int64
+}
+
+func (c *counting) Subscribe(ctx context.Context, key string, req SubscribeRequest) (Subscription, error) {
+	sub, err := c.Source.Subscribe(ctx, key, req)
+	if err != nil {
+		return nil, err
+	}
+	n := c.open.Add(1)
+	for p := c.peak.Load(); n > p && !c.peak.CompareAndSwap(p, n); p = c.peak.Load() {
+	}
+	return countedSub{sub, &c.open}, nil
+}
+
+type countedSub struct {
+	Subscription
+	open *atomic.Int64
+}
+
+func (s countedSub) Close() {
+	s.open.Add(-1)
+	s.Subscription.Close()
+}
+
+// TestHandlerMaxStreamsUnderLoad has 200 clients, each on its own key, ask
+// at once a handler bounded to 20 streams. A client told to retry does so,
+// as a browser would. Every client gets its event, and no more than 20
+// streams ever run at once.
+func TestHandlerMaxStreamsUnderLoad(t *testing.T) {
+	b := newBroker[string](t)
+	const limit, clients = 20, 200
+	src := &counting{Source: b}
+	h := &tracked{h: Handler[string](src, queryKey, WithMaxStreams(limit))}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	tr := &http.Transport{MaxIdleConnsPerHost: clients}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	for i := range clients {
+		must(t, b.Enqueue(context.Background(), strconv.Itoa(i), "1"))
+	}
+
+	var refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			for attempt := 0; ; attempt++ {
+				if attempt > 1000 {
+					t.Errorf("client %d: still refused after %d attempts", i, attempt)
+					return
+				}
+				c, err := tryOpen(hc, srv.URL, strconv.Itoa(i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ev, err := c.events.Next()
+				c.close() // got it, or told to come back: leave either way
+				if err == nil {
+					if ev.ID != "1" || ev.Data != "1" {
+						t.Errorf("client %d: got %+v", i, ev)
+					}
+					return
+				}
+				if _, ok := c.events.Retry(); !ok {
+					t.Errorf("client %d: %v and no retry field", i, err)
+					return
+				}
+				refused.Add(1)
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	h.waitIdle(t)
+	t.Logf("peak %d streams, %d refusals", src.peak.Load(), refused.Load())
+	if p := src.peak.Load(); p > limit {
+		t.Fatalf("%d streams at once, bound %d", p, limit)
+	}
+	if refused.Load() == 0 {
+		t.Fatal("nobody was refused: the bound was not exercised")
+	}
+}
