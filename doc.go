@@ -94,10 +94,48 @@
 // return [ErrShutdown] at once, Stream returns a closed channel, and no call
 // blocks forever. A Broker that is not shut down keeps its goroutine.
 //
+// # Server-Sent Events
+//
+// [Handler] streams one key's queue to a browser's EventSource, or any SSE
+// client, over HTTP/1.1 or HTTP/2. It reads through a [Source], which
+// [*Broker] implements with [Broker.Subscribe]. A key has at most one
+// attached connection: a request that resumes (it carries a Last-Event-ID)
+// takes the key over from an older connection, which ends before the new
+// one takes any event; a request without one gets 409 ([WithTakeover]).
+// The handler writes from the request's goroutine and starts none of its
+// own; it never holds a lock while it writes. After a closed key's last
+// event it sends an event named "close" and ends the response; a later
+// request for that key gets 204, which makes a browser stop reconnecting.
+//
+// # Resuming
+//
+// An event a connection has taken from the queue may still be lost with
+// the connection. So each event an SSE connection takes also enters the
+// key's replay window ([WithReplay], [DefaultReplay] events), allocated only
+// for keys that SSE reads. A request with Last-Event-ID L (or lastEventId=L
+// in the query) first receives the window's events after L, then the live
+// queue; the window forgets what L shows the client has. The guarantee is
+// at-least-once delivery across reconnects, with duplicates removed by ID:
+// exactly once and in order for a client that resumes from the last ID it
+// received, as EventSource does, as long as no more than the window's size
+// of events were taken and lost at once. If more were, the client is told:
+// an event named "gap" carries the missing IDs. In-process readers
+// (Stream) have read-once semantics and no window.
+//
+// # Exposure to untrusted clients
+//
+// Whoever can reach the handler can name keys, and by default a request
+// for a new key creates it. Before serving the Internet, authenticate in
+// the key function (return an error with StatusCode 401 or 403), and set
+// [WithKnownKeysOnly] so that unknown keys get 404 and scanning creates
+// nothing, [WithMaxKeys] to bound the broker, and [WithMaxStreams] to bound
+// concurrent connections. The handler's other defaults (heartbeat, write
+// deadline, 409 for a second reader) are safe as they are.
+//
 // # Costs
 //
 // An open idle key at default settings costs under 1 KiB: its channel holds
-// [DefaultBuffer] events. Its overflow, feeder goroutine and timers cost
-// nothing until they are needed, and timers cost O(1) per key, never a scan
-// of all keys.
+// [DefaultBuffer] events. Its overflow, feeder goroutine, replay window and
+// timers cost nothing until they are needed, and timers cost O(1) per key,
+// never a scan of all keys.
 package sse
