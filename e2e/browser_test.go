@@ -1,0 +1,294 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/chromedp"
+)
+
+// jobState is what the page knows of one job: window.demo.snapshot() in
+// static/app.js returns a list of them.
+type jobState struct {
+	ID         string   `json:"id"`
+	Progress   []int    `json:"progress"` // the data of every "progress" event, in order
+	Logs       []string `json:"logs"`     // the data of every "log" event, in order
+	Opens      int      `json:"opens"`    // "open" events
+	Errors     int      `json:"errors"`   // "error" events
+	Status     string   `json:"status"`   // what the page shows: connecting, running, reconnecting, done, failed
+	ReadyState int      `json:"readyState"`
+	Bar        int      `json:"bar"`   // the progress bar's aria-valuenow
+	Width      string   `json:"width"` // the progress bar's fill width
+}
+
+// readyClosed is EventSource.CLOSED.
+const readyClosed = 2
+
+// Two jobs in two tabs at once: each tab gets every progress event of its
+// job in order, shows 100% and "done", and does not reconnect after the
+// stream's "close" event.
+func TestTwoTabs(t *testing.T) {
+	const steps = 20
+	chromium := findChromium(t)
+	d := startDemo(t, "-step", "50ms", "-steps", strconv.Itoa(steps))
+	browser := newBrowser(t, chromium)
+	tabs := []context.Context{browser, newTab(t, browser)}
+	for _, tab := range tabs {
+		open(t, tab, d.url)
+	}
+	for _, tab := range tabs {
+		if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("start"))); err != nil {
+			t.Fatalf("clicking Start: %v", err)
+		}
+	}
+
+	ids := make(map[string]bool)
+	for i, tab := range tabs {
+		jobs := waitFor(t, tab, fmt.Sprintf("the job of tab %d to end", i+1), allEnded(1))
+		checkJob(t, jobs[0], steps)
+		ids[jobs[0].ID] = true
+	}
+	if len(ids) != len(tabs) {
+		t.Errorf("the tabs follow %d jobs, want %d", len(ids), len(tabs))
+	}
+
+	// A browser that reconnected would do it within its retry delay (about
+	// 3s in Chromium), but would fire "error" at once.
+	time.Sleep(time.Second)
+	for i, tab := range tabs {
+		jobs := snapshot(t, tab)
+		checkJob(t, jobs[0], steps)
+		saveScreenshot(t, tab, fmt.Sprintf("two-tabs-%d.png", i+1), "")
+	}
+}
+
+// Several jobs on one page, started while others run, each follow their own
+// stream. The test also takes the README's screenshot, with one job done and
+// two running.
+func TestSeveralJobsOnOnePage(t *testing.T) {
+	const steps = 30
+	chromium := findChromium(t)
+	d := startDemo(t, "-step", "100ms", "-steps", strconv.Itoa(steps))
+	tab := newBrowser(t, chromium)
+	open(t, tab, d.url)
+
+	start := func() {
+		t.Helper()
+		if err := chromedp.Do(tab, chromedp.Click(chromedp.ID("start"))); err != nil {
+			t.Fatalf("clicking Start: %v", err)
+		}
+	}
+	start()
+	waitFor(t, tab, "the first job to end", allEnded(1))
+	start()
+	waitFor(t, tab, "the second job to reach 40%", func(jobs []jobState) bool {
+		return len(jobs) == 2 && jobs[1].Bar >= 40
+	})
+	start()
+	waitFor(t, tab, "the third job to start", func(jobs []jobState) bool {
+		return len(jobs) == 3 && jobs[2].Bar >= 10
+	})
+	readme := ""
+	if os.Getenv("UPDATE_SCREENSHOT") != "" {
+		readme = filepath.Join("..", "docs", "demo.png")
+	}
+	saveScreenshot(t, tab, "several-jobs.png", readme)
+
+	for _, job := range waitFor(t, tab, "every job to end", allEnded(3)) {
+		checkJob(t, job, steps)
+	}
+}
+
+// checkJob checks that a job's page got every progress event in order, shows
+// it done at 100%, and closed its EventSource after one connection.
+func checkJob(t *testing.T, job jobState, steps int) {
+	t.Helper()
+	var want []int
+	for i := 1; i <= steps; i++ {
+		want = append(want, i*100/steps)
+	}
+	if !slices.Equal(job.Progress, want) {
+		t.Errorf("job %s: progress events %v, want %v", job.ID, job.Progress, want)
+	}
+	if job.Bar != 100 || job.Width != "100%" {
+		t.Errorf("job %s: the bar shows %d%% and is %s wide, want 100%%", job.ID, job.Bar, job.Width)
+	}
+	if job.Status != "done" {
+		t.Errorf("job %s: status %q, want done", job.ID, job.Status)
+	}
+	if job.Opens != 1 || job.Errors != 0 || job.ReadyState != readyClosed {
+		t.Errorf("job %s: %d open and %d error events, readyState %d; want 1, 0 and %d (CLOSED)",
+			job.ID, job.Opens, job.Errors, job.ReadyState, readyClosed)
+	}
+	if n := len(job.Logs); n != steps+2 || job.Logs[0] != fmt.Sprintf("Started: %d steps.", steps) || job.Logs[n-1] != "Finished." {
+		t.Errorf("job %s: log %q, want %d lines from Started to Finished", job.ID, job.Logs, steps+2)
+	}
+}
+
+// allEnded returns a condition for waitFor: the page follows n jobs, and
+// none of them is still connecting or running.
+func allEnded(n int) func([]jobState) bool {
+	return func(jobs []jobState) bool {
+		if len(jobs) != n {
+			return false
+		}
+		for _, job := range jobs {
+			if job.Status == "connecting" || job.Status == "running" {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// waitFor polls the page's jobs until cond holds, for at most 30 seconds.
+func waitFor(t *testing.T, tab context.Context, what string, cond func([]jobState) bool) []jobState {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		jobs := snapshot(t, tab)
+		if cond(jobs) {
+			return jobs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; the page has %+v", what, jobs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// snapshot returns what the page knows of its jobs, in the order they were
+// started.
+func snapshot(t *testing.T, tab context.Context) []jobState {
+	t.Helper()
+	jobs, err := chromedp.Run(tab, chromedp.Evaluate[[]jobState]("window.demo.snapshot()"))
+	if err != nil {
+		t.Fatalf("reading the page's state: %v", err)
+	}
+	return jobs
+}
+
+// open loads the demo's page in tab, at a fixed viewport size.
+func open(t *testing.T, tab context.Context, url string) {
+	t.Helper()
+	if err := chromedp.Do(tab,
+		chromedp.EmulateViewport(900, 1000),
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.ID("start")),
+	); err != nil {
+		t.Fatalf("opening %s: %v", url, err)
+	}
+}
+
+// saveScreenshot saves a screenshot of the page as name in the
+// artifacts directory ($E2E_ARTIFACTS, or artifacts/), and also as also if
+// that is not empty.
+func saveScreenshot(t *testing.T, tab context.Context, name, also string) {
+	t.Helper()
+	// The page as a person sees it: no button under the mouse, and the
+	// whole page, cut to its content, at twice the pixel density.
+	if err := chromedp.Do(tab, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, 0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(tab, chromedp.ScreenshotScale(chromedp.CSS("body"), 2))
+	if err != nil {
+		t.Fatalf("taking a screenshot: %v", err)
+	}
+	dir := os.Getenv("E2E_ARTIFACTS")
+	if dir == "" {
+		dir = "artifacts"
+	}
+	paths := []string{filepath.Join(dir, name)}
+	if also != "" {
+		paths = append(paths, also)
+	}
+	for _, path := range paths {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", path)
+	}
+}
+
+// newBrowser starts exe, a headless Chromium, with a fresh profile and
+// returns the context of its first tab. The browser is closed when the test
+// ends, and cannot outlive 2 minutes.
+func newBrowser(t *testing.T, exe string) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	out := &output{}
+	// chromedp makes, and then removes, a fresh user data directory.
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(exe),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// Background tabs must not be throttled: both tabs run at once.
+		chromedp.Flag("disable-background-timer-throttling", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true),
+		chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.CombinedOutput(out),
+	)
+	t.Cleanup(func() {
+		cancelAlloc() // waits for the browser to exit
+		if t.Failed() {
+			t.Logf("Chromium's output:\n%s", out)
+		}
+	})
+	tab, closeTab := chromedp.NewContext(alloc)
+	t.Cleanup(closeTab)
+	if err := chromedp.Do(tab); err != nil { // starts the browser
+		t.Fatalf("starting %s: %v", exe, err)
+	}
+	return tab
+}
+
+// newTab opens another tab in browser's browser.
+func newTab(t *testing.T, browser context.Context) context.Context {
+	t.Helper()
+	tab, closeTab := chromedp.NewContext(browser)
+	t.Cleanup(closeTab)
+	if err := chromedp.Do(tab); err != nil {
+		t.Fatalf("opening a tab: %v", err)
+	}
+	return tab
+}
+
+// findChromium returns the path of Chromium: $CHROMIUM, or chromium or
+// chromium-browser on the PATH. Without it the test is skipped, or fails if
+// CI=true (CI installs it).
+func findChromium(t *testing.T) string {
+	t.Helper()
+	if exe := os.Getenv("CHROMIUM"); exe != "" {
+		return exe
+	}
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if exe, err := exec.LookPath(name); err == nil {
+			return exe
+		}
+	}
+	const msg = "Chromium not found: install it (apt-get install chromium) or set CHROMIUM to its binary"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}

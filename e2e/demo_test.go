@@ -1,0 +1,198 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// buildDir holds the demo's binary for the whole test run.
+var buildDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sse-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	buildDir = dir
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}))
+}
+
+var build struct {
+	once sync.Once
+	path string
+	out  []byte
+	err  error
+}
+
+// demoBinary builds the demo once per test run, in the library's module as
+// `go run ./examples/progress` does, with the race detector if the tests
+// have it, and returns its path.
+func demoBinary(t *testing.T) string {
+	t.Helper()
+	build.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		build.path = filepath.Join(buildDir, "progress")
+		args := []string{"build", "-C", "..", "-o", build.path}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "./examples/progress")
+		build.out, build.err = exec.CommandContext(ctx, "go", args...).CombinedOutput()
+	})
+	if build.err != nil {
+		t.Fatalf("building the demo: %v\n%s", build.err, build.out)
+	}
+	return build.path
+}
+
+// A demo is a running demo process.
+type demo struct {
+	url    string // where it serves the page, with a trailing slash
+	cmd    *exec.Cmd
+	stdout *output
+	stderr *output
+	exited chan struct{} // closed when the process has exited and been waited for
+	err    error         // cmd.Wait's result, set before exited is closed
+}
+
+// startDemo builds and starts the demo on a free port of 127.0.0.1 with the
+// flags args, and waits until it listens. When the test ends, the demo is
+// stopped with SIGTERM and must exit cleanly within 5 seconds, or it is
+// killed and the test fails; it is killed anyway after 3 minutes.
+func startDemo(t *testing.T, args ...string) *demo {
+	t.Helper()
+	bin := demoBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	d := &demo{
+		stdout: &output{url: make(chan string, 1)},
+		stderr: &output{},
+		exited: make(chan struct{}),
+	}
+	d.cmd = exec.CommandContext(ctx, bin, append([]string{"-addr", "127.0.0.1:0"}, args...)...)
+	d.cmd.Stdout, d.cmd.Stderr = d.stdout, d.stderr
+	d.cmd.WaitDelay = 5 * time.Second // bounds Wait after a kill
+	if err := d.cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() {
+		d.err = d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(func() {
+		defer cancel()
+		select {
+		case <-d.exited:
+		default:
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.exited:
+				if d.err != nil {
+					t.Errorf("the demo exited with %v after SIGTERM", d.err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("the demo did not exit within 5s of SIGTERM: killing it")
+				cancel()
+				<-d.exited
+			}
+		}
+		if strings.Contains(d.stderr.String(), "DATA RACE") {
+			t.Errorf("the demo has a data race")
+		}
+		if t.Failed() {
+			t.Logf("the demo's output:\n%s%s", d.stdout, d.stderr)
+		}
+	})
+
+	select {
+	case d.url = <-d.stdout.url:
+	case <-d.exited:
+		t.Fatalf("the demo exited before it listened: %v\n%s", d.err, d.stderr)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the demo printed no URL within 30s")
+	}
+	return d
+}
+
+// startJob starts a job with POST /jobs and returns its event stream's URL.
+func (d *demo) startJob(t *testing.T, client *http.Client) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url+"jobs", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var job struct {
+		Events string `json:"events"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&job); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /jobs: status %d, error %v", resp.StatusCode, err)
+	}
+	return strings.TrimSuffix(d.url, "/") + job.Events
+}
+
+// newClient returns an HTTP client whose connections are closed when the
+// test ends, so that no goroutine of theirs outlives it.
+func newClient(t *testing.T) *http.Client {
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// output keeps what a process writes. If url is not nil, it receives the
+// first URL that a complete line holds.
+type output struct {
+	url chan string // capacity 1; immutable
+
+	mu    sync.Mutex
+	buf   bytes.Buffer // guarded by mu
+	found bool         // guarded by mu: a URL was sent
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(p)
+	if o.url == nil || o.found {
+		return len(p), nil
+	}
+	text := o.buf.String()
+	text = text[:strings.LastIndexByte(text, '\n')+1] // complete lines
+	if _, rest, ok := strings.Cut(text, "http://"); ok {
+		if f := strings.Fields(rest); len(f) > 0 {
+			o.url <- "http://" + f[0]
+			o.found = true
+		}
+	}
+	return len(p), nil
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}

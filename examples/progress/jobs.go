@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rocketqueue/sse"
+)
+
+// jobID names one job and its event queue: 16 random bytes, written in URLs
+// as 32 lowercase hex digits. Nobody can guess another user's job.
+type jobID [16]byte
+
+// newJobID returns a random job ID.
+func newJobID() jobID {
+	var id jobID
+	rand.Read(id[:]) // never fails: crypto/rand crashes the program instead
+	return id
+}
+
+func (id jobID) String() string { return hex.EncodeToString(id[:]) }
+
+// parseJobID parses the canonical form of a job ID, as String writes it.
+func parseJobID(s string) (jobID, bool) {
+	var id jobID
+	if len(s) != hex.EncodedLen(len(id)) {
+		return id, false
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return id, false
+	}
+	return id, s == id.String() // one URL per job: no upper-case digits
+}
+
+// statusError is an error that carries the HTTP status to answer with:
+// [sse.Handler] uses its StatusCode method.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string   { return e.msg }
+func (e *statusError) StatusCode() int { return e.code }
+
+var errMalformedID = &statusError{http.StatusBadRequest, "malformed job ID"}
+
+// jobs starts jobs and streams their progress.
+type jobs struct {
+	broker *sse.Broker[jobID]
+	steps  int           // steps in a job
+	step   time.Duration // duration of one step
+	ctx    context.Context
+	wg     sync.WaitGroup // running jobs
+
+	mu       sync.Mutex
+	stopping bool // guarded by mu: wait has begun, start no more jobs
+}
+
+// newJobs returns a jobs that publishes into broker. Its jobs stop early
+// when ctx ends.
+func newJobs(ctx context.Context, broker *sse.Broker[jobID], steps int, step time.Duration) *jobs {
+	return &jobs{broker: broker, steps: steps, step: step, ctx: ctx}
+}
+
+// routes returns the demo's HTTP handler: the page, POST /jobs to start a
+// job, and GET /jobs/{id}/events to stream a job's events.
+func (j *jobs) routes(page http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /", page)
+	mux.HandleFunc("POST /jobs", j.start)
+	// Only keys the broker holds are served: a request for a made-up or
+	// forgotten job gets 404 and creates no queue.
+	mux.Handle("GET /jobs/{id}/events", sse.Handler(j.broker, j.key, sse.WithKnownKeysOnly(), sse.WithLogger(slog.Default())))
+	return mux
+}
+
+// start handles POST /jobs: it starts a job and answers 201 Created with the
+// job's ID and the URL of its event stream.
+func (j *jobs) start(w http.ResponseWriter, r *http.Request) {
+	id := newJobID()
+	j.mu.Lock()
+	if j.stopping {
+		j.mu.Unlock()
+		http.Error(w, "the server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	j.wg.Add(1)
+	j.mu.Unlock()
+	// The job's queue exists before the client learns its URL: the broker
+	// handles this Publish before the client's request for the stream.
+	if err := j.broker.Publish(r.Context(), id, sse.Event{Name: "log", Data: "Queued."}); err != nil {
+		j.wg.Done()
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	go func() {
+		defer j.wg.Done()
+		j.run(id)
+	}()
+
+	events := "/jobs/" + id.String() + "/events"
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Location", events)
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(map[string]string{"id": id.String(), "events": events})
+}
+
+// key is the key function of the events handler: 400 for a malformed ID.
+func (j *jobs) key(r *http.Request) (jobID, error) {
+	id, ok := parseJobID(r.PathValue("id"))
+	if !ok {
+		return id, errMalformedID
+	}
+	return id, nil
+}
+
+// tasks are what the steps of a job pretend to do.
+var tasks = []string{
+	"fetching records", "validating rows", "resizing images", "computing totals",
+	"writing the report", "compressing output", "uploading results",
+}
+
+// run is one job: every step it publishes its progress (an event "progress"
+// with the percentage done) and a line of log (an event "log"), then it
+// closes the job's key. It stops early, leaving the key open, when the
+// server shuts down.
+func (j *jobs) run(id jobID) {
+	ctx := j.ctx
+	err := j.broker.Publish(ctx, id, sse.Event{Name: "log", Data: fmt.Sprintf("Started: %d steps.", j.steps)})
+	tick := time.NewTicker(j.step)
+	defer tick.Stop()
+	for i := 1; err == nil && i <= j.steps; i++ {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+		err = j.broker.Publish(ctx, id,
+			sse.Event{Name: "progress", Data: strconv.Itoa(i * 100 / j.steps)},
+			sse.Event{Name: "log", Data: fmt.Sprintf("Step %d of %d: %s.", i, j.steps, tasks[(i-1)%len(tasks)])},
+		)
+	}
+	if err == nil {
+		err = j.broker.Publish(ctx, id, sse.Event{Name: "log", Data: "Finished."})
+	}
+	if err == nil {
+		err = j.broker.Close(ctx, id)
+	}
+	if err != nil && ctx.Err() == nil {
+		slog.Error("job failed", "job", id.String(), "error", err)
+	}
+}
+
+// wait starts no more jobs and waits for the running ones to return. End
+// their context first.
+func (j *jobs) wait() {
+	j.mu.Lock()
+	j.stopping = true
+	j.mu.Unlock()
+	j.wg.Wait()
+}
