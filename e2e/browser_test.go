@@ -128,8 +128,8 @@ func checkJob(t *testing.T, job jobState, steps int) {
 		t.Errorf("job %s: %d open and %d error events, readyState %d; want 1, 0 and %d (CLOSED)",
 			job.ID, job.Opens, job.Errors, job.ReadyState, readyClosed)
 	}
-	if n := len(job.Logs); n != steps+2 || job.Logs[0] != fmt.Sprintf("Started: %d steps.", steps) || job.Logs[n-1] != "Finished." {
-		t.Errorf("job %s: log %q, want %d lines from Started to Finished", job.ID, job.Logs, steps+2)
+	if n := len(job.Logs); n != steps+3 || job.Logs[0] != "Queued." || job.Logs[1] != fmt.Sprintf("Started: %d steps.", steps) || job.Logs[n-1] != "Finished." {
+		t.Errorf("job %s: log %q, want %d lines from Queued to Finished", job.ID, job.Logs, steps+3)
 	}
 }
 
