@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"time"
 
 	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/ssetest"
 )
 
 // JobID names the queue of one job. Any comparable type can be a key.
@@ -147,4 +150,44 @@ func ExampleBroker_Shutdown() {
 	// <nil>
 	// queued before Shutdown
 	// sse: broker shut down
+}
+
+// Handler streams a key's queue to browsers. Here it serves one job's events
+// behind a router; a browser would read them with
+// new EventSource("/jobs/job-42/events").
+func ExampleHandler() {
+	ctx := context.Background()
+	events := sse.New[JobID]()
+	defer events.Shutdown(ctx)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /jobs/{id}/events", sse.Handler(events,
+		func(r *http.Request) (JobID, error) { return JobID(r.PathValue("id")), nil },
+		sse.WithKnownKeysOnly(), // unknown jobs get 404
+	))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	events.Publish(ctx, "job-42",
+		sse.Event{Name: "progress", Data: "50"},
+		sse.Event{Name: "progress", Data: "100"},
+	)
+	events.Close(ctx, "job-42")
+
+	resp, err := http.Get(srv.URL + "/jobs/job-42/events")
+	if err != nil {
+		panic(err)
+	}
+	defer resp.Body.Close()
+	received, err := ssetest.ReadAll(resp.Body)
+	if err != nil {
+		panic(err)
+	}
+	for _, ev := range received {
+		fmt.Printf("id=%s event=%s data=%q\n", ev.ID, ev.Type, ev.Data)
+	}
+	// Output:
+	// id=1 event=progress data="50"
+	// id=2 event=progress data="100"
+	// id=2 event=close data=""
 }

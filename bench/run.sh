@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# run.sh runs every benchmark of the sse module (the Broker and the lock-based
+# baselines, bench_test.go) and of this module (the peer libraries) through
+# the workloads of internal/workload, then writes under results/:
+#
+#   raw-sse.txt, raw-peers.txt  the raw `go test -bench` output of each module
+#   raw.txt                     both, concatenated: the input of what follows
+#   benchstat.txt               benchstat: a table per metric and GOMAXPROCS, a row per benchmark
+#   by-workload.txt             benchstat: ns/msg and allocs/msg (W6: B/key, stack-B/key), a table per workload, a row per design
+#   isolation.txt               benchstat: W3 against W7 per design, i.e. the slowdown a stalled key causes
+#   ns-per-msg.svg              chart of the median ns/msg per design and workload (cmd/chart)
+#   bytes-per-key.svg           chart of W6's B/key (heap per idle key)
+#
+# Settings, from the environment:
+#   COUNT=6  CPU=1,2  BENCHTIME=100000x  BENCH='W[1-57]'
+#   MEMORY_BENCH=W6  MEMORY_COUNT=1  IDLEKEYS=1000000
+#   BENCHSTAT=$(go env GOPATH)/bin/benchstat
+# BENCH selects the timed workloads, MEMORY_BENCH (empty: none) the memory
+# workload, which runs with -benchtime 1x, MEMORY_COUNT times (its figures
+# hardly vary). For example:
+#   COUNT=5 CPU=2 BENCH='W1|W2|W3|W4' BENCHTIME=200000x MEMORY_BENCH= bench/run.sh
+# BENCHTIME is a count so that every design does the same work: 100,000
+# messages (W5: keys) per run. A time (1s) works too, but W7's blocked designs
+# then spend a long ramp-up on the half second each run of theirs waits.
+# At the defaults, everything takes about 20 minutes on two cores.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+results=$here/results
+count=${COUNT:-6}
+cpu=${CPU:-1,2}
+benchtime=${BENCHTIME:-100000x}
+bench=${BENCH:-W[1-57]}
+memory_bench=${MEMORY_BENCH-W6}
+memory_count=${MEMORY_COUNT:-1}
+idlekeys=${IDLEKEYS:-1000000}
+benchstat=${BENCHSTAT:-$(go env GOPATH)/bin/benchstat}
+mkdir -p "$results"
+
+# W6 measures once per call whatever b.N, so it runs in a pass of its own
+# with -benchtime 1x; the other workloads run at $BENCHTIME.
+timed=(-run '^$' -bench "$bench" -count "$count" -cpu "$cpu" -benchtime "$benchtime" -timeout 0)
+memory=(-run '^$' -bench "$memory_bench" -count "$memory_count" -cpu "$cpu" -benchtime 1x -timeout 0)
+
+for module in sse peers; do
+	if [[ $module == sse ]]; then
+		dir=$here/.. what="the Broker and the baselines"
+	else
+		dir=$here what="the peer libraries"
+	fi
+	echo "== $module module: $what" >&2
+	{
+		(cd "$dir" && go test "${timed[@]}" .)
+		if [[ -n $memory_bench ]]; then
+			(cd "$dir" && go test "${memory[@]}" . -idlekeys="$idlekeys")
+		fi
+	} | tee "$results/raw-$module.txt"
+done
+cat "$results/raw-sse.txt" "$results/raw-peers.txt" > "$results/raw.txt"
+
+# The two modules' results differ in their pkg line only: -ignore pkg puts
+# them into the same tables.
+cd "$results"
+"$benchstat" -ignore pkg -table .config,/gomaxprocs raw.txt > benchstat.txt
+"$benchstat" -ignore pkg -table .config,/gomaxprocs,.name -row /design \
+	-filter '.unit:(ns/msg OR allocs/msg OR B/key OR stack-B/key)' raw.txt > by-workload.txt
+"$benchstat" -ignore pkg -table .config,/gomaxprocs -row /design -col .name \
+	-filter '.name:(W3 OR W7) .unit:(ns/msg OR allocs/msg OR hol-blocked)' raw.txt > isolation.txt
+
+(cd "$here" && go run ./cmd/chart -metric ns/msg -o "$results/ns-per-msg.svg" "$results/raw.txt")
+if grep -q ' B/key' "$results/raw.txt" && grep -q '^BenchmarkW6' "$results/raw.txt"; then
+	grep '^BenchmarkW6' "$results/raw.txt" |
+		(cd "$here" && go run ./cmd/chart -metric B/key -title 'W6: heap bytes per open idle key, median of runs' -o "$results/bytes-per-key.svg")
+fi
+echo "== results in $results" >&2
