@@ -43,13 +43,14 @@ var (
 type Broker[K comparable] struct {
 	cfg config // immutable after New
 
-	mu      sync.Mutex
-	cmds    []command[K]  // guarded by mu: commands waiting for the loop, in arrival order
-	events  []Event       // guarded by mu: the events of the publish commands in cmds, in order
-	room    chan struct{} // guarded by mu: closed when the loop empties the inbox; nil while nobody waits for room
-	stopped bool          // guarded by mu: Shutdown has begun, producers' commands are refused
+	mu       sync.Mutex
+	cmds     []command[K]  // guarded by mu: commands waiting for the loop, in arrival order
+	events   []Event       // guarded by mu: the events of the publish commands in cmds, in order
+	room     chan struct{} // guarded by mu: closed when the loop empties the inbox; nil while nobody waits for room
+	stopped  bool          // guarded by mu: Shutdown has begun, producers' commands are refused
+	sleeping bool          // guarded by mu: the loop found the inbox empty and waits on wake
 
-	wake  chan struct{} // capacity 1: a command arrived in an empty inbox
+	wake  chan struct{} // capacity 1: a command arrived while the loop slept
 	quit  chan struct{} // closed when Shutdown begins
 	abort chan struct{} // closed when Shutdown's context ends before the queues drained
 	done  chan struct{} // closed when the loop goroutine has returned
@@ -64,7 +65,12 @@ type Broker[K comparable] struct {
 	keys atomic.Int64 // written by the loop with WithMaxKeys: how many keys it holds
 
 	feeders sync.WaitGroup // the backlogged keys' feeder goroutines
-	final   Stats          // written by the loop before done is closed
+
+	// backlogs recycles backlogs and their buffers between backlog episodes,
+	// across keys. It is the broker's own, so that its channels belong to
+	// the broker's synctest bubble, if any.
+	backlogs sync.Pool
+	final    Stats // written by the loop before done is closed
 
 	loop loop[K] // owned by the loop goroutine
 }
@@ -272,13 +278,14 @@ func (b *Broker[K]) post(c command[K]) {
 	b.push(c)
 }
 
-// push appends c to the inbox, unlocks mu and wakes the loop if the inbox
-// was empty. The caller holds mu.
+// push appends c to the inbox, unlocks mu and wakes the loop if it sleeps.
+// The caller holds mu.
 func (b *Broker[K]) push(c command[K]) {
-	wasEmpty := len(b.cmds) == 0
 	b.cmds = append(b.cmds, c)
+	wake := b.sleeping
+	b.sleeping = false
 	b.mu.Unlock()
-	if wasEmpty {
+	if wake {
 		select {
 		case b.wake <- struct{}{}:
 		default:
@@ -288,13 +295,16 @@ func (b *Broker[K]) push(c command[K]) {
 
 // validate checks an event before it enters the inbox.
 func validate(ev *Event) error {
+	ascii := true
 	for i := 0; i < len(ev.Name); i++ {
-		switch ev.Name[i] {
-		case '\r', '\n', 0:
+		switch c := ev.Name[i]; {
+		case c == '\r' || c == '\n' || c == 0:
 			return fmt.Errorf("name %q contains CR, LF or NUL", ev.Name)
+		case c >= utf8.RuneSelf:
+			ascii = false
 		}
 	}
-	if !utf8.ValidString(ev.Name) {
+	if !ascii && !utf8.ValidString(ev.Name) {
 		return errors.New("name is not valid UTF-8")
 	}
 	if !utf8.ValidString(ev.Data) {
@@ -311,7 +321,7 @@ const (
 	opClose                 // close key
 	opStream                // reply with key's channel
 	opStats                 // reply with a snapshot
-	opRefill                // a feeder has sent its batch (or stopped early) and wants the next
+	opFed                   // a feeder took a batch, or returned
 	opSubscribe             // attach an SSE connection to key
 	opUnsubscribe           // detach it
 	opHolds                 // reply whether key exists
@@ -323,7 +333,7 @@ type command[K comparable] struct {
 	op  op
 	n   int32 // opPublish: number of events
 	// arg is chan (<-chan Event) for opStream, chan Stats for opStats, chan
-	// bool for opHolds, *topic[K] for opRefill, *subscription[K] for
+	// bool for opHolds, *topic[K] for opFed, *subscription[K] for
 	// opSubscribe and opUnsubscribe.
 	arg any
 }
@@ -367,9 +377,14 @@ func (l *loop[K]) run() {
 	quit := b.quit
 	for {
 		l.nowRead = false
+		// While there is work, wake is a closed channel: the select below
+		// does not wait, yet gives the timer and Shutdown their turn.
+		wake := b.wake
+		if l.drain() {
+			wake = closedSignal
+		}
 		select {
-		case <-b.wake:
-			l.drain()
+		case <-wake:
 		case <-l.timer.C:
 			l.armed = false
 			l.expire()
@@ -390,13 +405,20 @@ func (l *loop[K]) run() {
 	}
 }
 
-// drain takes the whole inbox and carries out its commands in order.
-func (l *loop[K]) drain() {
+// drain takes the whole inbox and carries out its commands in order. It
+// reports whether there were any; if not, the loop is about to sleep, and
+// the next command will wake it.
+func (l *loop[K]) drain() bool {
 	b := l.b
 	if b.cfg.onWake != nil {
 		b.cfg.onWake()
 	}
 	b.mu.Lock()
+	if len(b.cmds) == 0 {
+		b.sleeping = true
+		b.mu.Unlock()
+		return false
+	}
 	cmds, all := b.cmds, b.events
 	b.cmds, b.events = l.spareCmds[:0], l.spareEvs[:0]
 	if b.room != nil {
@@ -405,20 +427,27 @@ func (l *loop[K]) drain() {
 	}
 	b.mu.Unlock()
 	evs := all
-	for i := range cmds {
+	for i := 0; i < len(cmds); i++ {
 		c := &cmds[i]
 		switch c.op {
 		case opPublish:
-			l.publish(c.key, evs[:c.n])
-			evs = evs[c.n:]
+			// Publishes to one key in a row are one batch: their events are
+			// contiguous in the inbox.
+			n := int(c.n)
+			for i+1 < len(cmds) && cmds[i+1].op == opPublish && cmds[i+1].key == c.key {
+				i++
+				n += int(cmds[i].n)
+			}
+			l.publish(c.key, evs[:n])
+			evs = evs[n:]
 		case opClose:
 			l.close(c.key)
 		case opStream:
 			c.arg.(chan (<-chan Event)) <- l.stream(c.key)
 		case opStats:
 			c.arg.(chan Stats) <- l.snapshot()
-		case opRefill:
-			l.refill(c.arg.(*topic[K]))
+		case opFed:
+			l.fed(c.arg.(*topic[K]))
 		case opSubscribe:
 			l.subscribe(c.key, c.arg.(*subscription[K]))
 		case opUnsubscribe:
@@ -430,6 +459,7 @@ func (l *loop[K]) drain() {
 	clear(cmds)
 	clear(all)
 	l.spareCmds, l.spareEvs = cmds[:0], all[:0]
+	return true
 }
 
 // clock returns the loop's time, read once per wake-up.
@@ -459,8 +489,11 @@ func (l *loop[K]) snapshot() Stats {
 	s.Closed = l.retained.n
 	s.Keys = len(l.topics) - s.Closed
 	for t := range l.backlogged {
-		if !t.backlog.stopping {
-			s.Pending += t.backlog.overflow.len() + len(t.backlog.batch)
+		if bl := t.backlog; !bl.stopping {
+			bl.mu.Lock()
+			s.Pending += bl.queue.len()
+			bl.mu.Unlock()
+			s.Pending += int(bl.unsent.Load())
 		}
 	}
 	return s
@@ -496,6 +529,13 @@ func (l *loop[K]) setCongested(key K, on bool) {
 		l.b.congested.Store(&set)
 	}
 }
+
+// closedSignal is always ready to receive from.
+var closedSignal = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
 
 // closedChan is returned for keys that are closed before they held anything.
 var closedChan = func() chan Event {

@@ -367,9 +367,9 @@ func TestDropOldest(t *testing.T) {
 	enqueueSeq(t, b, "k", 1, 10)
 	must(t, b.Close(context.Background(), "k"))
 	got := recvAll(t, b.Stream("k"))
-	// 1, 2 fill the channel; 3 and the next ones go to the feeder's first
-	// batch; the overflow keeps the newest 3 of the rest.
-	if s := b.Stats(); s.Dropped != uint64(10-len(got)) {
+	// 1, 2 fill the channel; some of the next ones may be on their way into
+	// it; the overflow keeps the newest 3 of the rest.
+	if s := b.Stats(); s.Dropped != uint64(10-len(got)) || len(got) < 5 {
 		t.Fatalf("received %d, stats %+v", len(got), s)
 	}
 	if got[len(got)-1].ID != 10 || got[len(got)-2].ID != 9 || got[len(got)-3].ID != 8 {
@@ -382,11 +382,33 @@ func TestDropOldest(t *testing.T) {
 	}
 }
 
+// waitParkedFeeders waits until n feeder goroutines wait for their reader.
+func waitParkedFeeders(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		buf := make([]byte, 1<<20)
+		parked := 0
+		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, ").feed(") && strings.Contains(g, "[select") {
+				parked++
+			}
+		}
+		if parked == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d feeders waiting for their reader, want %d", parked, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestDropOldestWithBacklog(t *testing.T) {
-	// A one-event batch first: the feeder holds it, and the overflow fills.
 	b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropOldest))
-	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 handed to the feeder
-	enqueueSeq(t, b, "k", 3, 9) // overflow: keeps 7, 8, 9
+	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 on its way
+	waitParkedFeeders(t, 1)     // the feeder holds 2
+	enqueueSeq(t, b, "k", 3, 9) // the overflow keeps 7, 8, 9
 	must(t, b.Close(context.Background(), "k"))
 	got := recvAll(t, b.Stream("k"))
 	want := []uint64{1, 2, 7, 8, 9}
@@ -405,7 +427,8 @@ func TestDropOldestWithBacklog(t *testing.T) {
 
 func TestDropNewest(t *testing.T) {
 	b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropNewest))
-	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 handed to the feeder
+	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 on its way
+	waitParkedFeeders(t, 1)
 	must(t, b.Enqueue(context.Background(), "k", "3", "4", "5", "6", "7"))
 	must(t, b.Close(context.Background(), "k"))
 	got := recvAll(t, b.Stream("k"))
@@ -421,14 +444,18 @@ func TestDropNewest(t *testing.T) {
 func TestBlockWaitsForThatKeyOnly(t *testing.T) {
 	b := newBroker[string](t, WithBuffer(1), WithMaxPending(4, Block))
 	ctx := context.Background()
-	// One batch: 1 in the channel, 2..65 handed to the feeder, 66..69 fill
-	// the overflow.
-	must(t, b.Enqueue(ctx, "k", seq(1, 69)...))
-	b.Stats()
+	// 1 fills the channel; 2-5 are taken by the feeder, which waits for the
+	// reader; 6-9 fill the overflow to its bound.
+	must(t, b.Enqueue(ctx, "k", seq(1, 5)...))
+	waitParkedFeeders(t, 1)
+	must(t, b.Enqueue(ctx, "k", seq(6, 9)...))
+	if s := b.Stats(); s.Pending != 8 {
+		t.Fatalf("pending %d, want 8", s.Pending)
+	}
 
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if err := b.Enqueue(short, "k", "70"); !errors.Is(err, context.DeadlineExceeded) {
+	if err := b.Enqueue(short, "k", "10"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Enqueue on a congested key: %v, want DeadlineExceeded", err)
 	}
 	// Other keys flow.
@@ -436,13 +463,13 @@ func TestBlockWaitsForThatKeyOnly(t *testing.T) {
 	checkSeq(t, recv(t, b.Stream("other"), 100), 1)
 
 	done := make(chan error, 1)
-	go func() { done <- b.Enqueue(ctx, "k", "70") }()
+	go func() { done <- b.Enqueue(ctx, "k", "10") }()
 	select {
 	case err := <-done:
 		t.Fatalf("Enqueue returned %v while the key was congested", err)
 	case <-time.After(20 * time.Millisecond):
 	}
-	checkSeq(t, recv(t, b.Stream("k"), 69), 1) // the reader drains: room again
+	checkSeq(t, recv(t, b.Stream("k"), 9), 1) // the reader drains: room again
 	select {
 	case err := <-done:
 		must(t, err)
@@ -450,7 +477,7 @@ func TestBlockWaitsForThatKeyOnly(t *testing.T) {
 		t.Fatal("Enqueue still blocked after the key drained")
 	}
 	must(t, b.Close(ctx, "k"))
-	checkSeq(t, recvAll(t, b.Stream("k")), 70)
+	checkSeq(t, recvAll(t, b.Stream("k")), 10)
 	if s := b.Stats(); s.Dropped != 0 {
 		t.Fatalf("Block dropped %d events", s.Dropped)
 	}

@@ -56,9 +56,11 @@ func WithBuffer(n int) Option {
 
 // WithMaxPending bounds each key's overflow, the events waiting beyond its
 // channel buffer, to n, and chooses what happens beyond it: see [Overflow].
-// Without this option overflow is unbounded and nothing is dropped. Up to 64
-// more events per key may be on their way from the overflow into the channel;
-// they do not count against n. n must be ≥ 0.
+// Without this option overflow is unbounded and nothing is dropped. The
+// key's feeder goroutine takes the whole overflow at once and moves it into
+// the channel as the reader drains; the events it holds do not count
+// against n. So a key holds at most its buffer, n events in overflow, and
+// what the overflow held when the feeder last took it. n must be ≥ 0.
 func WithMaxPending(n int, p Overflow) Option {
 	if n < 0 {
 		panic("sse: WithMaxPending: negative bound")

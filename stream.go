@@ -59,42 +59,52 @@ func (l *loop[K]) publish(key K, evs []Event) {
 		t.seq++
 		evs[i].ID = t.seq
 	}
-	if t.backlog == nil {
+	bl := t.backlog
+	if bl == nil {
 		for len(evs) > 0 && trySend(t.ch, evs[0]) {
 			evs = evs[1:]
 		}
 		if len(evs) == 0 {
 			return
 		}
+		bl = l.newBacklog()
+		t.backlog = bl
+		l.backlogged[t] = struct{}{}
 	}
-	evs = l.admit(t, evs)
-	if len(evs) == 0 {
+	bl.mu.Lock()
+	if !bl.feeding && bl.queue.len() == 0 {
+		// The last feeder sent everything before it stopped feeding, so
+		// these events may go straight into the channel again.
+		for len(evs) > 0 && trySend(t.ch, evs[0]) {
+			evs = evs[1:]
+		}
+	}
+	bl.queue.push(l.admit(bl, evs)...)
+	start := !bl.feeding && bl.queue.len() > 0
+	bl.feeding = bl.feeding || start
+	feeding, waiting := bl.feeding, bl.queue.len()
+	bl.mu.Unlock()
+	if start {
+		l.b.feeders.Add(1)
+		go l.b.feed(t, bl)
+	}
+	if !feeding { // everything went into the channel after all
+		l.endBacklog(t)
 		return
 	}
-	if t.backlog == nil {
-		l.startFeeder(t, evs)
-		return
-	}
-	for _, ev := range evs {
-		t.backlog.overflow.push(ev)
-	}
-	if cfg := l.b.cfg; cfg.policy == Block && t.backlog.overflow.len() >= cfg.maxPending {
+	if cfg := l.b.cfg; cfg.policy == Block && waiting >= cfg.maxPending {
 		l.setCongested(key, true)
 	}
 }
 
-// admit applies the overflow policy to events bound for t's overflow and
-// returns those that may enter it.
-func (l *loop[K]) admit(t *topic[K], evs []Event) []Event {
+// admit applies the overflow policy to events bound for bl's queue and
+// returns those that may enter it. The caller holds bl.mu.
+func (l *loop[K]) admit(bl *backlog, evs []Event) []Event {
 	cfg := l.b.cfg
 	if cfg.maxPending < 0 || cfg.policy == Block {
 		return evs
 	}
-	waiting := 0
-	if t.backlog != nil {
-		waiting = t.backlog.overflow.len()
-	}
-	excess := waiting + len(evs) - cfg.maxPending
+	excess := bl.queue.len() + len(evs) - cfg.maxPending
 	if excess <= 0 {
 		return evs
 	}
@@ -110,7 +120,7 @@ func (l *loop[K]) admit(t *topic[K], evs []Event) []Event {
 			evs = evs[len(evs)-cfg.maxPending:]
 		}
 		for ; excess > 0; excess-- {
-			t.backlog.overflow.dropOldest()
+			bl.queue.dropOldest()
 			l.stats.Dropped++
 		}
 		return evs
@@ -126,83 +136,80 @@ func trySend(ch chan Event, ev Event) bool {
 	}
 }
 
-// startFeeder makes t backlogged with evs, the events that found its channel
-// full, and starts the goroutine that moves them into the channel. The first
-// batch goes straight to the feeder; the rest wait in the overflow.
-func (l *loop[K]) startFeeder(t *topic[K], evs []Event) {
-	bl := &backlog{
-		next: make(chan []Event, 1),
-		stop: make(chan struct{}),
-	}
-	n := min(len(evs), batchSize)
-	bl.batch = append(make([]Event, 0, batchSize), evs[:n]...)
-	for _, ev := range evs[n:] {
-		bl.overflow.push(ev)
-	}
-	t.backlog = bl
-	l.backlogged[t] = struct{}{}
-	if cfg := l.b.cfg; cfg.policy == Block && bl.overflow.len() >= cfg.maxPending {
-		l.setCongested(t.key, true)
-	}
-	l.b.feeders.Add(1)
-	go l.b.feed(t, bl, bl.batch)
-}
-
-// feed is a backlogged key's feeder goroutine. It sends the loop's batches
-// into the key's channel, blocking as a reader would not, so the loop never
-// has to; after each batch it asks the loop for the next. It returns when the
-// loop answers with nil (the overflow is empty), when the key is forgotten,
-// or when Shutdown's deadline has passed.
-func (b *Broker[K]) feed(t *topic[K], bl *backlog, batch []Event) {
+// feed is a backlogged key's feeder goroutine. It takes the key's whole
+// overflow at once and sends it into the channel, blocking as the loop
+// must not, until it finds the overflow empty; then it returns. It returns
+// early when the loop closes stop: the key was forgotten, or Shutdown's
+// deadline passed. Its last act is to tell the loop, which then ends the
+// backlog or, if it started another feeder meanwhile, lets that one go on.
+// Under the Block policy it also tells the loop after each batch it takes,
+// so that the loop can lift the key's congestion.
+func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 	defer b.feeders.Done()
-	ch := t.ch
-	for batch != nil {
-		for i := range batch {
-			select {
-			case ch <- batch[i]:
-			case <-bl.stop:
-				bl.unsent = len(batch) - i
-				b.post(command[K]{op: opRefill, arg: t})
-				return
-			case <-b.abort:
-				bl.unsent = len(batch) - i
-				return
+	ch, block := t.ch, b.cfg.policy == Block
+	bl.mu.Lock()
+	batch := bl.spare
+	bl.spare = fifo{}
+	for bl.queue.len() > 0 {
+		batch, bl.queue = bl.queue, batch
+		bl.unsent.Store(int64(batch.len()))
+		bl.mu.Unlock()
+		if block {
+			b.post(command[K]{op: opFed, arg: t})
+		}
+		for batch.len() > 0 {
+			// A full channel is seen without its lock: go straight to waiting.
+			if len(ch) == cap(ch) || !trySend(ch, batch.front()) {
+				bl.unsent.Store(int64(batch.len()))
+				select {
+				case ch <- batch.front():
+				case <-bl.stop:
+					bl.mu.Lock()
+					batch.clear()
+					bl.feeding, bl.spare = false, batch
+					bl.mu.Unlock()
+					b.post(command[K]{op: opFed, arg: t})
+					return
+				}
 			}
+			batch.dropOldest()
 		}
-		b.post(command[K]{op: opRefill, arg: t})
-		select {
-		case batch = <-bl.next:
-		case <-b.abort:
-			return
-		}
+		bl.unsent.Store(0)
+		bl.mu.Lock()
 	}
+	bl.feeding, bl.spare = false, batch
+	bl.mu.Unlock()
+	b.post(command[K]{op: opFed, arg: t})
 }
 
-// refill answers a feeder that has sent its batch, or stopped early: with
-// the next batch from the overflow, or with nil when the key has drained.
-func (l *loop[K]) refill(t *topic[K]) {
+// fed handles opFed: t's feeder took a batch, or returned. When the feeder
+// has returned with nothing left to send, the backlog ends.
+func (l *loop[K]) fed(t *topic[K]) {
 	bl := t.backlog
-	if bl.stopping {
-		l.stats.Dropped += uint64(bl.unsent + bl.overflow.len())
-		l.endFeeder(t)
-		return
+	if bl == nil {
+		return // a late word from a feeder whose backlog has ended
 	}
-	if bl.overflow.len() == 0 {
-		l.endFeeder(t)
-		return
-	}
-	clear(bl.batch)
-	bl.batch = bl.overflow.take(bl.batch[:0], batchSize)
-	bl.next <- bl.batch
-	if cfg := l.b.cfg; cfg.policy == Block && !t.closed && bl.overflow.len() < cfg.maxPending {
+	bl.mu.Lock()
+	feeding, waiting := bl.feeding, bl.queue.len()
+	bl.mu.Unlock()
+	if cfg := l.b.cfg; cfg.policy == Block && !t.closed && waiting < cfg.maxPending {
 		l.setCongested(t.key, false)
 	}
+	if feeding {
+		return
+	}
+	// The feeder has returned. Unless it was stopped, it left the queue
+	// empty: publish starts a feeder whenever it queues events.
+	if bl.stopping {
+		l.stats.Dropped += uint64(bl.unsent.Load()) + uint64(waiting)
+	}
+	l.endBacklog(t)
 }
 
-// endFeeder tells t's feeder to return and ends t's backlog. A closed key's
+// endBacklog ends t's backlog once its feeder has returned. A closed key's
 // channel closes here, after its last event.
-func (l *loop[K]) endFeeder(t *topic[K]) {
-	t.backlog.next <- nil
+func (l *loop[K]) endBacklog(t *topic[K]) {
+	bl := t.backlog
 	t.backlog = nil
 	delete(l.backlogged, t)
 	if t.closed {
@@ -210,29 +217,30 @@ func (l *loop[K]) endFeeder(t *topic[K]) {
 	} else {
 		l.setCongested(t.key, false)
 	}
+	l.recycle(bl)
 }
 
-// stopFeeder stops the feeder of a key being forgotten; its refill request
-// then ends the backlog and closes the channel.
+// stopFeeder stops the feeder of a key being forgotten: what it has not
+// sent is dropped, and its channel closes when it has returned.
 func (l *loop[K]) stopFeeder(t *topic[K]) {
-	t.backlog.stopping = true
-	close(t.backlog.stop)
+	if bl := t.backlog; !bl.stopping {
+		bl.stopping = true
+		close(bl.stop)
+	}
 }
 
 // abandon ends every backlog at once when Shutdown's deadline has passed:
-// it waits for the feeders (they watch abort), counts what they did not send
-// as dropped, and closes the channels.
+// it stops the feeders, waits for them, counts what they did not send as
+// dropped, and closes the channels.
 func (l *loop[K]) abandon() {
+	for t := range l.backlogged {
+		l.stopFeeder(t)
+	}
 	l.b.feeders.Wait()
 	for t := range l.backlogged {
 		bl := t.backlog
-		n := bl.unsent + bl.overflow.len()
-		select {
-		case batch := <-bl.next:
-			n += len(batch)
-		default:
-		}
-		l.stats.Dropped += uint64(n)
+		l.stats.Dropped += uint64(bl.unsent.Load()) + uint64(bl.queue.len())
+		bl.queue.clear()
 		t.backlog = nil
 		close(t.ch)
 	}

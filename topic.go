@@ -1,10 +1,14 @@
 package sse
 
-import "time"
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // A topic is one key's queue. Every field is owned by the loop goroutine;
 // readers only ever see ch, and the key's feeder goroutine (see stream.go)
-// only sends on ch and reads its own backlog fields as documented there.
+// only sends on ch and uses the backlog as documented there.
 type topic[K comparable] struct {
 	key K          // the map key, so that timer lists can forget the topic
 	ch  chan Event // what readers receive; closed by the loop only (see closeTopic)
@@ -152,27 +156,53 @@ func (l *loop[K]) arm() {
 
 // A backlog is the part of a key's queue beyond its channel buffer, and the
 // feeder goroutine that moves it into the channel as the reader drains it.
-// It exists only while the key is backlogged.
+// The loop appends to queue; the feeder takes the whole queue at once,
+// leaving its own emptied buffer in its place, so events move in batches
+// with no round trip to the loop and no allocation in steady state. A key
+// has a backlog only while it is backlogged.
 type backlog struct {
-	overflow fifo // loop-owned: events not yet handed to the feeder
+	mu      sync.Mutex
+	queue   fifo // guarded by mu: events waiting for the feeder, oldest first
+	spare   fifo // guarded by mu: an empty buffer for the next feeder
+	feeding bool // guarded by mu: a feeder runs and will take what queue holds
 
-	// batch is the slice the feeder is sending. The loop fills it and hands it
-	// over on next; the feeder owns it until it asks for a refill, after which
-	// the loop owns it again and reuses its storage.
-	batch []Event
-	next  chan []Event  // loop → feeder: the next batch, or nil to stop; capacity 1
-	stop  chan struct{} // closed by the loop when the key is forgotten undrained
+	// unsent is how many events of its batch the feeder has not sent: set
+	// when it takes a batch, when it waits for the reader and when it
+	// returns. The loop reads it for Stats and, after the feeder returned
+	// early, to count what was dropped.
+	unsent atomic.Int64
 
-	unsent   int  // written by the feeder before it reports an early exit
-	stopping bool // loop-owned: stop has been closed
+	stop     chan struct{} // closed by the loop: the feeder must return at once
+	stopping bool          // loop-owned: stop is closed
 }
 
-// batchSize bounds how many events the loop hands to a feeder at a time.
-// Larger batches mean fewer round trips on a backlogged key; the batch in
-// transit is not counted against WithMaxPending's bound.
-const batchSize = 64
+// newBacklog returns a backlog from the loop's pool, or a new one.
+func (l *loop[K]) newBacklog() *backlog {
+	if bl, ok := l.b.backlogs.Get().(*backlog); ok {
+		return bl
+	}
+	return &backlog{stop: make(chan struct{})}
+}
 
-// fifo is a growable ring buffer of events.
+// recycle returns bl to the loop's pool. Its feeder must have returned or
+// be past its last use of bl.
+func (l *loop[K]) recycle(bl *backlog) {
+	const keep = 4096 // events: larger buffers go back to the heap
+	if bl.queue.cap() > keep {
+		bl.queue = fifo{}
+	}
+	if bl.spare.cap() > keep {
+		bl.spare = fifo{}
+	}
+	if bl.stopping {
+		bl.stop, bl.stopping = make(chan struct{}), false
+	}
+	bl.unsent.Store(0)
+	l.b.backlogs.Put(bl)
+}
+
+// fifo is a growable ring buffer of events. Its size is 0 or a power of
+// two, so that indexes wrap with a mask.
 type fifo struct {
 	buf  []Event
 	head int // index of the oldest event
@@ -180,13 +210,17 @@ type fifo struct {
 }
 
 func (q *fifo) len() int { return q.n }
+func (q *fifo) cap() int { return len(q.buf) }
 
-func (q *fifo) push(ev Event) {
-	if q.n == len(q.buf) {
+// push appends evs, in order.
+func (q *fifo) push(evs ...Event) {
+	for q.n+len(evs) > len(q.buf) {
 		q.grow()
 	}
-	q.buf[(q.head+q.n)%len(q.buf)] = ev
-	q.n++
+	tail := (q.head + q.n) & (len(q.buf) - 1)
+	k := copy(q.buf[tail:], evs)
+	copy(q.buf, evs[k:])
+	q.n += len(evs)
 }
 
 // front returns the oldest event; the fifo must not be empty.
@@ -195,17 +229,15 @@ func (q *fifo) front() Event { return q.buf[q.head] }
 // dropOldest removes the oldest event.
 func (q *fifo) dropOldest() {
 	q.buf[q.head] = Event{}
-	q.head = (q.head + 1) % len(q.buf)
+	q.head = (q.head + 1) & (len(q.buf) - 1)
 	q.n--
 }
 
-// take moves up to max of the oldest events to dst and returns it.
-func (q *fifo) take(dst []Event, max int) []Event {
-	for ; max > 0 && q.n > 0; max-- {
-		dst = append(dst, q.buf[q.head])
+// clear drops every event.
+func (q *fifo) clear() {
+	for q.n > 0 {
 		q.dropOldest()
 	}
-	return dst
 }
 
 // appendTo appends the events, oldest first, to dst and returns it.
@@ -216,9 +248,9 @@ func (q *fifo) appendTo(dst []Event) []Event {
 }
 
 func (q *fifo) grow() {
-	buf := make([]Event, max(2*len(q.buf), batchSize))
-	k := copy(buf, q.buf[q.head:])
-	copy(buf[k:], q.buf[:q.head])
+	buf := make([]Event, max(2*len(q.buf), 64))
+	k := copy(buf, q.buf[q.head:min(q.head+q.n, len(q.buf))])
+	copy(buf[k:], q.buf[:q.n-k])
 	q.buf, q.head = buf, 0
 }
 
