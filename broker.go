@@ -65,12 +65,12 @@ type Broker[K comparable] struct {
 	keys atomic.Int64 // written by the loop with WithMaxKeys: how many keys it holds
 
 	feeders sync.WaitGroup // the backlogged keys' feeder goroutines
+	final   Stats          // written by the loop before done is closed
 
 	// backlogs recycles backlogs and their buffers between backlog episodes,
 	// across keys. It is the broker's own, so that its channels belong to
 	// the broker's synctest bubble, if any.
 	backlogs sync.Pool
-	final    Stats // written by the loop before done is closed
 
 	loop loop[K] // owned by the loop goroutine
 }
@@ -144,6 +144,11 @@ func (b *Broker[K]) Close(ctx context.Context, key K) error {
 // Stats returns a consistent snapshot of the broker's counters, taken by its
 // loop. After Shutdown it returns the final counters.
 func (b *Broker[K]) Stats() Stats {
+	select {
+	case <-b.done:
+		return b.final
+	default:
+	}
 	reply := make(chan Stats, 1)
 	b.post(command[K]{op: opStats, arg: reply})
 	select {
@@ -198,13 +203,23 @@ func (b *Broker[K]) admit(ctx context.Context, key K, n int) error {
 		return fmt.Errorf("%w: %d events in one call", ErrInvalidEvent, n)
 	}
 	if max := b.cfg.maxKeys; max > 0 && b.keys.Load() >= int64(max) && !b.holds(key) {
-		return ErrTooManyKeys
+		select {
+		case <-b.quit:
+			return ErrShutdown
+		default:
+			return ErrTooManyKeys
+		}
 	}
 	return b.waitRoom(ctx, key)
 }
 
 // holds asks the loop whether it holds key.
 func (b *Broker[K]) holds(key K) bool {
+	select {
+	case <-b.done:
+		return false
+	default:
+	}
 	reply := make(chan bool, 1)
 	b.post(command[K]{op: opHolds, key: key, arg: reply})
 	select {
@@ -245,7 +260,10 @@ func (b *Broker[K]) send(ctx context.Context, c command[K], data []string, event
 			b.mu.Unlock()
 			return ErrShutdown
 		}
-		if len(b.cmds) < b.cfg.inbox {
+		// The inbox holds cfg.inbox commands and as many events, so that a
+		// producer of large batches waits for the loop rather than piling
+		// them up; a larger batch enters an empty inbox alone.
+		if len(b.cmds) == 0 || len(b.cmds) < b.cfg.inbox && len(b.events)+len(data)+len(events) <= b.cfg.inbox {
 			for _, s := range data {
 				b.events = append(b.events, Event{Data: s})
 			}

@@ -528,6 +528,30 @@ func TestInboxFullWaitsForRoom(t *testing.T) {
 	checkSeq(t, recv(t, b.Stream("k"), 5), 1)
 }
 
+func TestInboxBoundsEvents(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	entered := make(chan struct{})
+	b := newBroker[string](t, withTest(func(c *config) {
+		c.inbox = 4
+		c.onWake = func() {
+			once.Do(func() { close(entered) })
+			<-release
+		}
+	}))
+	<-entered // the loop is held before it takes the inbox
+	ctx := context.Background()
+	must(t, b.Enqueue(ctx, "k", seq(1, 6)...)) // larger than the inbox: enters it empty
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := b.Enqueue(short, "k", "7"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Enqueue with the inbox full of events: %v, want DeadlineExceeded", err)
+	}
+	close(release)
+	must(t, b.Enqueue(ctx, "k", seq(7, 9)...))
+	checkSeq(t, recv(t, b.Stream("k"), 9), 1)
+}
+
 func TestInvalidEventsAreRefusedWhole(t *testing.T) {
 	b := newBroker[string](t)
 	ctx := context.Background()

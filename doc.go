@@ -67,7 +67,8 @@
 // slow or gone never delays any other key.
 //
 // Enqueue, Publish and Close wait only when the inbox is full (it holds 1024
-// commands), until there is room or their context ends. With
+// commands and as many events; a larger batch enters the empty inbox
+// alone), until there is room or their context ends. With
 // [WithMaxPending] and the [Block] policy, Enqueue and Publish to a key
 // whose overflow is full also wait, for that key only; Close never waits for
 // a congested key. By default overflow is unbounded and nothing is dropped;

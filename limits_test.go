@@ -44,6 +44,18 @@ func TestMaxKeys(t *testing.T) {
 	}
 }
 
+func TestMaxKeysAfterShutdown(t *testing.T) {
+	b := New[string](WithMaxKeys(1))
+	must(t, b.Enqueue(context.Background(), "a", "1"))
+	b.Stats()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	b.Shutdown(ctx) // nobody reads "a": the deadline passes
+	if err := b.Enqueue(context.Background(), "b", "1"); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Enqueue after Shutdown at the key limit: %v, want ErrShutdown", err)
+	}
+}
+
 // TestMaxKeysHoldsUnderRaces makes producers race past the producer-side
 // check: the loop still holds no more keys than allowed.
 func TestMaxKeysHoldsUnderRaces(t *testing.T) {

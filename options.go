@@ -19,7 +19,7 @@ type config struct {
 	policy     Overflow      // what happens beyond maxPending
 	retention  time.Duration // how long a closed key is remembered
 	idle       time.Duration // close keys untouched for this long; 0: never
-	inbox      int           // commands the inbox holds before producers wait
+	inbox      int           // commands, and events, the inbox holds before producers wait
 	replay     int           // events each key's replay window holds
 	maxKeys    int           // bound on keys, open and closed; 0: none
 	onWake     func()        // tests only: called by the loop before it takes the inbox

@@ -150,10 +150,14 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.stream(w, r, sub)
 }
 
-// keyOf calls the key function, turning a panic into an error.
+// keyOf calls the key function, turning a panic into an error, except
+// http.ErrAbortHandler, which aborts the request as it should.
 func (h *handler[K]) keyOf(r *http.Request) (key K, err error) {
 	defer func() {
 		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
 			err = panicError{p}
 		}
 	}()

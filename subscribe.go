@@ -13,7 +13,10 @@ type Source[K comparable] interface {
 	// [ErrBusy] if another connection is attached and req.Takeover is false;
 	// with Takeover, it ends that connection first ([Subscription.Done]) and
 	// waits for it to stop taking events. It fails with [ErrFinished] if the
-	// key is closed and the client has had every event. ctx bounds the wait.
+	// key is closed and the client has had every event, with [ErrUnknownKey]
+	// for an unknown key when req.Known is set, with [ErrTooManyKeys] when it
+	// cannot take a new key, and with [ErrShutdown] once it is shut down;
+	// [Handler] answers each with its own status. ctx bounds the wait.
 	Subscribe(ctx context.Context, key K, req SubscribeRequest) (Subscription, error)
 }
 

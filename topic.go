@@ -176,7 +176,7 @@ type backlog struct {
 	stopping bool          // loop-owned: stop is closed
 }
 
-// newBacklog returns a backlog from the loop's pool, or a new one.
+// newBacklog returns a backlog from the broker's pool, or a new one.
 func (l *loop[K]) newBacklog() *backlog {
 	if bl, ok := l.b.backlogs.Get().(*backlog); ok {
 		return bl
@@ -184,8 +184,9 @@ func (l *loop[K]) newBacklog() *backlog {
 	return &backlog{stop: make(chan struct{})}
 }
 
-// recycle returns bl to the loop's pool. Its feeder must have returned or
-// be past its last use of bl.
+// recycle returns bl to the broker's pool, so that keys backlogged again and
+// again do not allocate. Its feeder must have returned or be past its last
+// use of bl.
 func (l *loop[K]) recycle(bl *backlog) {
 	const keep = 4096 // events: larger buffers go back to the heap
 	if bl.queue.cap() > keep {

@@ -12,25 +12,30 @@
 #   bytes-per-key.svg           chart of W6's B/key (heap per idle key)
 #
 # Settings, from the environment:
-#   COUNT=6  CPU=1,2  BENCHTIME=100000x  BENCH='W[1-57]'
+#   COUNT=6  CPU=1,2  BENCHTIME=1000000x  BENCH='W[1-47]'
+#   CHURN_BENCH=W5  CHURN_BENCHTIME=100000x
 #   MEMORY_BENCH=W6  MEMORY_COUNT=1  IDLEKEYS=1000000
 #   BENCHSTAT=$(go env GOPATH)/bin/benchstat
 # BENCH selects the timed workloads, MEMORY_BENCH (empty: none) the memory
 # workload, which runs with -benchtime 1x, MEMORY_COUNT times (its figures
 # hardly vary). For example:
 #   COUNT=5 CPU=2 BENCH='W1|W2|W3|W4' BENCHTIME=200000x MEMORY_BENCH= bench/run.sh
-# BENCHTIME is a count so that every design does the same work: 100,000
-# messages (W5: keys) per run. A time (1s) works too, but W7's blocked designs
-# then spend a long ramp-up on the half second each run of theirs waits.
-# At the defaults, everything takes about 20 minutes on two cores.
+# BENCHTIME is a count so that every design does the same work: 1,000,000
+# messages per run, enough for the designs' buffers to reach their steady
+# size; W5 (churn) runs CHURN_BENCHTIME keys per run, as its slow designs
+# take tens of microseconds a key. A time (1s) works too, but W7's blocked
+# designs then spend a long ramp-up on the half second each run of theirs
+# waits. At the defaults, everything takes about 45 minutes on two cores.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 results=$here/results
 count=${COUNT:-6}
 cpu=${CPU:-1,2}
-benchtime=${BENCHTIME:-100000x}
-bench=${BENCH:-W[1-57]}
+benchtime=${BENCHTIME:-1000000x}
+bench=${BENCH:-W[1-47]}
+churn_bench=${CHURN_BENCH-W5}
+churn_benchtime=${CHURN_BENCHTIME:-100000x}
 memory_bench=${MEMORY_BENCH-W6}
 memory_count=${MEMORY_COUNT:-1}
 idlekeys=${IDLEKEYS:-1000000}
@@ -40,6 +45,7 @@ mkdir -p "$results"
 # W6 measures once per call whatever b.N, so it runs in a pass of its own
 # with -benchtime 1x; the other workloads run at $BENCHTIME.
 timed=(-run '^$' -bench "$bench" -count "$count" -cpu "$cpu" -benchtime "$benchtime" -timeout 0)
+churn=(-run '^$' -bench "$churn_bench" -count "$count" -cpu "$cpu" -benchtime "$churn_benchtime" -timeout 0)
 memory=(-run '^$' -bench "$memory_bench" -count "$memory_count" -cpu "$cpu" -benchtime 1x -timeout 0)
 
 for module in sse peers; do
@@ -51,6 +57,9 @@ for module in sse peers; do
 	echo "== $module module: $what" >&2
 	{
 		(cd "$dir" && go test "${timed[@]}" .)
+		if [[ -n $churn_bench ]]; then
+			(cd "$dir" && go test "${churn[@]}" .)
+		fi
 		if [[ -n $memory_bench ]]; then
 			(cd "$dir" && go test "${memory[@]}" . -idlekeys="$idlekeys")
 		fi
