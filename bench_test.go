@@ -18,6 +18,7 @@ import (
 //
 //	broker-block    the Broker with WithMaxPending(1024, Block): channel buffer 16, then up to 1,024 (+64 in transit) in overflow before Publish waits
 //	broker-default  the Broker at its defaults: channel buffer 16, unbounded overflow, so producers never wait
+//	broker-bigbuf   the Broker with the bounded designs' capacity in the channel: WithBuffer(1024), WithMaxPending(16, Block)
 //	chan            the floor: one buffered channel per key, indexed by key, no registry, blocking sends
 //	rwmap           a map of buffered channels guarded by a sync.RWMutex; Send holds the read lock while it sends
 //	condqueue       the same map, of queues made of a mutex, a slice and two sync.Conds
@@ -31,6 +32,9 @@ var designs = []workload.Named{
 		return &brokerDesign{b: sse.New[int](sse.WithMaxPending(workload.MaxPending, sse.Block))}
 	}},
 	{Name: "broker-default", New: func(int) workload.Design { return &brokerDesign{b: sse.New[int]()} }},
+	{Name: "broker-bigbuf", New: func(int) workload.Design {
+		return &brokerDesign{b: sse.New[int](sse.WithBuffer(workload.MaxPending), sse.WithMaxPending(sse.DefaultBuffer, sse.Block))}
+	}},
 	{Name: "chan", New: newChanDesign},
 	{Name: "rwmap", New: newRWMapDesign},
 	{Name: "condqueue", New: newCondDesign},
