@@ -145,6 +145,7 @@ const (
 	Block
 )
 
+// String returns the policy's name, as in the constant.
 func (p Overflow) String() string {
 	switch p {
 	case DropOldest:
