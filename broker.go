@@ -38,7 +38,8 @@ var (
 
 // A Broker keeps one FIFO queue per key and hands each event to one reader.
 // Create one with [New]; the zero value is not usable. A Broker runs one
-// goroutine until [Broker.Shutdown] returns. All methods are safe for
+// goroutine, and one more for each key whose reader is behind, until
+// [Broker.Shutdown] returns. All methods are safe for
 // concurrent use.
 type Broker[K comparable] struct {
 	cfg config // immutable after New
@@ -163,7 +164,7 @@ func (b *Broker[K]) Stats() Stats {
 type Stats struct {
 	Keys    int // open keys
 	Closed  int // closed keys still remembered (see [WithRetention])
-	Pending int // events beyond the channel buffers: in overflow or on their way into a channel
+	Pending int // events beyond the channel buffers: in overflow or on their way into a channel (exact while the feeders wait for their readers; while one sends, it may include events it has just sent)
 
 	Enqueued  uint64 // events accepted into a queue
 	Discarded uint64 // events sent to a closed key

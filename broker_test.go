@@ -294,6 +294,49 @@ func TestRetentionForgetsUndrainedKey(t *testing.T) {
 	})
 }
 
+// TestForgottenBacklogDoesNotLeak: a key forgotten with events still in its
+// overflow must not hand them to the next key that reuses its backlog.
+func TestForgottenBacklogDoesNotLeak(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		b := newBroker[string](t, WithBuffer(1), WithRetention(time.Minute))
+		must(t, b.Enqueue(ctx, "a", "a1")) // in the channel
+		must(t, b.Enqueue(ctx, "a", "a2")) // taken by the feeder, which waits
+		synctest.Wait()
+		must(t, b.Enqueue(ctx, "a", "a3")) // in the overflow
+		must(t, b.Close(ctx, "a"))
+		time.Sleep(time.Minute) // forgotten: the feeder stops, a2 and a3 are dropped
+		synctest.Wait()
+		if s := b.Stats(); s.Dropped != 2 {
+			t.Fatalf("stats %+v, want 2 dropped", s)
+		}
+		must(t, b.Enqueue(ctx, "b", "1", "2", "3")) // backlogged again, from the pool
+		checkSeq(t, recv(t, b.Stream("b"), 3), 1)
+	})
+}
+
+// TestShutdownKeepsClosedKeysWhileDraining: retention does not cut the
+// drain short.
+func TestShutdownKeepsClosedKeysWhileDraining(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New[string](WithBuffer(1), WithRetention(10*time.Millisecond))
+		ch := b.Stream("k")
+		enqueueSeq(t, b, "k", 1, 10)
+		done := make(chan error)
+		go func() { done <- b.Shutdown(context.Background()) }()
+		var got []Event
+		for ev := range ch { // a slow reader: far slower than the retention
+			got = append(got, ev)
+			time.Sleep(time.Second)
+		}
+		must(t, <-done)
+		checkSeq(t, got, 1)
+		if len(got) != 10 {
+			t.Fatalf("got %d of 10 events", len(got))
+		}
+	})
+}
+
 func TestSlowKeyDoesNotDelayOthers(t *testing.T) {
 	b := newBroker[string](t)
 	enqueueSeq(t, b, "stalled", 1, 10000) // nobody reads this key
@@ -603,6 +646,30 @@ func TestIdleTimeout(t *testing.T) {
 		expectEnd(t, streamed)
 		if s := b.Stats(); s.Keys != 0 || s.Closed != 3 {
 			t.Fatalf("after 3 idle minutes: %+v, want all closed", s)
+		}
+	})
+}
+
+// TestIdleTimeoutStartsWhenTheStreamLeaves: a key an SSE connection held
+// stays open for the idle time after the connection goes, so that its client
+// can come back.
+func TestIdleTimeoutStartsWhenTheStreamLeaves(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithIdleTimeout(time.Minute))
+		sub, err := b.Subscribe(context.Background(), "k", SubscribeRequest{})
+		must(t, err)
+		time.Sleep(5 * time.Minute) // held: not idle
+		synctest.Wait()
+		sub.Close()
+		time.Sleep(59 * time.Second)
+		synctest.Wait()
+		if s := b.Stats(); s.Keys != 1 {
+			t.Fatalf("%+v: closed before its idle time after the stream left", s)
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if s := b.Stats(); s.Keys != 0 || s.Closed != 1 {
+			t.Fatalf("%+v: still open after its idle time", s)
 		}
 	})
 }

@@ -88,12 +88,15 @@
 // # Shutdown
 //
 // [Broker.Shutdown] closes every key and lets readers drain what was queued
-// until its context ends; it then stops the loop and every goroutine the
-// broker started. If the context ends first, every channel is closed at once
-// (events already in a channel stay readable) and what had not reached a
-// channel is counted as dropped. After Shutdown, Enqueue, Publish and Close
-// return [ErrShutdown] at once, Stream returns a closed channel, and no call
-// blocks forever. A Broker that is not shut down keeps its goroutine.
+// until its context ends (closed keys are not forgotten meanwhile); it then
+// stops the loop and every goroutine the broker started. If the context ends
+// first, every channel is closed at once (events already in a channel stay
+// readable by the readers that hold it) and what had not reached a channel
+// is counted as dropped. After Shutdown, Enqueue, Publish and Close return
+// [ErrShutdown] at once, Stream returns a closed channel, and no call blocks
+// forever. A Broker that is not shut down keeps its goroutine. A server that
+// serves SSE should shut its http.Server down first (see [Handler]), so that
+// clients reconnect rather than see their keys closed.
 //
 // # Server-Sent Events
 //

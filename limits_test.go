@@ -42,6 +42,14 @@ func TestMaxKeys(t *testing.T) {
 	if s := b.Stats(); s.Keys+s.Closed != 2 {
 		t.Fatalf("stats %+v, want 2 keys", s)
 	}
+	// Close still records an unknown key: a late reader sees it ended.
+	must(t, b.Close(ctx, "cancelled"))
+	if s := b.Stats(); s.Closed != 2 {
+		t.Fatalf("stats %+v, want the cancelled key recorded", s)
+	}
+	if _, err := b.Subscribe(ctx, "cancelled", SubscribeRequest{}); !errors.Is(err, ErrFinished) {
+		t.Fatalf("Subscribe to the cancelled key: %v, want ErrFinished", err)
+	}
 }
 
 func TestMaxKeysAfterShutdown(t *testing.T) {

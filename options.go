@@ -92,7 +92,9 @@ const DefaultReplay = 1024
 // their clients have not yet confirmed by resuming. A client that comes back
 // after more than n events were taken and never confirmed is told of the gap.
 // The window is allocated only for keys that SSE connections read. The
-// default is [DefaultReplay]; 0 turns replay off. n must be ≥ 0.
+// default is [DefaultReplay]; 0 turns replay off. [Handler] takes no more
+// than n events between two writes, so a small window means smaller writes.
+// n must be ≥ 0.
 func WithReplay(n int) Option {
 	if n < 0 {
 		panic("sse: WithReplay: negative size")
@@ -101,8 +103,10 @@ func WithReplay(n int) Option {
 }
 
 // WithIdleTimeout closes, as [Broker.Close] does, every key that has seen no
-// Enqueue, Publish or Stream for d and has no SSE connection attached.
-// Events not yet read do not keep a key open. By default keys never time out. d must be ≥ 0; 0 means never.
+// Enqueue, Publish or Stream for d and has no SSE connection attached; the
+// time starts again when a connection leaves, so that its client can come
+// back. Events not yet read do not keep a key open. By default keys never
+// time out. d must be ≥ 0; 0 means never.
 func WithIdleTimeout(d time.Duration) Option {
 	if d < 0 {
 		panic("sse: WithIdleTimeout: negative duration")
@@ -115,7 +119,8 @@ func WithIdleTimeout(d time.Duration) Option {
 // cannot make it hold more. At the bound, Enqueue and Publish to a new key
 // return [ErrTooManyKeys], Stream of a new key returns a closed channel,
 // and [Handler] answers a request for a new key as it does when it has too
-// many streams. Keys already held are not affected. Near the bound the check
+// many streams. Keys already held are not affected, and Close records an
+// unknown key as closed even beyond the bound. Near the bound the check
 // costs Enqueue and Publish a round trip to the loop; if producers race past
 // it, the loop refuses the surplus and counts its events in
 // [Stats].Discarded. By default there is no bound. n must be ≥ 0; 0 means

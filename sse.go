@@ -31,12 +31,15 @@ import (
 //     key whose events have all been read gets 204, which makes a browser
 //     stop reconnecting; a key another connection holds gets 409 or is taken
 //     over (see [WithTakeover]); an unknown key gets 404 with
-//     [WithKnownKeysOnly]; a shut down source gets 503.
+//     [WithKnownKeysOnly]; a shut down source gets the empty stream with a
+//     "retry" field, so that the client comes back, perhaps to another
+//     server.
 //   - Otherwise the response is 200 with the headers flushed at once. Each
 //     event is written whole, as "id", "event" (if it has a Name) and one
 //     "data" line per line of Data; everything that is ready is written
-//     before one flush. After a closed key's last event comes an event named
-//     "close" with empty data, and the response ends.
+//     before one flush, up to 32 KiB or the replay window's size. After a
+//     closed key's last event comes an event named "close" with empty data,
+//     and the response ends.
 //
 // A request that carries a Last-Event-ID header, or a lastEventId query
 // parameter (the header wins), resumes: it first gets the events after that
@@ -55,7 +58,9 @@ import (
 // To end streams when an http.Server shuts down (Shutdown waits for
 // handlers, and a stream never finishes by itself), give the server a
 // BaseContext and cancel it in RegisterOnShutdown: clients then see their
-// stream end without a "close" event, and reconnect.
+// stream end without a "close" event, and reconnect. Shut the server down
+// before the [Broker]: Broker.Shutdown closes every key, and its clients
+// get "close" after their last event, which tells them the keys are done.
 func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), opts ...HandlerOption) http.Handler {
 	h := &handler[K]{src: src, key: key, cfg: handlerDefaults()}
 	for _, o := range opts {
@@ -128,11 +133,13 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrFinished):
 		w.WriteHeader(http.StatusNoContent)
 		return
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, ErrBusy) && !req.Takeover:
 		h.refuse(w, r, http.StatusConflict, err)
 		return
-	case errors.Is(err, ErrShutdown):
-		h.refuse(w, r, http.StatusServiceUnavailable, err)
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrShutdown):
+		// A newer takeover won, or the source is going away: come back
+		// later, perhaps to another server.
+		h.tryLater(w, r, err)
 		return
 	case errors.Is(err, ErrUnknownKey):
 		h.refuse(w, r, http.StatusNotFound, err)
@@ -210,16 +217,16 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, sub Subscrip
 		defer beat.Stop()
 		heartbeat = beat.C
 	}
-	events, done := sub.Events(), sub.Done()
+	events, done, window := sub.Events(), sub.Done(), sub.Window()
 	for {
 		buf = buf[:0]
 		ended := false
 		select {
 		case ev, ok := <-events:
-			for ok {
+			for n := 1; ok; n++ {
 				sub.Taken(ev)
 				buf = appendEvent(buf, ev)
-				if len(buf) >= flushBytes {
+				if len(buf) >= flushBytes || n == window {
 					break
 				}
 				select {

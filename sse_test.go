@@ -426,10 +426,72 @@ func TestHandlerEndsOnBrokerShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("after Shutdown: %d, want 503", resp.StatusCode)
+	// A shut down broker asks clients to come back, perhaps to another
+	// server: any status but 200 would make a browser give up.
+	expectTryLater(t, resp, DefaultBusyRetry)
+}
+
+// writes is a ResponseWriter that counts the events in each Write.
+type writes struct {
+	http.ResponseWriter
+	events []int
+}
+
+func (w *writes) Write(p []byte) (int, error) {
+	w.events = append(w.events, bytes.Count(p, []byte("id: ")))
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *writes) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestHandlerBatchesNoMoreThanTheWindow: the handler takes no more events
+// between two writes than the replay window holds, so that a write that
+// fails loses none of them.
+func TestHandlerBatchesNoMoreThanTheWindow(t *testing.T) {
+	const window, total = 8, 100
+	b := newBroker[string](t, WithBuffer(128), WithReplay(window))
+	enqueueSeq(t, b, "k", 1, total) // all ready at once
+	must(t, b.Close(context.Background(), "k"))
+	w := &writes{ResponseWriter: httptest.NewRecorder()}
+	Handler(b, queryKey).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/?key=k", nil))
+	sum := 0
+	for _, n := range w.events {
+		if n > window {
+			t.Fatalf("a write of %d events, more than the window of %d: %v", n, window, w.events)
+		}
+		sum += n
 	}
+	if sum != total {
+		t.Fatalf("wrote %d events, want %d: %v", sum, total, w.events)
+	}
+}
+
+// busy is a Source whose keys are always held by another connection.
+type busy struct{}
+
+func (busy) Subscribe(context.Context, string, SubscribeRequest) (Subscription, error) {
+	return nil, ErrBusy
+}
+
+// TestHandlerBusy: a second reader is refused with 409, which stops a
+// browser; a resuming client whose takeover lost to a newer one is told to
+// come back instead.
+func TestHandlerBusy(t *testing.T) {
+	h := Handler[string](busy{}, queryKey)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?key=k", nil))
+	if rec.Code != http.StatusConflict {
+		t.Fatalf("a second reader got %d, want 409", rec.Code)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key=k", nil)
+	req.Header.Set("Last-Event-ID", "3")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectTryLater(t, resp, DefaultBusyRetry)
 }
 
 // smallBuffers is a listener whose connections have tiny socket send

@@ -202,6 +202,9 @@ func (l *loop[K]) fed(t *topic[K]) {
 	// empty: publish starts a feeder whenever it queues events.
 	if bl.stopping {
 		l.stats.Dropped += uint64(bl.unsent.Load()) + uint64(waiting)
+		bl.mu.Lock()
+		bl.queue.clear()
+		bl.mu.Unlock()
 	}
 	l.endBacklog(t)
 }

@@ -12,7 +12,8 @@ type Source[K comparable] interface {
 	// Subscribe attaches one client connection to key's queue. It fails with
 	// [ErrBusy] if another connection is attached and req.Takeover is false;
 	// with Takeover, it ends that connection first ([Subscription.Done]) and
-	// waits for it to stop taking events. It fails with [ErrFinished] if the
+	// waits for it to stop taking events, failing with ErrBusy if a newer
+	// takeover comes meanwhile. It fails with [ErrFinished] if the
 	// key is closed and the client has had every event, with [ErrUnknownKey]
 	// for an unknown key when req.Known is set, with [ErrTooManyKeys] when it
 	// cannot take a new key, and with [ErrShutdown] once it is shut down;
@@ -49,6 +50,10 @@ type Subscription interface {
 	// Taken records that the connection took ev from Events, so that a later
 	// connection can send it again if the client did not receive it.
 	Taken(ev Event)
+	// Window is how many of the events taken the source keeps to send
+	// again, or 0 if it keeps none. A connection takes no more than that
+	// between two writes, so that a write that fails loses nothing.
+	Window() int
 	// Done is closed when another connection takes the key over: the
 	// connection must stop taking events and end.
 	Done() <-chan struct{}
@@ -130,6 +135,7 @@ type subscription[K comparable] struct {
 func (s *subscription[K]) Missed() (Gap, []Event) { return s.gap, s.missed }
 func (s *subscription[K]) Events() <-chan Event   { return s.t.ch }
 func (s *subscription[K]) Done() <-chan struct{}  { return s.done }
+func (s *subscription[K]) Window() int            { return s.b.cfg.replay }
 
 // Taken adds ev to the key's replay window. While a subscription is
 // attached, its goroutine owns the window; the loop owns it otherwise.
@@ -245,6 +251,11 @@ func (l *loop[K]) unsubscribe(s *subscription[K]) {
 		if w := ss.waiting; w != nil {
 			ss.waiting = nil
 			l.attach(w)
+		} else if t := s.t; !t.closed && l.b.cfg.idle > 0 && l.topics[t.key] == t {
+			// The idle time starts now, so that a client that lost its
+			// connection can come back to an open key.
+			l.idle.remove(t)
+			l.idle.pushBack(t, l.clock())
 		}
 	}
 }

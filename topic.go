@@ -60,11 +60,11 @@ func (l *loop[K]) open(key K) *topic[K] {
 func (l *loop[K]) close(key K) {
 	t := l.topics[key]
 	if t == nil {
-		if l.makeRoom() {
-			t = &topic[K]{key: key, ch: closedChan, closed: true}
-			l.add(t)
-			l.retained.pushBack(t, l.clock())
-		}
+		// Recorded even beyond WithMaxKeys: only the server closes keys, and
+		// a closed key costs no channel.
+		t = &topic[K]{key: key, ch: closedChan, closed: true}
+		l.add(t)
+		l.retained.pushBack(t, l.clock())
 		return
 	}
 	l.closeTopic(t)
@@ -124,6 +124,9 @@ func (l *loop[K]) expire() {
 			l.closeTopic(t)
 		}
 	}
+	if l.quitting {
+		return // Shutdown lets readers drain until its context ends
+	}
 	keep := int64(l.b.cfg.retention)
 	for t := l.retained.head; t != nil && t.stamp+keep <= now; t = l.retained.head {
 		l.retained.remove(t)
@@ -138,6 +141,9 @@ func (l *loop[K]) expire() {
 // lists' heads. It only moves the timer earlier: a timer that fires early
 // finds nothing due and is armed again.
 func (l *loop[K]) arm() {
+	if l.quitting {
+		return // every key is closed, and none is forgotten until the end
+	}
 	next, ok := int64(0), false
 	if t := l.idle.head; t != nil {
 		next, ok = t.stamp+int64(l.b.cfg.idle), true
@@ -186,7 +192,7 @@ func (l *loop[K]) newBacklog() *backlog {
 
 // recycle returns bl to the broker's pool, so that keys backlogged again and
 // again do not allocate. Its feeder must have returned or be past its last
-// use of bl.
+// use of bl, and its queue must be empty.
 func (l *loop[K]) recycle(bl *backlog) {
 	const keep = 4096 // events: larger buffers go back to the heap
 	if bl.queue.cap() > keep {
