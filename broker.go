@@ -293,6 +293,11 @@ func (b *Broker[K]) send(ctx context.Context, c command[K], data []string, event
 // post puts an internal command into the inbox. It never waits: internal
 // commands are few, and the loop needs them to make progress.
 func (b *Broker[K]) post(c command[K]) {
+	select {
+	case <-b.done:
+		return // nobody would read it
+	default:
+	}
 	b.mu.Lock()
 	b.push(c)
 }

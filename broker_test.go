@@ -835,3 +835,19 @@ func TestIdleKeyCost(t *testing.T) {
 		t.Fatalf("%.0f bytes per idle key, want ≤ 1024", per)
 	}
 }
+
+// TestCloseAfterShutdownPostsNothing: a subscription closed after Shutdown
+// leaves nothing in an inbox that nobody reads.
+func TestCloseAfterShutdownPostsNothing(t *testing.T) {
+	b := New[string]()
+	sub, err := b.Subscribe(context.Background(), "k", SubscribeRequest{})
+	must(t, err)
+	must(t, b.Shutdown(context.Background()))
+	sub.Close()
+	b.mu.Lock()
+	n := len(b.cmds)
+	b.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d commands left in the inbox after Shutdown", n)
+	}
+}

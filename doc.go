@@ -71,7 +71,9 @@
 // alone), until there is room or their context ends. With
 // [WithMaxPending] and the [Block] policy, Enqueue and Publish to a key
 // whose overflow is full also wait, for that key only; Close never waits for
-// a congested key. By default overflow is unbounded and nothing is dropped;
+// a congested key. Near the [WithMaxKeys] bound, Enqueue and Publish to a
+// new key wait for the loop's answer. By default overflow is unbounded and
+// nothing is dropped;
 // [DropOldest] and [DropNewest] bound it by dropping events, counted in
 // [Stats].Dropped.
 //
@@ -103,9 +105,12 @@
 // [Handler] streams one key's queue to a browser's EventSource, or any SSE
 // client, over HTTP/1.1 or HTTP/2. It reads through a [Source], which
 // [*Broker] implements with [Broker.Subscribe]. A key has at most one
-// attached connection: a request that resumes (it carries a Last-Event-ID)
-// takes the key over from an older connection, which ends before the new
-// one takes any event; a request without one gets 409 ([WithTakeover]).
+// attached connection: a request that resumes (it carries a Last-Event-ID
+// header, as a reconnecting browser sends) takes the key over from an older
+// connection, which ends before the new one takes any event; a request
+// without one, even with a lastEventId parameter, gets 409 ([WithTakeover]).
+// So a client whose first connection died unnoticed before it received any
+// event may get 409 until the server sees that connection fail.
 // The handler writes from the request's goroutine and starts none of its
 // own; it never holds a lock while it writes. After a closed key's last
 // event it sends an event named "close" and ends the response; a later
@@ -122,7 +127,9 @@
 // at-least-once delivery across reconnects, with duplicates removed by ID:
 // exactly once and in order for a client that resumes from the last ID it
 // received, as EventSource does, as long as no more than the window's size
-// of events were taken and lost at once. If more were, the client is told:
+// of events were taken and lost at once. A browser reconnecting before it
+// received any event sends no Last-Event-ID, so for the guarantee to cover
+// the first events too, open the stream with lastEventId=0 in the URL. If more were, the client is told:
 // an event named "gap" carries the missing IDs. In-process readers
 // (Stream) have read-once semantics and no window.
 //

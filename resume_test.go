@@ -317,3 +317,22 @@ func TestReplayWindowIsLazy(t *testing.T) {
 		t.Error("a key streamed over SSE has no session")
 	}
 }
+
+// TestResumeFirstConnectionWithQueryID: a page that opens its stream with
+// lastEventId=0 loses nothing even if its first connection dies before the
+// browser dispatched an event (the reconnection then has no header).
+func TestResumeFirstConnectionWithQueryID(t *testing.T) {
+	b := newBroker[string](t)
+	srv, h := serve(t, b)
+	enqueueSeq(t, b, "k", 1, 3)
+	resp, err := srv.Client().Get(srv.URL + "?key=k&lastEventId=0")
+	must(t, err)
+	r := ssetest.NewReader(io.LimitReader(resp.Body, 5)) // cut inside event 1
+	if ev, err := r.Next(); err == nil {
+		t.Fatalf("dispatched %+v from a cut event", ev)
+	}
+	resp.Body.Close()
+	h.waitIdle(t)
+	c := open(t, srv.Client(), srv.URL, "k&lastEventId=0") // same URL, no header
+	c.expectSeq(t, 1, 3)
+}

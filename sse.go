@@ -94,7 +94,7 @@ func (h *handler[K]) tryLater(w http.ResponseWriter, r *http.Request, err error)
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(w, "retry: %d\n\n", retry.Milliseconds())
+	fmt.Fprintf(w, "retry: %d\n\n", retryMillis(retry))
 }
 
 // DefaultBusyRetry is the reconnection delay [Handler] asks of clients it
@@ -124,8 +124,12 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer h.streams.Release(1)
 	}
 	req := SubscribeRequest{Takeover: h.cfg.takeover == TakeOverAlways, Known: h.cfg.known}
-	if id, ok := lastEventID(r); ok {
-		req.Resume, req.LastID, req.Takeover = true, id, true
+	if id, header, ok := lastEventID(r); ok {
+		// Only the header shows a reconnection: a browser sends it itself.
+		// The query parameter is in every request of a page's EventSource,
+		// so a second tab must not take the key over with it.
+		req.Resume, req.LastID = true, id
+		req.Takeover = req.Takeover || header
 	}
 	sub, err := h.src.Subscribe(r.Context(), key, req)
 	switch {
@@ -148,7 +152,10 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.tryLater(w, r, err)
 		return
 	case r.Context().Err() != nil:
-		return // the client went away while waiting for a takeover
+		// The wait for a takeover ended: the client went away, or the
+		// server is shutting down and the client must come back.
+		h.tryLater(w, r, err)
+		return
 	default:
 		h.refuse(w, r, statusOf(err, http.StatusInternalServerError), err)
 		return
@@ -194,7 +201,7 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, sub Subscrip
 	buf := make([]byte, 0, 4<<10)
 	if h.cfg.retry > 0 {
 		buf = append(buf, "retry: "...)
-		buf = strconv.AppendInt(buf, h.cfg.retry.Milliseconds(), 10)
+		buf = strconv.AppendInt(buf, retryMillis(h.cfg.retry), 10)
 		buf = append(buf, "\n\n"...)
 	}
 	gap, missed := sub.Missed()
@@ -331,17 +338,21 @@ func canFlush(w http.ResponseWriter) bool {
 
 // lastEventID returns the ID a request resumes from: its Last-Event-ID
 // header or, without one, its lastEventId query parameter.
-func lastEventID(r *http.Request) (uint64, bool) {
-	v, ok := r.Header["Last-Event-Id"]
-	if !ok {
-		v, ok = r.URL.Query()["lastEventId"]
+func lastEventID(r *http.Request) (id uint64, header, ok bool) {
+	v, header := r.Header["Last-Event-Id"]
+	if !header {
+		v = r.URL.Query()["lastEventId"]
 	}
-	if !ok || len(v) == 0 || v[0] == "" || v[0][0] < '0' || v[0][0] > '9' {
-		return 0, false
+	if len(v) == 0 || v[0] == "" || v[0][0] < '0' || v[0][0] > '9' {
+		return 0, header, false
 	}
 	id, err := strconv.ParseUint(v[0], 10, 64)
-	return id, err == nil
+	return id, header, err == nil
 }
+
+// retryMillis is d in whole milliseconds, at least 1: a "retry: 0" would
+// make clients reconnect at once, again and again.
+func retryMillis(d time.Duration) int64 { return max(1, d.Milliseconds()) }
 
 // appendEvent appends ev in the text/event-stream format: an id line, an
 // event line if it has a Name, one data line per line of Data (a line ends

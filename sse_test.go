@@ -770,3 +770,70 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestHandlerWaitEndedSaysTryLater: a resuming request still waiting for
+// the old connection when the server shuts down is told to come back; an
+// empty 200 without the event-stream type would make a browser give up.
+func TestHandlerWaitEndedSaysTryLater(t *testing.T) {
+	b := newBroker[string](t)
+	old, err := b.Subscribe(context.Background(), "k", SubscribeRequest{}) // never lets go
+	must(t, err)
+	defer old.Close()
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	h := &tracked{h: Handler(b, queryKey)}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.BaseContext = func(net.Listener) context.Context { return base }
+	srv.Start()
+	defer srv.Close()
+	got := make(chan *http.Response, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key=k", nil)
+		req.Header.Set("Last-Event-ID", "0")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- resp
+	}()
+	h.waitActive(t, 1) // waiting for old to end
+	stop()             // what RegisterOnShutdown does in the recipe
+	if resp := <-got; resp != nil {
+		expectTryLater(t, resp, DefaultBusyRetry)
+	}
+}
+
+// TestHandlerQueryIDDoesNotTakeOver: the lastEventId parameter is in every
+// request a page makes, so it does not take a key over as a reconnecting
+// browser's Last-Event-ID header does: a second tab gets 409.
+func TestHandlerQueryIDDoesNotTakeOver(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b)
+	tabA := open(t, srv.Client(), srv.URL, "k&lastEventId=0")
+	tabB, err := tryOpen(srv.Client(), srv.URL, "k&lastEventId=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tabB.close()
+	if tabB.resp.StatusCode != http.StatusConflict {
+		t.Fatalf("second tab: %d, want 409", tabB.resp.StatusCode)
+	}
+	enqueueSeq(t, b, "k", 1, 1)
+	tabA.expectSeq(t, 1, 1) // the first tab still has its stream
+}
+
+// TestHandlerRetryAtLeastOneMillisecond: a retry under a millisecond is
+// sent as 1, never as 0, which would make clients reconnect at once.
+func TestHandlerRetryAtLeastOneMillisecond(t *testing.T) {
+	b := newBroker[string](t, WithMaxKeys(1))
+	enqueueSeq(t, b, "k", 1, 1)
+	must(t, b.Close(context.Background(), "k"))
+	h := Handler(b, queryKey, WithRetry(500*time.Microsecond))
+	for _, key := range []string{"k", "new"} { // a stream, and a refusal
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?key="+key, nil))
+		if !strings.HasPrefix(rec.Body.String(), "retry: 1\n") {
+			t.Errorf("key %s: %q, want retry: 1 first", key, rec.Body.String())
+		}
+	}
+}

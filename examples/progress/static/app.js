@@ -40,7 +40,10 @@ function follow(id, url) {
   list.prepend(el);
   document.getElementById('empty').hidden = true;
 
-  const es = new EventSource(url);
+  // lastEventId=0: if this first connection dies before any event arrives,
+  // the browser's reconnection (which then has no Last-Event-ID) still gets
+  // every event from the first.
+  const es = new EventSource(url + '?lastEventId=0');
   const job = { id, es, el, progress: [], logs: [], opens: 0, errors: 0, status: 'connecting' };
   jobs.set(id, job);
 
