@@ -140,20 +140,13 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, ErrBusy) && !req.Takeover:
 		h.refuse(w, r, http.StatusConflict, err)
 		return
-	case errors.Is(err, ErrBusy), errors.Is(err, ErrShutdown):
-		// A newer takeover won, or the source is going away: come back
-		// later, perhaps to another server.
-		h.tryLater(w, r, err)
-		return
 	case errors.Is(err, ErrUnknownKey):
 		h.refuse(w, r, http.StatusNotFound, err)
 		return
-	case errors.Is(err, ErrTooManyKeys):
-		h.tryLater(w, r, err)
-		return
-	case r.Context().Err() != nil:
-		// The wait for a takeover ended: the client went away, or the
-		// server is shutting down and the client must come back.
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrShutdown), errors.Is(err, ErrTooManyKeys), r.Context().Err() != nil:
+		// A newer takeover won, the source is going away or full, or the
+		// wait for a takeover ended (the client left, or the server is
+		// shutting down): come back later, perhaps to another server.
 		h.tryLater(w, r, err)
 		return
 	default:

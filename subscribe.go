@@ -251,11 +251,10 @@ func (l *loop[K]) unsubscribe(s *subscription[K]) {
 		if w := ss.waiting; w != nil {
 			ss.waiting = nil
 			l.attach(w)
-		} else if t := s.t; !t.closed && l.b.cfg.idle > 0 && l.topics[t.key] == t {
+		} else {
 			// The idle time starts now, so that a client that lost its
 			// connection can come back to an open key.
-			l.idle.remove(t)
-			l.idle.pushBack(t, l.clock())
+			l.touch(s.t)
 		}
 	}
 }

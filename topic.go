@@ -50,11 +50,18 @@ func (l *loop[K]) open(key K) *topic[K] {
 		if l.b.cfg.idle > 0 {
 			l.idle.pushBack(t, l.clock())
 		}
-	} else if !t.closed && l.b.cfg.idle > 0 {
+	} else {
+		l.touch(t)
+	}
+	return t
+}
+
+// touch starts an open key's idle time again.
+func (l *loop[K]) touch(t *topic[K]) {
+	if !t.closed && l.b.cfg.idle > 0 {
 		l.idle.remove(t)
 		l.idle.pushBack(t, l.clock())
 	}
-	return t
 }
 
 func (l *loop[K]) close(key K) {
