@@ -392,11 +392,17 @@ func TestNoGoroutinePerIdleKey(t *testing.T) {
 	}
 	enqueueSeq(t, b, 0, 1, 100) // backlogged: one feeder
 	b.Stats()
+	// The loop has started the feeder, but until the scheduler runs it, its
+	// stack shows the go statement's wrapper rather than feed.
+	deadline := time.Now().Add(patience)
+	for feeders() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	if n := feeders(); n != 1 {
 		t.Errorf("%d feeders with one backlogged key, want 1", n)
 	}
 	recv(t, b.Stream(0), 101)
-	deadline := time.Now().Add(patience)
+	deadline = time.Now().Add(patience)
 	for feeders() > 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the feeder outlived its backlog")
