@@ -381,34 +381,27 @@ func feeders() int {
 }
 
 func TestNoGoroutinePerIdleKey(t *testing.T) {
-	b := newBroker[int](t)
-	before := runtime.NumGoroutine()
-	for k := range 1000 {
-		must(t, b.Enqueue(context.Background(), k, "x")) // fits in the channel
-	}
-	b.Stats() // the loop has handled every Enqueue
-	if n := runtime.NumGoroutine() - before; n > 0 {
-		t.Fatalf("%d goroutines more for 1000 idle keys", n)
-	}
-	enqueueSeq(t, b, 0, 1, 100) // backlogged: one feeder
-	b.Stats()
-	// The loop has started the feeder, but until the scheduler runs it, its
-	// stack shows the go statement's wrapper rather than feed.
-	deadline := time.Now().Add(patience)
-	for feeders() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	if n := feeders(); n != 1 {
-		t.Errorf("%d feeders with one backlogged key, want 1", n)
-	}
-	recv(t, b.Stream(0), 101)
-	deadline = time.Now().Add(patience)
-	for feeders() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the feeder outlived its backlog")
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[int](t)
+		before := runtime.NumGoroutine()
+		for k := range 1000 {
+			must(t, b.Enqueue(context.Background(), k, "x")) // fits in the channel
 		}
-		time.Sleep(time.Millisecond)
-	}
+		synctest.Wait() // the loop has handled every Enqueue
+		if n := runtime.NumGoroutine() - before; n > 0 {
+			t.Fatalf("%d goroutines more for 1000 idle keys", n)
+		}
+		enqueueSeq(t, b, 0, 1, 100) // backlogged: one feeder
+		synctest.Wait()
+		if n := feeders(); n != 1 {
+			t.Errorf("%d feeders with one backlogged key, want 1", n)
+		}
+		recv(t, b.Stream(0), 101)
+		synctest.Wait()
+		if n := feeders(); n != 0 {
+			t.Errorf("%d feeders outlived their backlog", n)
+		}
+	})
 }
 
 func TestDropOldest(t *testing.T) {
@@ -431,105 +424,91 @@ func TestDropOldest(t *testing.T) {
 	}
 }
 
-// waitParkedFeeders waits until n feeder goroutines wait for their reader.
-func waitParkedFeeders(t *testing.T, n int) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for {
-		buf := make([]byte, 1<<20)
-		parked := 0
-		for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, ").feed(") && strings.Contains(g, "[select") {
-				parked++
-			}
-		}
-		if parked == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d feeders waiting for their reader, want %d", parked, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestDropOldestWithBacklog(t *testing.T) {
-	b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropOldest))
-	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 on its way
-	waitParkedFeeders(t, 1)     // the feeder holds 2
-	enqueueSeq(t, b, "k", 3, 9) // the overflow keeps 7, 8, 9
-	must(t, b.Close(context.Background(), "k"))
-	got := recvAll(t, b.Stream("k"))
-	want := []uint64{1, 2, 7, 8, 9}
-	if len(got) != len(want) {
-		t.Fatalf("got %v, want IDs %v", got, want)
-	}
-	for i := range want {
-		if got[i].ID != want[i] {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropOldest))
+		enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 on its way
+		synctest.Wait()             // the feeder holds 2 and waits for the reader
+		enqueueSeq(t, b, "k", 3, 9) // the overflow keeps 7, 8, 9
+		must(t, b.Close(context.Background(), "k"))
+		got := recvAll(t, b.Stream("k"))
+		want := []uint64{1, 2, 7, 8, 9}
+		if len(got) != len(want) {
 			t.Fatalf("got %v, want IDs %v", got, want)
 		}
-	}
-	if s := b.Stats(); s.Dropped != 4 {
-		t.Fatalf("dropped %d, want 4", s.Dropped)
-	}
+		for i := range want {
+			if got[i].ID != want[i] {
+				t.Fatalf("got %v, want IDs %v", got, want)
+			}
+		}
+		if s := b.Stats(); s.Dropped != 4 {
+			t.Fatalf("dropped %d, want 4", s.Dropped)
+		}
+	})
 }
 
 func TestDropNewest(t *testing.T) {
-	b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropNewest))
-	enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 on its way
-	waitParkedFeeders(t, 1)
-	must(t, b.Enqueue(context.Background(), "k", "3", "4", "5", "6", "7"))
-	must(t, b.Close(context.Background(), "k"))
-	got := recvAll(t, b.Stream("k"))
-	checkSeq(t, got, 1)
-	if len(got) != 5 {
-		t.Fatalf("got %v, want IDs 1-5", got)
-	}
-	if s := b.Stats(); s.Dropped != 2 || s.Enqueued != 7 {
-		t.Fatalf("stats %+v, want 2 dropped of 7", s)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropNewest))
+		enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 on its way
+		synctest.Wait()             // the feeder holds 2 and waits for the reader
+		must(t, b.Enqueue(context.Background(), "k", "3", "4", "5", "6", "7"))
+		must(t, b.Close(context.Background(), "k"))
+		got := recvAll(t, b.Stream("k"))
+		checkSeq(t, got, 1)
+		if len(got) != 5 {
+			t.Fatalf("got %v, want IDs 1-5", got)
+		}
+		if s := b.Stats(); s.Dropped != 2 || s.Enqueued != 7 {
+			t.Fatalf("stats %+v, want 2 dropped of 7", s)
+		}
+	})
 }
 
 func TestBlockWaitsForThatKeyOnly(t *testing.T) {
-	b := newBroker[string](t, WithBuffer(1), WithMaxPending(4, Block))
-	ctx := context.Background()
-	// 1 fills the channel; 2-5 are taken by the feeder, which waits for the
-	// reader; 6-9 fill the overflow to its bound.
-	must(t, b.Enqueue(ctx, "k", seq(1, 5)...))
-	waitParkedFeeders(t, 1)
-	must(t, b.Enqueue(ctx, "k", seq(6, 9)...))
-	if s := b.Stats(); s.Pending != 8 {
-		t.Fatalf("pending %d, want 8", s.Pending)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithBuffer(1), WithMaxPending(4, Block))
+		ctx := context.Background()
+		// 1 fills the channel; 2-5 are taken by the feeder, which waits for
+		// the reader; 6-9 fill the overflow to its bound.
+		must(t, b.Enqueue(ctx, "k", seq(1, 5)...))
+		synctest.Wait()
+		must(t, b.Enqueue(ctx, "k", seq(6, 9)...))
+		if s := b.Stats(); s.Pending != 8 {
+			t.Fatalf("pending %d, want 8", s.Pending)
+		}
 
-	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if err := b.Enqueue(short, "k", "10"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Enqueue on a congested key: %v, want DeadlineExceeded", err)
-	}
-	// Other keys flow.
-	must(t, b.Enqueue(ctx, "other", seq(1, 100)...))
-	checkSeq(t, recv(t, b.Stream("other"), 100), 1)
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if err := b.Enqueue(short, "k", "10"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Enqueue on a congested key: %v, want DeadlineExceeded", err)
+		}
+		// Other keys flow.
+		must(t, b.Enqueue(ctx, "other", seq(1, 100)...))
+		checkSeq(t, recv(t, b.Stream("other"), 100), 1)
 
-	done := make(chan error, 1)
-	go func() { done <- b.Enqueue(ctx, "k", "10") }()
-	select {
-	case err := <-done:
-		t.Fatalf("Enqueue returned %v while the key was congested", err)
-	case <-time.After(20 * time.Millisecond):
-	}
-	checkSeq(t, recv(t, b.Stream("k"), 9), 1) // the reader drains: room again
-	select {
-	case err := <-done:
-		must(t, err)
-	case <-time.After(patience):
-		t.Fatal("Enqueue still blocked after the key drained")
-	}
-	must(t, b.Close(ctx, "k"))
-	checkSeq(t, recvAll(t, b.Stream("k")), 10)
-	if s := b.Stats(); s.Dropped != 0 {
-		t.Fatalf("Block dropped %d events", s.Dropped)
-	}
+		done := make(chan error, 1)
+		go func() { done <- b.Enqueue(ctx, "k", "10") }()
+		synctest.Wait() // everything that can run has run
+		select {
+		case err := <-done:
+			t.Fatalf("Enqueue returned %v while the key was congested", err)
+		default:
+		}
+		checkSeq(t, recv(t, b.Stream("k"), 9), 1) // the reader drains: room again
+		synctest.Wait()
+		select {
+		case err := <-done:
+			must(t, err)
+		default:
+			t.Fatal("Enqueue still blocked after the key drained")
+		}
+		must(t, b.Close(ctx, "k"))
+		checkSeq(t, recvAll(t, b.Stream("k")), 10)
+		if s := b.Stats(); s.Dropped != 0 {
+			t.Fatalf("Block dropped %d events", s.Dropped)
+		}
+	})
 }
 
 func TestBlockAdmitsBatchLargerThanBound(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rocketqueue/sse/ssetest"
@@ -377,29 +378,112 @@ func TestHandlerTerminateMessage(t *testing.T) {
 	}
 }
 
-func TestHandlerHeartbeat(t *testing.T) {
-	b := newBroker[string](t)
-	srv, _ := serve(t, b, WithHeartbeat(20*time.Millisecond))
-	c := open(t, srv.Client(), srv.URL, "k")
-	time.Sleep(200 * time.Millisecond)
-	enqueueSeq(t, b, "k", 1, 1)
-	c.expectSeq(t, 1, 1) // reads, and counts, the comments before it
-	if n := c.comments.Load(); n < 2 {
-		t.Fatalf("%d heartbeats in 200ms at 20ms, want several", n)
-	}
+// flushRecorder is a ResponseWriter for a handler run in a synctest
+// bubble: it records what each Flush sent. The handler's goroutine writes,
+// the test reads; mu guards both.
+type flushRecorder struct {
+	header  http.Header // the handler's goroutine only
+	mu      sync.Mutex
+	pending bytes.Buffer // written since the last Flush
+	flushes []string     // what each Flush sent, in order
+}
 
-	// Heartbeats come only while idle: a stream that writes more often than
-	// the heartbeat interval has none.
-	srv2, _ := serve(t, b, WithHeartbeat(250*time.Millisecond))
-	c2 := open(t, srv2.Client(), srv2.URL, "busy")
-	for i := 1; i <= 60; i++ { // 600ms, an event every 10ms
-		enqueueSeq(t, b, "busy", i, i)
-		c2.expectSeq(t, i, i)
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := c2.comments.Load(); n != 0 {
-		t.Fatalf("%d heartbeats on a stream that was never idle", n)
-	}
+func (f *flushRecorder) Header() http.Header { return f.header }
+func (f *flushRecorder) WriteHeader(int)     {}
+
+func (f *flushRecorder) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending.Write(p)
+}
+
+func (f *flushRecorder) Flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flushes = append(f.flushes, f.pending.String())
+	f.pending.Reset()
+}
+
+// sent returns the flushes after the first *seen, and counts them in.
+func (f *flushRecorder) sent(seen *int) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.flushes[*seen:]
+	*seen = len(f.flushes)
+	return out
+}
+
+// serveBubble runs h for key k in the calling synctest bubble until the
+// test ends.
+func serveBubble(t *testing.T, h http.Handler, k string) *flushRecorder {
+	ctx, cancel := context.WithCancel(context.Background())
+	rec := &flushRecorder{header: http.Header{}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/?key="+k, nil))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return rec
+}
+
+func TestHandlerHeartbeatOnlyWhileIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t)
+		rec := serveBubble(t, Handler(b, queryKey, WithHeartbeat(20*time.Millisecond)), "k")
+		seen := 0
+		synctest.Wait()
+		if got := rec.sent(&seen); len(got) != 1 || got[0] != "" {
+			t.Fatalf("sent %q at the start, want one flush of the headers", got)
+		}
+
+		time.Sleep(110 * time.Millisecond) // idle: a beat at 20, 40, 60, 80, 100 ms
+		synctest.Wait()
+		if got := rec.sent(&seen); len(got) != 5 || strings.Count(strings.Join(got, ""), ": ping\n\n") != 5 {
+			t.Fatalf("sent %q in 110ms at 20ms, want 5 heartbeats", got)
+		}
+
+		for i := 1; i <= 20; i++ { // busy: an event every 10 ms for 200 ms
+			enqueueSeq(t, b, "k", i, i)
+			synctest.Wait()
+			want := fmt.Sprintf("id: %d\ndata: %d\n\n", i, i)
+			if got := rec.sent(&seen); len(got) != 1 || got[0] != want {
+				t.Fatalf("sent %q for event %d, want only %q", got, i, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+
+		time.Sleep(35 * time.Millisecond) // idle again for 45 ms since the last write
+		synctest.Wait()
+		if got := rec.sent(&seen); len(got) != 2 || strings.Join(got, "") != ": ping\n\n: ping\n\n" {
+			t.Fatalf("sent %q, want 2 heartbeats once idle again", got)
+		}
+	})
+}
+
+func TestHandlerFlushesOncePerReadyBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t)
+		enqueueSeq(t, b, "k", 1, 10) // ready before the handler starts
+		rec := serveBubble(t, Handler(b, queryKey, WithHeartbeat(0)), "k")
+		seen := 0
+		synctest.Wait()
+		var want strings.Builder
+		for i := 1; i <= 10; i++ {
+			fmt.Fprintf(&want, "id: %d\ndata: %d\n\n", i, i)
+		}
+		if got := rec.sent(&seen); len(got) != 2 || got[0] != "" || got[1] != want.String() {
+			t.Fatalf("sent %q, want the headers, then the 10 ready events in one flush", got)
+		}
+
+		// One event, with no time passing: it is flushed at once, not held
+		// back to fill a buffer.
+		enqueueSeq(t, b, "k", 11, 11)
+		synctest.Wait()
+		if got := rec.sent(&seen); len(got) != 1 || got[0] != "id: 11\ndata: 11\n\n" {
+			t.Fatalf("sent %q, want event 11 flushed at once", got)
+		}
+	})
 }
 
 func TestHandlerClientDisconnectLeavesEventsQueued(t *testing.T) {
