@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rocketqueue/sse/ssetest"
@@ -166,6 +167,27 @@ func TestResumeGap(t *testing.T) {
 	c.expectSeq(t, 23, 23)
 }
 
+func TestDefaultReplayWindow(t *testing.T) {
+	b := newBroker[string](t) // default settings
+	const n = DefaultReplay + 100
+	enqueueSeq(t, b, "k", 1, n)
+	take(t, b, "k", SubscribeRequest{}, n) // a connection took all, then died
+	sub, err := b.Subscribe(context.Background(), "k", SubscribeRequest{Resume: true, LastID: 0})
+	must(t, err)
+	defer sub.Close()
+	gap, missed := sub.Missed()
+	if want := (Gap{From: 1, To: 100}); gap != want {
+		t.Fatalf("gap %+v, want %+v", gap, want)
+	}
+	if len(missed) != DefaultReplay {
+		t.Fatalf("%d events replayed, want the window's %d", len(missed), DefaultReplay)
+	}
+	checkSeq(t, missed, 101)
+	if DefaultReplay != 1024 { // the figure the README gives
+		t.Fatalf("DefaultReplay is %d, documented as 1,024", DefaultReplay)
+	}
+}
+
 func TestResumeUnusableLastEventID(t *testing.T) {
 	b := newBroker[string](t)
 	srv, _ := serve(t, b)
@@ -249,42 +271,45 @@ func TestInProcessReadersAreNotReplayed(t *testing.T) {
 }
 
 func TestTakeoverWaitsForTheOldConnection(t *testing.T) {
-	b := newBroker[string](t)
-	ctx := context.Background()
-	old, err := b.Subscribe(ctx, "k", SubscribeRequest{})
-	must(t, err)
-	if _, err := b.Subscribe(ctx, "k", SubscribeRequest{}); !errors.Is(err, ErrBusy) {
-		t.Fatalf("second subscription: %v, want ErrBusy", err)
-	}
-	type result struct {
-		sub Subscription
-		err error
-	}
-	next := make(chan result, 1)
-	go func() {
-		sub, err := b.Subscribe(ctx, "k", SubscribeRequest{Resume: true, Takeover: true})
-		next <- result{sub, err}
-	}()
-	select {
-	case <-old.Done():
-	case <-time.After(patience):
-		t.Fatal("the old subscription was not told to stop")
-	}
-	enqueueSeq(t, b, "k", 1, 1)
-	select {
-	case r := <-next:
-		t.Fatalf("takeover attached (%v) while the old subscription was still attached", r.err)
-	case <-time.After(20 * time.Millisecond):
-	}
-	ev := recv(t, old.Events(), 1)[0] // the old one takes one more before it notices
-	old.Taken(ev)
-	old.Close()
-	r := <-next
-	must(t, r.err)
-	defer r.sub.Close()
-	if _, missed := r.sub.Missed(); len(missed) != 1 || missed[0].ID != 1 {
-		t.Fatalf("missed %v, want the event the old subscription took", missed)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t)
+		ctx := context.Background()
+		old, err := b.Subscribe(ctx, "k", SubscribeRequest{})
+		must(t, err)
+		if _, err := b.Subscribe(ctx, "k", SubscribeRequest{}); !errors.Is(err, ErrBusy) {
+			t.Fatalf("second subscription: %v, want ErrBusy", err)
+		}
+		type result struct {
+			sub Subscription
+			err error
+		}
+		next := make(chan result, 1)
+		go func() {
+			sub, err := b.Subscribe(ctx, "k", SubscribeRequest{Resume: true, Takeover: true})
+			next <- result{sub, err}
+		}()
+		select {
+		case <-old.Done():
+		case <-time.After(patience):
+			t.Fatal("the old subscription was not told to stop")
+		}
+		enqueueSeq(t, b, "k", 1, 1)
+		synctest.Wait() // the takeover waits, and only for the old subscription
+		select {
+		case r := <-next:
+			t.Fatalf("takeover attached (%v) while the old subscription was still attached", r.err)
+		default:
+		}
+		ev := recv(t, old.Events(), 1)[0] // the old one takes one more before it notices
+		old.Taken(ev)
+		old.Close()
+		r := <-next
+		must(t, r.err)
+		defer r.sub.Close()
+		if _, missed := r.sub.Missed(); len(missed) != 1 || missed[0].ID != 1 {
+			t.Fatalf("missed %v, want the event the old subscription took", missed)
+		}
+	})
 }
 
 func TestSubscribeCancelledWhileWaiting(t *testing.T) {
