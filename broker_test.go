@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -696,6 +698,130 @@ func TestIdleTimeoutManyKeysInOrder(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 	})
+}
+
+// checkTimerLists checks what lets the loop's timer look at two list
+// heads only, never at every key: each list is well linked and ordered by
+// stamp, so its head has its earliest deadline; every key is in the list
+// for its state; and the timer is armed no later than the earlier head's
+// deadline. It runs on the loop goroutine, between two wake-ups.
+func checkTimerLists[K comparable](l *loop[K]) error {
+	if l.quitting {
+		return nil
+	}
+	in := make(map[*topic[K]]*list[K])
+	for _, lst := range []*list[K]{&l.idle, &l.retained} {
+		n := 0
+		var prev *topic[K]
+		for t := lst.head; t != nil; prev, t = t, t.next {
+			if t.prev != prev {
+				return fmt.Errorf("key %v: broken back link", t.key)
+			}
+			if prev != nil && t.stamp < prev.stamp {
+				return fmt.Errorf("key %v: stamp %d after %d", t.key, t.stamp, prev.stamp)
+			}
+			if l.topics[t.key] != t {
+				return fmt.Errorf("key %v: listed but forgotten", t.key)
+			}
+			in[t] = lst
+			n++
+		}
+		if lst.tail != prev || lst.n != n {
+			return fmt.Errorf("list of %d with %d linked, or a wrong tail", lst.n, n)
+		}
+	}
+	for k, t := range l.topics {
+		switch want := &l.retained; {
+		case !t.closed:
+			want = &l.idle
+			fallthrough
+		default:
+			if in[t] != want {
+				return fmt.Errorf("key %v (closed %v) is not in its list", k, t.closed)
+			}
+		}
+	}
+	var heads []int64
+	if t := l.idle.head; t != nil {
+		heads = append(heads, t.stamp+int64(l.b.cfg.idle))
+	}
+	if t := l.retained.head; t != nil {
+		heads = append(heads, t.stamp+int64(l.b.cfg.retention))
+	}
+	for _, due := range heads {
+		if !l.armed || l.armedAt > due {
+			return fmt.Errorf("timer armed %v at %d, a key is due at %d", l.armed, l.armedAt, due)
+		}
+	}
+	return nil
+}
+
+// TestTimerListsUnderRandomOperations checks checkTimerLists at every wake-up
+// of the loop while keys are created, touched, read, attached, closed,
+// closed again and left to expire, with time moving in random steps. Then,
+// with nothing attached, every key must be gone after both durations.
+func TestTimerListsUnderRandomOperations(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(seed, 0))
+				// Either duration may be the shorter, so that a new key can
+				// bring either list's head before the armed deadline.
+				idle := time.Duration(10+rng.IntN(170)) * time.Second
+				retention := time.Duration(10+rng.IntN(170)) * time.Second
+				keys := 5 + rng.IntN(50)
+				var built atomic.Pointer[Broker[int]] // nil at the loop's first wake-up
+				var failed sync.Once
+				b := newBroker[int](t, WithIdleTimeout(idle), WithRetention(retention),
+					withTest(func(c *config) {
+						c.onWake = func() {
+							if b := built.Load(); b != nil {
+								if err := checkTimerLists(&b.loop); err != nil {
+									failed.Do(func() { t.Error(err) })
+								}
+							}
+						}
+					}))
+				built.Store(b)
+				ctx := context.Background()
+				var subs []Subscription
+				for range 2000 {
+					k := rng.IntN(keys)
+					switch op := rng.IntN(10); {
+					case op < 4:
+						must(t, b.Enqueue(ctx, k, "x"))
+					case op < 5:
+						must(t, b.Close(ctx, k))
+					case op < 7: // read what is there, without waiting
+						for ch := b.Stream(k); len(ch) > 0; {
+							<-ch
+						}
+					case op < 8: // attach an SSE connection for a while
+						sub, err := b.Subscribe(ctx, k, SubscribeRequest{})
+						if err == nil {
+							subs = append(subs, sub)
+						} else if !errors.Is(err, ErrBusy) && !errors.Is(err, ErrFinished) {
+							t.Fatal(err)
+						}
+					case op < 9 && len(subs) > 0:
+						i := rng.IntN(len(subs))
+						subs[i].Close()
+						subs = append(subs[:i], subs[i+1:]...)
+					default:
+						time.Sleep(time.Duration(rng.IntN(20_000)) * time.Millisecond)
+					}
+				}
+				for _, sub := range subs {
+					sub.Close()
+				}
+				time.Sleep(idle + retention)
+				synctest.Wait()
+				if s := b.Stats(); s.Keys != 0 {
+					t.Fatalf("%+v after idle timeout and retention with nothing attached", s)
+				}
+			})
+		})
+	}
 }
 
 func TestShutdownDrainsReaders(t *testing.T) {
