@@ -145,11 +145,6 @@ func (b *Broker[K]) Close(ctx context.Context, key K) error {
 // Stats returns a consistent snapshot of the broker's counters, taken by its
 // loop. After Shutdown it returns the final counters.
 func (b *Broker[K]) Stats() Stats {
-	select {
-	case <-b.done:
-		return b.final
-	default:
-	}
 	reply := make(chan Stats, 1)
 	b.post(command[K]{op: opStats, arg: reply})
 	select {
@@ -216,11 +211,6 @@ func (b *Broker[K]) admit(ctx context.Context, key K, n int) error {
 
 // holds asks the loop whether it holds key.
 func (b *Broker[K]) holds(key K) bool {
-	select {
-	case <-b.done:
-		return false
-	default:
-	}
 	reply := make(chan bool, 1)
 	b.post(command[K]{op: opHolds, key: key, arg: reply})
 	select {

@@ -127,11 +127,11 @@
 // at-least-once delivery across reconnects, with duplicates removed by ID:
 // exactly once and in order for a client that resumes from the last ID it
 // received, as EventSource does, as long as no more than the window's size
-// of events were taken and lost at once. A browser reconnecting before it
-// received any event sends no Last-Event-ID, so for the guarantee to cover
-// the first events too, open the stream with lastEventId=0 in the URL. If more were, the client is told:
-// an event named "gap" carries the missing IDs. In-process readers
-// (Stream) have read-once semantics and no window.
+// of events were taken and lost at once. If more were, the client is told:
+// an event named "gap" carries the missing IDs. A browser reconnecting
+// before it received any event sends no Last-Event-ID, so for the guarantee
+// to cover the first events too, open the stream with lastEventId=0 in the
+// URL. In-process readers (Stream) have read-once semantics and no window.
 //
 // # Exposure to untrusted clients
 //

@@ -91,10 +91,9 @@ func serve(t *testing.T, b *Broker[string], opts ...HandlerOption) (*httptest.Se
 
 // client is one open event stream.
 type client struct {
-	resp     *http.Response
-	events   *ssetest.Reader
-	comments atomic.Int64
-	cancel   context.CancelFunc
+	resp   *http.Response
+	events *ssetest.Reader
+	cancel context.CancelFunc
 }
 
 // open requests key's stream and fails unless it is a 200 event stream.
@@ -128,7 +127,6 @@ func tryOpen(hc *http.Client, url, key string, header ...string) (*client, error
 		return nil, err
 	}
 	c := &client{resp: resp, events: ssetest.NewReader(resp.Body), cancel: cancel}
-	c.events.OnComment = func(string) { c.comments.Add(1) }
 	return c, nil
 }
 
@@ -386,6 +384,7 @@ type flushRecorder struct {
 	mu      sync.Mutex
 	pending bytes.Buffer // written since the last Flush
 	flushes []string     // what each Flush sent, in order
+	read    int          // how many of them sent has returned
 }
 
 func (f *flushRecorder) Header() http.Header { return f.header }
@@ -404,12 +403,12 @@ func (f *flushRecorder) Flush() {
 	f.pending.Reset()
 }
 
-// sent returns the flushes after the first *seen, and counts them in.
-func (f *flushRecorder) sent(seen *int) []string {
+// sent returns what was flushed since its last call.
+func (f *flushRecorder) sent() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := f.flushes[*seen:]
-	*seen = len(f.flushes)
+	out := f.flushes[f.read:]
+	f.read = len(f.flushes)
 	return out
 }
 
@@ -431,15 +430,14 @@ func TestHandlerHeartbeatOnlyWhileIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBroker[string](t)
 		rec := serveBubble(t, Handler(b, queryKey, WithHeartbeat(20*time.Millisecond)), "k")
-		seen := 0
 		synctest.Wait()
-		if got := rec.sent(&seen); len(got) != 1 || got[0] != "" {
+		if got := rec.sent(); len(got) != 1 || got[0] != "" {
 			t.Fatalf("sent %q at the start, want one flush of the headers", got)
 		}
 
 		time.Sleep(110 * time.Millisecond) // idle: a beat at 20, 40, 60, 80, 100 ms
 		synctest.Wait()
-		if got := rec.sent(&seen); len(got) != 5 || strings.Count(strings.Join(got, ""), ": ping\n\n") != 5 {
+		if got := rec.sent(); len(got) != 5 || strings.Count(strings.Join(got, ""), ": ping\n\n") != 5 {
 			t.Fatalf("sent %q in 110ms at 20ms, want 5 heartbeats", got)
 		}
 
@@ -447,7 +445,7 @@ func TestHandlerHeartbeatOnlyWhileIdle(t *testing.T) {
 			enqueueSeq(t, b, "k", i, i)
 			synctest.Wait()
 			want := fmt.Sprintf("id: %d\ndata: %d\n\n", i, i)
-			if got := rec.sent(&seen); len(got) != 1 || got[0] != want {
+			if got := rec.sent(); len(got) != 1 || got[0] != want {
 				t.Fatalf("sent %q for event %d, want only %q", got, i, want)
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -455,7 +453,7 @@ func TestHandlerHeartbeatOnlyWhileIdle(t *testing.T) {
 
 		time.Sleep(35 * time.Millisecond) // idle again for 45 ms since the last write
 		synctest.Wait()
-		if got := rec.sent(&seen); len(got) != 2 || strings.Join(got, "") != ": ping\n\n: ping\n\n" {
+		if got := rec.sent(); len(got) != 2 || strings.Join(got, "") != ": ping\n\n: ping\n\n" {
 			t.Fatalf("sent %q, want 2 heartbeats once idle again", got)
 		}
 	})
@@ -466,13 +464,12 @@ func TestHandlerFlushesOncePerReadyBatch(t *testing.T) {
 		b := newBroker[string](t)
 		enqueueSeq(t, b, "k", 1, 10) // ready before the handler starts
 		rec := serveBubble(t, Handler(b, queryKey, WithHeartbeat(0)), "k")
-		seen := 0
 		synctest.Wait()
 		var want strings.Builder
 		for i := 1; i <= 10; i++ {
 			fmt.Fprintf(&want, "id: %d\ndata: %d\n\n", i, i)
 		}
-		if got := rec.sent(&seen); len(got) != 2 || got[0] != "" || got[1] != want.String() {
+		if got := rec.sent(); len(got) != 2 || got[0] != "" || got[1] != want.String() {
 			t.Fatalf("sent %q, want the headers, then the 10 ready events in one flush", got)
 		}
 
@@ -480,7 +477,7 @@ func TestHandlerFlushesOncePerReadyBatch(t *testing.T) {
 		// back to fill a buffer.
 		enqueueSeq(t, b, "k", 11, 11)
 		synctest.Wait()
-		if got := rec.sent(&seen); len(got) != 1 || got[0] != "id: 11\ndata: 11\n\n" {
+		if got := rec.sent(); len(got) != 1 || got[0] != "id: 11\ndata: 11\n\n" {
 			t.Fatalf("sent %q, want event 11 flushed at once", got)
 		}
 	})
