@@ -5,32 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 )
-
-// Event is one message in a key's queue.
-type Event struct {
-	// ID is set by the broker: 1, 2, 3, ... per key, in queue order. It is
-	// ignored on input.
-	ID uint64
-	// Name is the optional event type (the SSE "event" field). It must be
-	// valid UTF-8 without CR, LF or NUL.
-	Name string
-	// Data is the payload: valid UTF-8 text, line breaks allowed.
-	Data string
-}
 
 var (
 	// ErrShutdown is returned by Enqueue, Publish and Close once
 	// [Broker.Shutdown] has been called.
 	ErrShutdown = errors.New("sse: broker shut down")
-	// ErrInvalidEvent is returned (wrapped, with the reason) for an event that
-	// cannot be sent: a Name with CR, LF or NUL, or a Name or Data that is not
-	// valid UTF-8. Nothing of the call that carried it is enqueued.
-	ErrInvalidEvent = errors.New("sse: invalid event")
+	// ErrInvalidKey is returned (wrapped, with the reason) for a key the
+	// broker cannot hold: one that is not equal to itself, such as a NaN, or
+	// an interface holding a value that cannot be compared, such as a slice.
+	// Only key types that can hold such values (floats, complex numbers,
+	// interfaces, or arrays and structs of them) are checked.
+	ErrInvalidKey = errors.New("sse: invalid key")
+	// ErrDropped is wrapped by the error [Broker.Shutdown] returns when its
+	// context ended before every event had reached a channel.
+	ErrDropped = errors.New("sse: events dropped at shutdown")
 	// ErrTooManyKeys is returned by Enqueue and Publish for a new key when
 	// the broker holds as many keys as [WithMaxKeys] allows.
 	ErrTooManyKeys = errors.New("sse: too many keys")
@@ -57,13 +50,18 @@ type Broker[K comparable] struct {
 	done  chan struct{} // closed when the loop goroutine has returned
 
 	stopOnce, abortOnce sync.Once
+	abortCause          error // written before abort is closed: the first expired context's error
+	shutdownErr         error // written by the loop before done is closed: what Shutdown returns
 
-	// congested is the set of keys whose overflow reached WithMaxPending under
-	// the Block policy, each with a channel the loop closes when the key has
-	// room again. The loop replaces the map (copy on write); producers read it.
-	congested atomic.Pointer[map[K]chan struct{}]
+	// flows holds, under the Block policy, each key's count of events
+	// accepted and not yet in its channel (see flow.go). Producers look a key
+	// up and add to its count in send; the loop removes a key when it
+	// closes.
+	flows     map[K]*flow // guarded by mu; nil unless the policy is Block
+	flowsPeak int         // guarded by mu: the most entries flows held since it was made
 
-	keys atomic.Int64 // written by the loop with WithMaxKeys: how many keys it holds
+	keys     atomic.Int64 // written by the loop with WithMaxKeys: how many server keys it holds
+	replayed atomic.Int64 // bytes held by every key's replay window, against WithReplayBudget
 
 	feeders sync.WaitGroup // the backlogged keys' feeder goroutines
 	final   Stats          // written by the loop before done is closed
@@ -84,12 +82,16 @@ func New[K comparable](opts ...Option) *Broker[K] {
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
+	cfg.checkKeys = keysNeedCheck(reflect.TypeFor[K]())
 	b := &Broker[K]{
 		cfg:   cfg,
 		wake:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
 		abort: make(chan struct{}),
 		done:  make(chan struct{}),
+	}
+	if cfg.policy == Block {
+		b.flows = make(map[K]*flow)
 	}
 	b.loop.init(b)
 	go b.loop.run()
@@ -103,12 +105,13 @@ func New[K comparable](opts ...Option) *Broker[K] {
 // Enqueue returns once the broker's loop has accepted the command, before the
 // events reach the queue. It waits only when the loop's inbox is full or, with
 // the [Block] policy, while key is congested; ctx ends that wait. Data must be
-// valid UTF-8, or Enqueue returns an error wrapping [ErrInvalidEvent] and
-// enqueues nothing.
+// valid UTF-8 and not [TerminateData], or Enqueue returns an error wrapping
+// [ErrInvalidEvent] and enqueues nothing; a key the broker cannot hold gets
+// an error wrapping [ErrInvalidKey].
 func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 	for i, s := range data {
-		if !utf8.ValidString(s) {
-			return fmt.Errorf("%w: data of message %d is not valid UTF-8", ErrInvalidEvent, i)
+		if err := validateData("", s); err != nil {
+			return fmt.Errorf("%w: message %d: %s", ErrInvalidEvent, i, err)
 		}
 	}
 	if err := b.admit(ctx, key, len(data)); err != nil {
@@ -119,8 +122,9 @@ func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 
 // Publish is Enqueue for events with names. Each event's ID is ignored; the
 // broker numbers the events. Every event is checked first: a Name with CR,
-// LF or NUL, or a Name or Data that is not valid UTF-8, makes Publish return
-// an error wrapping [ErrInvalidEvent] and enqueue nothing.
+// LF or NUL, a Name or Data that is not valid UTF-8, or an event a client
+// would take for one the library sends (see [ErrInvalidEvent]) makes Publish
+// return an error wrapping [ErrInvalidEvent] and enqueue nothing.
 func (b *Broker[K]) Publish(ctx context.Context, key K, events ...Event) error {
 	for i := range events {
 		if err := validate(&events[i]); err != nil {
@@ -139,6 +143,9 @@ func (b *Broker[K]) Publish(ctx context.Context, key K, events ...Event) error {
 // a late reader's range ends at once; closing a closed key does nothing.
 // Close is asynchronous like Enqueue, and it never waits for a congested key.
 func (b *Broker[K]) Close(ctx context.Context, key K) error {
+	if err := b.checkKey(key); err != nil {
+		return err
+	}
 	return b.send(ctx, command[K]{op: opClose, key: key}, nil, nil)
 }
 
@@ -164,6 +171,8 @@ type Stats struct {
 	Enqueued  uint64 // events accepted into a queue
 	Discarded uint64 // events sent to a closed key
 	Dropped   uint64 // accepted events never handed to a channel: overflow policy, Shutdown's deadline, or a key forgotten undrained
+
+	Replay int64 // bytes held by the replay windows of every key (see WithReplayBudget)
 }
 
 // Shutdown closes every key, lets readers drain what was queued, then stops
@@ -172,9 +181,13 @@ type Stats struct {
 // carried out first.
 //
 // If ctx ends before every queue has been handed to its channel, Shutdown
-// closes every channel at once (events already in a channel stay readable),
-// counts the rest in [Stats].Dropped, and returns ctx.Err(). Shutdown may be
-// called more than once; every call returns when the loop has stopped.
+// closes every channel at once (events already in a channel stay readable)
+// and counts the rest in [Stats].Dropped; the readers of those keys learn
+// that their stream was cut short ([ErrTruncated]). Shutdown returns nil if
+// nothing was dropped, and otherwise an error that wraps both [ErrDropped]
+// and the error of the context that ended first. It may be called more than
+// once, concurrently too: every call returns when the loop has stopped, with
+// the same result.
 func (b *Broker[K]) Shutdown(ctx context.Context) error {
 	b.stopOnce.Do(func() {
 		b.mu.Lock()
@@ -184,19 +197,24 @@ func (b *Broker[K]) Shutdown(ctx context.Context) error {
 	})
 	select {
 	case <-b.done:
-		return nil
 	case <-ctx.Done():
+		b.abortOnce.Do(func() {
+			b.abortCause = ctx.Err()
+			close(b.abort)
+		})
+		<-b.done
 	}
-	b.abortOnce.Do(func() { close(b.abort) })
-	<-b.done
-	return ctx.Err()
+	return b.shutdownErr
 }
 
 // admit checks, before a publish command is sent, what the caller's
-// goroutine can check: the batch size, the key limit, and congestion.
+// goroutine can check: the batch size, the key, and the key limit.
 func (b *Broker[K]) admit(ctx context.Context, key K, n int) error {
 	if n > math.MaxInt32 {
 		return fmt.Errorf("%w: %d events in one call", ErrInvalidEvent, n)
+	}
+	if err := b.checkKey(key); err != nil {
+		return err
 	}
 	if max := b.cfg.maxKeys; max > 0 && b.keys.Load() >= int64(max) && !b.holds(key) {
 		select {
@@ -206,7 +224,7 @@ func (b *Broker[K]) admit(ctx context.Context, key K, n int) error {
 			return ErrTooManyKeys
 		}
 	}
-	return b.waitRoom(ctx, key)
+	return nil
 }
 
 // holds asks the loop whether it holds key.
@@ -221,40 +239,26 @@ func (b *Broker[K]) holds(key K) bool {
 	}
 }
 
-// waitRoom waits, under the Block policy, until key is not congested.
-func (b *Broker[K]) waitRoom(ctx context.Context, key K) error {
-	for {
-		set := b.congested.Load()
-		if set == nil {
-			return nil
-		}
-		drained, ok := (*set)[key]
-		if !ok {
-			return nil
-		}
-		select {
-		case <-drained:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-b.quit:
-			return ErrShutdown
-		}
-	}
-}
-
 // send puts a producer's command into the inbox, with its events (data for
-// Enqueue, events for Publish), waiting while the inbox is full.
+// Enqueue, events for Publish), waiting while the inbox is full or, under
+// the Block policy, while the key has no room.
 func (b *Broker[K]) send(ctx context.Context, c command[K], data []string, events []Event) error {
+	n := len(data) + len(events)
 	for {
 		b.mu.Lock()
 		if b.stopped {
 			b.mu.Unlock()
 			return ErrShutdown
 		}
+		var f *flow
+		var wait chan struct{}
+		if c.op == opPublish && b.flows != nil {
+			f, wait = b.reserve(c.key)
+		}
 		// The inbox holds cfg.inbox commands and as many events, so that a
 		// producer of large batches waits for the loop rather than piling
 		// them up; a larger batch enters an empty inbox alone.
-		if len(b.cmds) == 0 || len(b.cmds) < b.cfg.inbox && len(b.events)+len(data)+len(events) <= b.cfg.inbox {
+		if wait == nil && (len(b.cmds) == 0 || len(b.cmds) < b.cfg.inbox && len(b.events)+n <= b.cfg.inbox) {
 			for _, s := range data {
 				b.events = append(b.events, Event{Data: s})
 			}
@@ -262,16 +266,22 @@ func (b *Broker[K]) send(ctx context.Context, c command[K], data []string, event
 				ev.ID = 0
 				b.events = append(b.events, ev)
 			}
+			if f != nil {
+				f.pending.Add(int64(n))
+				c.arg = f
+			}
 			b.push(c)
 			return nil
 		}
-		if b.room == nil {
-			b.room = make(chan struct{})
+		if wait == nil { // the inbox is full
+			if b.room == nil {
+				b.room = make(chan struct{})
+			}
+			wait = b.room
 		}
-		room := b.room
 		b.mu.Unlock()
 		select {
-		case <-room:
+		case <-wait:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-b.quit:
@@ -292,6 +302,45 @@ func (b *Broker[K]) post(c command[K]) {
 	b.push(c)
 }
 
+// checkKey returns an error wrapping ErrInvalidKey for a key that the loop's
+// map could not hold: comparing it with itself panics (an interface holding
+// a slice, say) or reports false (a NaN). Key types that can hold neither
+// are not checked, so the message path costs nothing for them.
+func (b *Broker[K]) checkKey(key K) (err error) {
+	if !b.cfg.checkKeys {
+		return nil
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: %v", ErrInvalidKey, p)
+		}
+	}()
+	if !equal(key, key) {
+		return fmt.Errorf("%w: %v is not equal to itself", ErrInvalidKey, key)
+	}
+	return nil
+}
+
+func equal[K comparable](a, b K) bool { return a == b }
+
+// keysNeedCheck reports whether a key of type t may fail [Broker.checkKey]:
+// whether it can hold a float, a complex number or an interface.
+func keysNeedCheck(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Interface, reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return true
+	case reflect.Array:
+		return keysNeedCheck(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if keysNeedCheck(t.Field(i).Type) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // push appends c to the inbox, unlocks mu and wakes the loop if it sleeps.
 // The caller holds mu.
 func (b *Broker[K]) push(c command[K]) {
@@ -305,26 +354,6 @@ func (b *Broker[K]) push(c command[K]) {
 		default:
 		}
 	}
-}
-
-// validate checks an event before it enters the inbox.
-func validate(ev *Event) error {
-	ascii := true
-	for i := 0; i < len(ev.Name); i++ {
-		switch c := ev.Name[i]; {
-		case c == '\r' || c == '\n' || c == 0:
-			return fmt.Errorf("name %q contains CR, LF or NUL", ev.Name)
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	if !ascii && !utf8.ValidString(ev.Name) {
-		return errors.New("name is not valid UTF-8")
-	}
-	if !utf8.ValidString(ev.Data) {
-		return errors.New("data is not valid UTF-8")
-	}
-	return nil
 }
 
 // An op is the kind of a command to the loop.
@@ -346,9 +375,10 @@ type command[K comparable] struct {
 	key K
 	op  op
 	n   int32 // opPublish: number of events
-	// arg is chan (<-chan Event) for opStream, chan Stats for opStats, chan
-	// bool for opHolds, *topic[K] for opFed, *subscription[K] for
-	// opSubscribe and opUnsubscribe.
+	// arg is the key's *flow for opPublish under the Block policy, chan
+	// streamAnswer[K] for opStream, chan Stats for opStats, chan bool for
+	// opHolds, *topic[K] for opFed, *subscription[K] for opSubscribe and
+	// opUnsubscribe.
 	arg any
 }
 
@@ -356,6 +386,7 @@ type command[K comparable] struct {
 type loop[K comparable] struct {
 	b        *Broker[K]
 	topics   map[K]*topic[K]
+	peak     int     // the most keys topics has held since it was made (see forget)
 	idle     list[K] // open keys, least recently touched first (only with WithIdleTimeout)
 	retained list[K] // closed keys, earliest closed first
 
@@ -369,6 +400,8 @@ type loop[K comparable] struct {
 	epoch   time.Time
 	now     int64 // the loop's clock at this wake-up, if nowRead
 	nowRead bool
+
+	serverKeys int // keys the server created or touched (see Broker.Subscribe): what WithMaxKeys bounds
 
 	quitting bool
 	stats    Stats // Keys, Closed and Pending are filled in by snapshot
@@ -407,7 +440,9 @@ func (l *loop[K]) run() {
 			l.shutdown()
 		case <-b.abort:
 			l.shutdown()
-			l.abandon()
+			if n := l.abandon(); n > 0 {
+				b.shutdownErr = fmt.Errorf("%w: %d events: %w", ErrDropped, n, b.abortCause)
+			}
 			b.final = l.snapshot()
 			return
 		}
@@ -448,16 +483,17 @@ func (l *loop[K]) drain() bool {
 			// Publishes to one key in a row are one batch: their events are
 			// contiguous in the inbox.
 			n := int(c.n)
-			for i+1 < len(cmds) && cmds[i+1].op == opPublish && cmds[i+1].key == c.key {
+			for i+1 < len(cmds) && cmds[i+1].op == opPublish && cmds[i+1].key == c.key && cmds[i+1].arg == c.arg {
 				i++
 				n += int(cmds[i].n)
 			}
-			l.publish(c.key, evs[:n])
+			f, _ := c.arg.(*flow)
+			l.publish(c.key, evs[:n], f)
 			evs = evs[n:]
 		case opClose:
 			l.close(c.key)
 		case opStream:
-			c.arg.(chan (<-chan Event)) <- l.stream(c.key)
+			c.arg.(chan streamAnswer[K]) <- l.stream(c.key)
 		case opStats:
 			c.arg.(chan Stats) <- l.snapshot()
 		case opFed:
@@ -467,12 +503,22 @@ func (l *loop[K]) drain() bool {
 		case opUnsubscribe:
 			l.unsubscribe(c.arg.(*subscription[K]))
 		case opHolds:
-			c.arg.(chan bool) <- l.topics[c.key] != nil
+			t := l.topics[c.key]
+			c.arg.(chan bool) <- t != nil && t.server
 		}
 	}
+	// Keep the slices for the next swap, unless a large batch grew them:
+	// they would pin its memory for the broker's life.
 	clear(cmds)
 	clear(all)
-	l.spareCmds, l.spareEvs = cmds[:0], all[:0]
+	keep := 2 * b.cfg.inbox
+	l.spareCmds, l.spareEvs = nil, nil
+	if cap(cmds) <= keep {
+		l.spareCmds = cmds[:0]
+	}
+	if cap(all) <= keep {
+		l.spareEvs = all[:0]
+	}
 	return true
 }
 
@@ -500,6 +546,7 @@ func (l *loop[K]) shutdown() {
 // snapshot returns the counters with the loop's current state.
 func (l *loop[K]) snapshot() Stats {
 	s := l.stats
+	s.Replay = l.b.replayed.Load()
 	s.Closed = l.retained.n
 	s.Keys = len(l.topics) - s.Closed
 	for t := range l.backlogged {
@@ -511,37 +558,6 @@ func (l *loop[K]) snapshot() Stats {
 		}
 	}
 	return s
-}
-
-// setCongested adds key to, or removes it from, the congested set that
-// producers consult under the Block policy.
-func (l *loop[K]) setCongested(key K, on bool) {
-	if l.b.cfg.policy != Block {
-		return
-	}
-	var old map[K]chan struct{}
-	if p := l.b.congested.Load(); p != nil {
-		old = *p
-	}
-	drained, was := old[key]
-	if was == on {
-		return
-	}
-	set := make(map[K]chan struct{}, len(old)+1)
-	for k, c := range old {
-		set[k] = c
-	}
-	if on {
-		set[key] = make(chan struct{})
-	} else {
-		delete(set, key)
-		close(drained)
-	}
-	if len(set) == 0 {
-		l.b.congested.Store(nil)
-	} else {
-		l.b.congested.Store(&set)
-	}
 }
 
 // closedSignal is always ready to receive from.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -262,8 +264,10 @@ func TestRetention(t *testing.T) {
 		b := newBroker[string](t, WithRetention(time.Minute))
 		ctx := context.Background()
 		enqueueSeq(t, b, "k", 1, 2)
-		must(t, b.Close(ctx, "k"))
-		checkSeq(t, recvAll(t, b.Stream("k")), 1)
+		ch := b.Stream("k")
+		checkSeq(t, recv(t, ch, 2), 1)
+		must(t, b.Close(ctx, "k")) // read before the Close: the clock starts now
+		expectEnd(t, ch)
 
 		time.Sleep(time.Minute - time.Second)
 		synctest.Wait()
@@ -469,66 +473,80 @@ func TestDropOldestWithBacklog(t *testing.T) {
 	})
 }
 
+// TestDropNewest: the event the feeder holds on its way into the channel
+// counts against the bound, so the overflow never holds more than n.
 func TestDropNewest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBroker[string](t, WithBuffer(1), WithMaxPending(3, DropNewest))
 		enqueueSeq(t, b, "k", 1, 2) // 1 in the channel, 2 on its way
 		synctest.Wait()             // the feeder holds 2 and waits for the reader
 		must(t, b.Enqueue(context.Background(), "k", "3", "4", "5", "6", "7"))
+		if s := b.Stats(); s.Pending != 3 {
+			t.Fatalf("pending %d beyond the buffer, want the bound, 3", s.Pending)
+		}
 		must(t, b.Close(context.Background(), "k"))
 		got := recvAll(t, b.Stream("k"))
 		checkSeq(t, got, 1)
-		if len(got) != 5 {
-			t.Fatalf("got %v, want IDs 1-5", got)
+		if len(got) != 4 {
+			t.Fatalf("got %v, want IDs 1-4", got)
 		}
-		if s := b.Stats(); s.Dropped != 2 || s.Enqueued != 7 {
-			t.Fatalf("stats %+v, want 2 dropped of 7", s)
+		if s := b.Stats(); s.Dropped != 3 || s.Enqueued != 7 {
+			t.Fatalf("stats %+v, want 3 dropped of 7", s)
 		}
 	})
 }
 
+// TestBlockWaitsForThatKeyOnly: a key with n events accepted and not in its
+// channel makes its producers wait, and only its producers, until its
+// reader has brought them down to n/2.
 func TestBlockWaitsForThatKeyOnly(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBroker[string](t, WithBuffer(1), WithMaxPending(4, Block))
 		ctx := context.Background()
-		// 1 fills the channel; 2-5 are taken by the feeder, which waits for
-		// the reader; 6-9 fill the overflow to its bound.
+		// 1 fills the channel; 2-5 are pending: the bound.
 		must(t, b.Enqueue(ctx, "k", seq(1, 5)...))
 		synctest.Wait()
-		must(t, b.Enqueue(ctx, "k", seq(6, 9)...))
-		if s := b.Stats(); s.Pending != 8 {
-			t.Fatalf("pending %d, want 8", s.Pending)
+		if s := b.Stats(); s.Pending != 4 {
+			t.Fatalf("pending %d, want 4", s.Pending)
 		}
 
 		short, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		if err := b.Enqueue(short, "k", "10"); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Enqueue on a congested key: %v, want DeadlineExceeded", err)
+		if err := b.Enqueue(short, "k", "6"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Enqueue on a full key: %v, want DeadlineExceeded", err)
 		}
 		// Other keys flow.
 		must(t, b.Enqueue(ctx, "other", seq(1, 100)...))
 		checkSeq(t, recv(t, b.Stream("other"), 100), 1)
 
 		done := make(chan error, 1)
-		go func() { done <- b.Enqueue(ctx, "k", "10") }()
-		synctest.Wait() // everything that can run has run
-		select {
-		case err := <-done:
-			t.Fatalf("Enqueue returned %v while the key was congested", err)
-		default:
+		go func() { done <- b.Enqueue(ctx, "k", "6") }()
+		blocked := func() bool {
+			synctest.Wait() // everything that can run has run
+			select {
+			case err := <-done:
+				must(t, err)
+				return false
+			default:
+				return true
+			}
 		}
-		checkSeq(t, recv(t, b.Stream("k"), 9), 1) // the reader drains: room again
-		synctest.Wait()
-		select {
-		case err := <-done:
-			must(t, err)
-		default:
-			t.Fatal("Enqueue still blocked after the key drained")
+		if !blocked() {
+			t.Fatal("Enqueue returned while the key was full")
+		}
+		ch := b.Stream("k")
+		checkSeq(t, recv(t, ch, 1), 1) // 2 enters the channel: 3 pending
+		if !blocked() {
+			t.Fatal("Enqueue returned with 3 pending: producers wait for n/2")
+		}
+		checkSeq(t, recv(t, ch, 1), 2) // 3 enters the channel: 2 pending, n/2
+		if blocked() {
+			t.Fatal("Enqueue still blocked with n/2 pending")
 		}
 		must(t, b.Close(ctx, "k"))
-		checkSeq(t, recvAll(t, b.Stream("k")), 10)
-		if s := b.Stats(); s.Dropped != 0 {
-			t.Fatalf("Block dropped %d events", s.Dropped)
+		checkSeq(t, recvAll(t, ch), 3)
+		if s := b.Stats(); s.Dropped != 0 || s.Enqueued != 106 {
+			t.Fatalf("stats %+v, want 106 enqueued, none dropped", s)
 		}
 	})
 }
@@ -663,6 +681,7 @@ func TestIdleTimeout(t *testing.T) {
 func TestIdleTimeoutStartsWhenTheStreamLeaves(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBroker[string](t, WithIdleTimeout(time.Minute))
+		b.Stream("k") // a server key: a request key would be forgotten when its stream left
 		sub, err := b.Subscribe(context.Background(), "k", SubscribeRequest{})
 		must(t, err)
 		time.Sleep(5 * time.Minute) // held: not idle
@@ -987,4 +1006,174 @@ func TestCloseAfterShutdownPostsNothing(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d commands left in the inbox after Shutdown", n)
 	}
+}
+
+// TestInvalidKeys: a key the loop's map cannot hold is refused in the
+// caller's goroutine, with ErrInvalidKey, and the broker carries on.
+func TestInvalidKeys(t *testing.T) {
+	type pair struct{ a, b any }
+	ctx := context.Background()
+	nan := math.NaN()
+	check := func(t *testing.T, b *Broker[any], key any) {
+		t.Helper()
+		if err := b.Enqueue(ctx, key, "x"); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Enqueue: %v, want ErrInvalidKey", err)
+		}
+		if err := b.Publish(ctx, key, Event{Data: "x"}); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Publish: %v, want ErrInvalidKey", err)
+		}
+		if err := b.Close(ctx, key); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Close: %v, want ErrInvalidKey", err)
+		}
+		if _, err := b.Subscribe(ctx, key, SubscribeRequest{}); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Subscribe: %v, want ErrInvalidKey", err)
+		}
+		expectEnd(t, b.Stream(key))
+	}
+	for _, c := range []struct {
+		name string
+		key  any
+	}{
+		{"slice", []int{1}},
+		{"map", map[string]int{}},
+		{"func", func() {}},
+		{"NaN", nan},
+		{"struct holding a slice", pair{1, []int{1}}},
+		{"struct holding a NaN", pair{1, nan}},
+		{"array holding a NaN", [2]any{1, nan}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, opts := range [][]Option{nil, {WithMaxKeys(1)}, {WithMaxPending(1, Block)}} {
+				b := newBroker[any](t, opts...)
+				check(t, b, c.key)
+				// The loop is alive and its keys work.
+				must(t, b.Enqueue(ctx, "fine", "1"))
+				checkSeq(t, recv(t, b.Stream("fine"), 1), 1)
+			}
+		})
+	}
+	t.Run("float keys", func(t *testing.T) {
+		b := newBroker[float64](t, WithMaxKeys(2))
+		for range 3 { // a NaN would fill the bound for good
+			if err := b.Enqueue(ctx, nan, "x"); !errors.Is(err, ErrInvalidKey) {
+				t.Fatalf("Enqueue(NaN): %v, want ErrInvalidKey", err)
+			}
+		}
+		must(t, b.Enqueue(ctx, 1.5, "1"))
+		must(t, b.Enqueue(ctx, math.Inf(1), "1"))
+		checkSeq(t, recv(t, b.Stream(1.5), 1), 1)
+	})
+	if keysNeedCheck(reflect.TypeFor[string]()) || keysNeedCheck(reflect.TypeFor[struct {
+		a int
+		b [2]string
+	}]()) {
+		t.Error("keys that cannot fail the check are checked")
+	}
+}
+
+// TestBurstLeavesNoMemory: neither one large batch nor many keys, once read
+// and forgotten, keep memory for the broker's life.
+func TestBurstLeavesNoMemory(t *testing.T) {
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		run  func(b *Broker[int])
+	}{
+		{"one batch of 1,000,000 events", func(b *Broker[int]) {
+			data := make([]string, 1_000_000)
+			for i := range data {
+				data[i] = "x"
+			}
+			must(t, b.Enqueue(ctx, 1, data...))
+			data = nil
+			must(t, b.Close(ctx, 1))
+			if got := len(recvAll(t, b.Stream(1))); got != 1_000_000 {
+				t.Fatalf("received %d events", got)
+			}
+		}},
+		{"200,000 keys", func(b *Broker[int]) {
+			for k := range 200_000 {
+				must(t, b.Enqueue(ctx, k, "x"))
+				must(t, b.Close(ctx, k))
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBroker[int](t, WithRetention(time.Second))
+				must(t, b.Enqueue(ctx, -1, "warm up"))
+				before := heap()
+				c.run(b)
+				time.Sleep(2 * time.Second) // the keys are forgotten
+				synctest.Wait()
+				if s := b.Stats(); s.Keys != 1 || s.Closed != 0 {
+					t.Fatalf("stats %+v: the keys were not forgotten", s)
+				}
+				if grown := int64(heap()) - int64(before); grown > 1<<20 {
+					t.Fatalf("the heap grew by %d bytes, want under 1 MiB", grown)
+				}
+			})
+		})
+	}
+}
+
+// TestDropOldestKeepsTheNewest: what the feeder has taken counts against
+// the bound, so a reader that comes late gets the buffer, at most one event
+// in hand-off, then the newest n.
+func TestDropOldestKeepsTheNewest(t *testing.T) {
+	for range 20 {
+		b := newBroker[string](t, WithBuffer(4), WithMaxPending(8, DropOldest))
+		enqueueSeq(t, b, "k", 1, 100)
+		must(t, b.Close(context.Background(), "k"))
+		got := recvAll(t, b.Stream("k"))
+		checkSeq(t, got[:4], 1)
+		if len(got) < 12 || len(got) > 13 {
+			t.Fatalf("got %d events %v, want the 4 of the buffer, at most one in hand-off, and the newest 8", len(got), got)
+		}
+		checkSeq(t, got[len(got)-8:], 93)
+		if s := b.Stats(); s.Dropped != uint64(100-len(got)) {
+			t.Fatalf("dropped %d, received %d of 100", s.Dropped, len(got))
+		}
+	}
+}
+
+// TestShutdownResult: Shutdown returns nil when nothing was dropped, even
+// past its deadline, and every caller gets the same result.
+func TestShutdownResult(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New[string]()
+		enqueueSeq(t, b, "k", 1, 3) // in the channel: nothing to drop
+		expired, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := b.Shutdown(expired); err != nil {
+			t.Fatalf("Shutdown with an expired context, nothing dropped: %v, want nil", err)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		b := New[string]()
+		b.Stream("stalled")
+		enqueueSeq(t, b, "stalled", 1, 100)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		errs := make(chan error, 3)
+		for _, c := range []context.Context{ctx, ctx, context.Background()} {
+			go func() { errs <- b.Shutdown(c) }()
+		}
+		first := <-errs
+		if !errors.Is(first, ErrDropped) || !errors.Is(first, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown: %v, want ErrDropped and DeadlineExceeded", first)
+		}
+		for range 2 {
+			if err := <-errs; err != first {
+				t.Fatalf("callers disagree: %v and %v", first, err)
+			}
+		}
+	})
 }

@@ -102,7 +102,7 @@ func ExampleBroker_Close() {
 	}
 	fmt.Printf("%+v\n", b.Stats())
 	// Output:
-	// {Keys:0 Closed:1 Pending:0 Enqueued:0 Discarded:1 Dropped:0}
+	// {Keys:0 Closed:1 Pending:0 Enqueued:0 Discarded:1 Dropped:0 Replay:0}
 }
 
 // With a bound on each key's overflow, a reader that falls behind sees the

@@ -2,6 +2,7 @@ package sse
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -73,8 +74,8 @@ func TestShutdownDeadlineWithStalledStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if err := b.Shutdown(ctx); err != context.DeadlineExceeded {
-		t.Fatalf("Shutdown: %v, want DeadlineExceeded", err)
+	if err := b.Shutdown(ctx); !errors.Is(err, ErrDropped) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v, want ErrDropped and DeadlineExceeded", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("Shutdown took %v with a 300ms deadline", d)

@@ -3,12 +3,14 @@ package sse
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/rocketqueue/sse/ssetest"
@@ -31,8 +33,22 @@ func TestMaxKeys(t *testing.T) {
 	expectEnd(t, b.Stream("c"))
 	must(t, b.Enqueue(ctx, "a", "2")) // keys it holds are not affected
 	checkSeq(t, recv(t, b.Stream("a"), 2), 1)
-	if _, err := b.Subscribe(ctx, "c", SubscribeRequest{}); !errors.Is(err, ErrTooManyKeys) {
-		t.Errorf("Subscribe of a third key: %v, want ErrTooManyKeys", err)
+	// A request key does not count: it is forgotten when its connection
+	// leaves, and refused with WithKnownKeysOnly.
+	sub, err := b.Subscribe(ctx, "c", SubscribeRequest{})
+	must(t, err)
+	if s := b.Stats(); s.Keys != 3 {
+		t.Fatalf("stats %+v, want 3 open keys", s)
+	}
+	if err := b.Enqueue(ctx, "d", "1"); !errors.Is(err, ErrTooManyKeys) {
+		t.Errorf("with a request key held: %v, want ErrTooManyKeys", err)
+	}
+	if _, err := b.Subscribe(ctx, "c", SubscribeRequest{Known: true}); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("Subscribe(Known) to a request key: %v, want ErrUnknownKey", err)
+	}
+	sub.Close()
+	if s := b.Stats(); s.Keys != 2 {
+		t.Fatalf("stats %+v: the request key was not forgotten", s)
 	}
 	// Closed keys count until they are forgotten.
 	must(t, b.Close(ctx, "b"))
@@ -126,15 +142,69 @@ func expectTryLater(t *testing.T, resp *http.Response, retry time.Duration) {
 	}
 }
 
-func TestHandlerMaxKeysSaysTryLater(t *testing.T) {
-	b := newBroker[string](t, WithMaxKeys(1))
-	srv, _ := serve(t, b)
-	must(t, b.Enqueue(context.Background(), "held", "1"))
-	resp, err := srv.Client().Get(srv.URL + "?key=new")
-	if err != nil {
-		t.Fatal(err)
-	}
-	expectTryLater(t, resp, DefaultBusyRetry)
+// TestStrangersCannotLockProducersOut: requests for keys the server did not
+// create do not count against WithMaxKeys, so 1,000 open and 20,000
+// abandoned ones leave the server's own next key room, and the abandoned
+// ones leave nothing behind.
+func TestStrangersCannotLockProducersOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithMaxKeys(100), WithIdleTimeout(time.Hour), WithRetention(time.Minute))
+		h := Handler(b, queryKey)
+		ctx := context.Background()
+		for i := range 99 {
+			must(t, b.Enqueue(ctx, fmt.Sprint("job-", i), "1"))
+		}
+		// request starts a GET for key and returns the function that
+		// abandons it.
+		request := func(key string) (abandon func()) {
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				h.ServeHTTP(&flushRecorder{header: http.Header{}}, httptest.NewRequestWithContext(rctx, http.MethodGet, "/?key="+key, nil))
+			}()
+			return func() { cancel(); <-done }
+		}
+		var open []func()
+		for i := range 1000 {
+			open = append(open, request(fmt.Sprint("stranger-", i)))
+		}
+		for i := 0; i < 20_000; i += 1000 {
+			var batch []func()
+			for j := range 1000 {
+				batch = append(batch, request(fmt.Sprint("abandoned-", i+j)))
+			}
+			synctest.Wait() // every request holds its key
+			for _, abandon := range batch {
+				abandon()
+			}
+		}
+		synctest.Wait()
+		if s := b.Stats(); s.Keys != 99+1000 {
+			t.Fatalf("stats %+v: want 99 server keys and 1,000 request keys", s)
+		}
+		must(t, b.Enqueue(ctx, "job-99", "1")) // the 100th server key
+		b.Stats()                              // the loop holds it: the check in the caller sees it
+		if err := b.Enqueue(ctx, "job-100", "1"); !errors.Is(err, ErrTooManyKeys) {
+			t.Fatalf("the 101st server key: %v, want ErrTooManyKeys", err)
+		}
+		// A request key that the server sends an event becomes a server
+		// key, within the bound.
+		if err := b.Enqueue(ctx, "stranger-0", "1"); !errors.Is(err, ErrTooManyKeys) {
+			t.Fatalf("promoting a request key beyond the bound: %v, want ErrTooManyKeys", err)
+		}
+		must(t, b.Close(ctx, "job-0"))
+		time.Sleep(time.Minute) // job-0 is forgotten: room for one more
+		synctest.Wait()
+		must(t, b.Enqueue(ctx, "stranger-0", "1"))
+		for _, abandon := range open {
+			abandon()
+		}
+		synctest.Wait()
+		if s := b.Stats(); s.Keys != 100 {
+			t.Fatalf("stats %+v: want the 100 server keys, the request keys forgotten", s)
+		}
+	})
 }
 
 func TestHandlerMaxStreams(t *testing.T) {

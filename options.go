@@ -14,15 +14,18 @@ func (f optionFunc) apply(c *config) { f(c) }
 
 // config is a Broker's configuration, fixed by New.
 type config struct {
-	buffer     int           // capacity of each key's channel
-	maxPending int           // bound on each key's overflow; negative: unbounded
-	policy     Overflow      // what happens beyond maxPending
-	retention  time.Duration // how long a closed key is remembered
-	idle       time.Duration // close keys untouched for this long; 0: never
-	inbox      int           // commands, and events, the inbox holds before producers wait
-	replay     int           // events each key's replay window holds
-	maxKeys    int           // bound on keys, open and closed; 0: none
-	onWake     func()        // tests only: called by the loop before it takes the inbox
+	buffer       int           // capacity of each key's channel
+	maxPending   int           // bound on each key's overflow; negative: unbounded
+	policy       Overflow      // what happens beyond maxPending
+	retention    time.Duration // how long a closed key is remembered
+	idle         time.Duration // close keys untouched for this long; 0: never
+	inbox        int           // commands, and events, the inbox holds before producers wait
+	replayEvents int           // events each key's replay window holds
+	replayBytes  int           // bytes (see eventSize) each key's replay window holds
+	replayBudget int64         // bytes all replay windows hold together
+	maxKeys      int           // bound on keys, open and closed; 0: none
+	checkKeys    bool          // the key type can hold values that fail checkKey; set by New
+	onWake       func()        // tests only: called by the loop before it takes the inbox
 }
 
 // DefaultBuffer is the capacity of each key's channel unless [WithBuffer]
@@ -34,13 +37,24 @@ const DefaultBuffer = 16
 // [WithRetention] says otherwise.
 const DefaultRetention = 5 * time.Minute
 
+// dropping reports whether a policy drops events beyond the bound.
+func (c *config) dropping() bool {
+	return c.maxPending >= 0 && (c.policy == DropOldest || c.policy == DropNewest)
+}
+
+// low is the count of pending events at which producers waiting under the
+// Block policy are woken.
+func (c *config) low() int64 { return int64(c.maxPending / 2) }
+
 func defaults() config {
 	return config{
-		buffer:     DefaultBuffer,
-		maxPending: -1,
-		retention:  DefaultRetention,
-		inbox:      1024,
-		replay:     DefaultReplay,
+		buffer:       DefaultBuffer,
+		maxPending:   -1,
+		retention:    DefaultRetention,
+		inbox:        1024,
+		replayEvents: DefaultReplay,
+		replayBytes:  DefaultReplayBytes,
+		replayBudget: DefaultReplayBudget,
 	}
 }
 
@@ -83,23 +97,61 @@ func WithRetention(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.retention = d })
 }
 
-// DefaultReplay is how many events each key's replay window holds unless
-// [WithReplay] says otherwise.
-const DefaultReplay = 1024
+// DefaultReplay, DefaultReplayBytes and DefaultReplayBudget bound the replay
+// windows unless [WithReplay] and [WithReplayBudget] say otherwise.
+//
+// DefaultReplayBytes covers what a connection can swallow before it dies on
+// a Linux host at its default TCP settings, with one proxy on the way: the
+// server's socket send buffer (up to 4 MiB), the proxy's buffers and the
+// client's receive buffer. Measured on loopback, a connection cut while its
+// client read held at most 4.4 MB, and one whose client stopped reading at
+// most 14.5 MB, unless a proxy's own sockets grew buffers of tens of
+// megabytes (see the README's section on resuming). DefaultReplay is as
+// many events of 48 bytes, the least an event counts, so that by default
+// the bound in bytes is the one that holds. DefaultReplayBudget lets 32 keys
+// hold full windows at once.
+const (
+	DefaultReplay       = DefaultReplayBytes / eventOverhead
+	DefaultReplayBytes  = 16 << 20
+	DefaultReplayBudget = 32 * DefaultReplayBytes
+)
 
-// WithReplay sets how many events each key's replay window holds: the
-// events SSE connections took from the key (see [Broker.Subscribe]) that
-// their clients have not yet confirmed by resuming. A client that comes back
-// after more than n events were taken and never confirmed is told of the gap.
-// The window is allocated only for keys that SSE connections read. The
-// default is [DefaultReplay]; 0 turns replay off. [Handler] takes no more
-// than n events between two writes, so a small window means smaller writes.
-// n must be ≥ 0.
-func WithReplay(n int) Option {
-	if n < 0 {
-		panic("sse: WithReplay: negative size")
+// WithReplay bounds each key's replay window: the events SSE connections
+// took from the key (see [Broker.Subscribe]) that their clients have not
+// yet confirmed by resuming after them. The window holds at most events
+// events and bytes bytes, each event counting 48 bytes plus its Name and
+// Data (about its size on the wire, which is larger by 6 bytes for each
+// line of Data after the first); it drops its oldest beyond that. It
+// allocates as it fills, only for keys that SSE connections read, and is
+// freed when the key is forgotten.
+//
+// A client whose connection dies with more in flight than the window (in
+// the server's socket, each proxy's buffers and its own receive buffer) is
+// told of the gap when it resumes. [Handler] takes no more than the window
+// between two writes, so a small window means smaller writes. The defaults
+// are [DefaultReplay] and [DefaultReplayBytes]; 0 for either turns replay
+// off. Both must be ≥ 0.
+func WithReplay(events, bytes int) Option {
+	if events < 0 || bytes < 0 {
+		panic("sse: WithReplay: negative bound")
 	}
-	return optionFunc(func(c *config) { c.replay = n })
+	return optionFunc(func(c *config) { c.replayEvents, c.replayBytes = events, bytes })
+}
+
+// WithReplayBudget bounds the bytes that all keys' replay windows hold
+// together, so that many streaming keys cannot exhaust memory. When the
+// budget is used up, windows stop growing: a window then drops its own
+// oldest event for each new one, keeping at least its newest 32 KiB (the
+// most [Handler] writes at once), so the budget may be exceeded by up to
+// 32 KiB per streaming key. Clients of keys whose windows shrank that way
+// get a gap when more was in flight than their window kept. [Stats].Replay
+// tells how much the windows hold. The default is [DefaultReplayBudget].
+// n must be ≥ 0.
+func WithReplayBudget(n int64) Option {
+	if n < 0 {
+		panic("sse: WithReplayBudget: negative budget")
+	}
+	return optionFunc(func(c *config) { c.replayBudget = n })
 }
 
 // WithIdleTimeout closes, as [Broker.Close] does, every key that has seen no

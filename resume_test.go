@@ -3,11 +3,16 @@ package sse
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -149,7 +154,7 @@ func TestResumeReplaysWhatTheClientMissed(t *testing.T) {
 }
 
 func TestResumeGap(t *testing.T) {
-	b := newBroker[string](t, WithReplay(4))
+	b := newBroker[string](t, WithReplay(4, 1<<20))
 	srv, _ := serve(t, b)
 	enqueueSeq(t, b, "k", 1, 22)
 	// A client read 1-22 but lost 3-22 on the way (say, a proxy buffered
@@ -167,24 +172,40 @@ func TestResumeGap(t *testing.T) {
 	c.expectSeq(t, 23, 23)
 }
 
+// TestDefaultReplayWindow: by default the window is bounded by bytes, 16
+// MiB of events counted as 48 bytes plus their Name and Data.
 func TestDefaultReplayWindow(t *testing.T) {
+	if DefaultReplayBytes != 16<<20 || DefaultReplay != DefaultReplayBytes/48 || DefaultReplayBudget != 512<<20 {
+		t.Fatalf("defaults %d events, %d bytes, budget %d: not the documented 349,525, 16 MiB and 512 MiB",
+			DefaultReplay, DefaultReplayBytes, DefaultReplayBudget)
+	}
 	b := newBroker[string](t) // default settings
-	const n = DefaultReplay + 100
-	enqueueSeq(t, b, "k", 1, n)
+	const size = 1024
+	const fits = DefaultReplayBytes / (48 + size)
+	const n = fits + 100
+	data := func(id int) string { s := strconv.Itoa(id); return s + strings.Repeat(" ", size-len(s)) }
+	for i := 1; i <= n; i++ {
+		must(t, b.Enqueue(context.Background(), "k", data(i)))
+	}
 	take(t, b, "k", SubscribeRequest{}, n) // a connection took all, then died
 	sub, err := b.Subscribe(context.Background(), "k", SubscribeRequest{Resume: true, LastID: 0})
 	must(t, err)
 	defer sub.Close()
-	gap, missed := sub.Missed()
+	gap, seq := sub.Missed()
+	missed := slices.Collect(seq)
 	if want := (Gap{From: 1, To: 100}); gap != want {
 		t.Fatalf("gap %+v, want %+v", gap, want)
 	}
-	if len(missed) != DefaultReplay {
-		t.Fatalf("%d events replayed, want the window's %d", len(missed), DefaultReplay)
+	if len(missed) != fits {
+		t.Fatalf("%d events replayed, want the %d that fit in 16 MiB", len(missed), fits)
 	}
-	checkSeq(t, missed, 101)
-	if DefaultReplay != 1024 { // the figure the README gives
-		t.Fatalf("DefaultReplay is %d, documented as 1,024", DefaultReplay)
+	for i, ev := range missed {
+		if ev.ID != uint64(101+i) || ev.Data != data(101+i) {
+			t.Fatalf("replayed event %d is %d, want %d", i, ev.ID, 101+i)
+		}
+	}
+	if st := b.Stats(); st.Replay != fits*(48+size) {
+		t.Fatalf("Stats.Replay %d, want %d", st.Replay, fits*(48+size))
 	}
 }
 
@@ -260,13 +281,18 @@ func TestResumeClosedKey(t *testing.T) {
 	}
 }
 
-func TestInProcessReadersAreNotReplayed(t *testing.T) {
+// TestInProcessReadsAreGapsOverSSE: events read in process cannot be
+// replayed to an SSE client that resumes before them: it gets a gap.
+func TestInProcessReadsAreGapsOverSSE(t *testing.T) {
 	b := newBroker[string](t)
 	srv, _ := serve(t, b)
 	enqueueSeq(t, b, "k", 1, 2)
 	recv(t, b.Stream("k"), 2) // read once, in process
 	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "0")
 	enqueueSeq(t, b, "k", 3, 3)
+	if ev := c.next(t); ev.Type != EventGap || ev.Data != `{"from":1,"to":2}` || ev.ID != "2" {
+		t.Fatalf("got %+v, want the gap 1-2", ev)
+	}
 	c.expectSeq(t, 3, 3)
 }
 
@@ -306,7 +332,8 @@ func TestTakeoverWaitsForTheOldConnection(t *testing.T) {
 		r := <-next
 		must(t, r.err)
 		defer r.sub.Close()
-		if _, missed := r.sub.Missed(); len(missed) != 1 || missed[0].ID != 1 {
+		_, seq := r.sub.Missed()
+		if missed := slices.Collect(seq); len(missed) != 1 || missed[0].ID != 1 {
 			t.Fatalf("missed %v, want the event the old subscription took", missed)
 		}
 	})
@@ -332,6 +359,7 @@ func TestReplayWindowIsLazy(t *testing.T) {
 	b := New[string]()
 	enqueueSeq(t, b, "k", 1, 3)
 	recv(t, b.Stream("k"), 3)
+	b.Stream("sse") // a server key: a request key would be forgotten
 	take(t, b, "sse", SubscribeRequest{}, 0)
 	must(t, b.Shutdown(context.Background()))
 	// The loop has returned: its state can be read.
@@ -360,4 +388,83 @@ func TestResumeFirstConnectionWithQueryID(t *testing.T) {
 	h.waitIdle(t)
 	c := open(t, srv.Client(), srv.URL, "k&lastEventId=0") // same URL, no header
 	c.expectSeq(t, 1, 3)
+}
+
+// writeWatch wraps a handler so that a test can tell when one of its
+// writes has been blocked for a while.
+type writeWatch struct {
+	h     http.Handler
+	since atomic.Int64 // when the Write in progress began, in Unix nanoseconds; 0 if none
+}
+
+func (ww *writeWatch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ww.h.ServeHTTP(watchedWriter{w, ww}, r)
+}
+
+// blocked waits until a Write has lasted d.
+func (ww *writeWatch) blocked(t *testing.T, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for {
+		if since := ww.since.Load(); since != 0 && time.Since(time.Unix(0, since)) >= d {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write blocked for %v within %v", d, patience)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type watchedWriter struct {
+	http.ResponseWriter
+	ww *writeWatch
+}
+
+func (w watchedWriter) Write(p []byte) (int, error) {
+	w.ww.since.Store(time.Now().UnixNano())
+	defer w.ww.since.Store(0)
+	return w.ResponseWriter.Write(p)
+}
+
+func (w watchedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestTakeoverAbortsABlockedWrite: a client that comes back while its old
+// connection's handler is blocked writing to it (the client stopped
+// reading, and the connection is not dead yet) gets its stream at once, not
+// after the write timeout, or never without one; and it gets every event
+// exactly once, those the old connection took included.
+func TestTakeoverAbortsABlockedWrite(t *testing.T) {
+	for _, timeout := range []time.Duration{DefaultWriteTimeout, 0} {
+		t.Run(fmt.Sprint("write timeout ", timeout), func(t *testing.T) {
+			b := newBroker[string](t)
+			ww := &writeWatch{h: Handler(b, queryKey, WithWriteTimeout(timeout))}
+			h := &tracked{h: ww}
+			srv := httptest.NewUnstartedServer(h)
+			srv.Listener = smallBuffers{srv.Listener}
+			srv.Start()
+			t.Cleanup(srv.Close)
+			dialStalled(t, srv.Listener.Addr().String(), "k")
+			big := strings.Repeat("x", 64<<10)
+			const n = 100 // 6.4 MB: far more than the stalled connection holds
+			for i := 1; i <= n; i++ {
+				must(t, b.Enqueue(context.Background(), "k", strconv.Itoa(i)+big))
+			}
+			ww.blocked(t, 200*time.Millisecond)
+
+			start := time.Now()
+			c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "0")
+			if d := time.Since(start); d > time.Second {
+				t.Fatalf("the takeover got its headers after %v, want under 1s", d)
+			}
+			for i := 1; i <= n; i++ {
+				if ev := c.next(t); ev.ID != strconv.Itoa(i) || ev.Data != strconv.Itoa(i)+big {
+					t.Fatalf("got event %s, want %d", ev.ID, i)
+				}
+			}
+			if h.active.Load() != 1 {
+				t.Fatalf("%d handlers running, want the new one only", h.active.Load())
+			}
+		})
+	}
 }

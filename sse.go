@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sync/semaphore"
 )
 
 // Handler returns an http.Handler that streams one key's queue to a client
@@ -66,17 +65,15 @@ func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), op
 	for _, o := range opts {
 		o.applyHandler(&h.cfg)
 	}
-	if h.cfg.maxStreams > 0 {
-		h.streams = semaphore.NewWeighted(int64(h.cfg.maxStreams))
-	}
+	h.streams = newStreams[K](h.cfg.maxStreams)
 	return h
 }
 
 type handler[K comparable] struct {
 	src     Source[K]
 	key     func(*http.Request) (K, error)
-	cfg     handlerConfig       // immutable after Handler
-	streams *semaphore.Weighted // with WithMaxStreams: one unit per stream being served
+	cfg     handlerConfig // immutable after Handler
+	streams *streams[K]   // with WithMaxStreams: the streams being served
 }
 
 var errTooManyStreams = errors.New("sse: too many streams")
@@ -92,7 +89,7 @@ func (h *handler[K]) tryLater(w http.ResponseWriter, r *http.Request, err error)
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprintf(w, "retry: %d\n\n", retryMillis(retry))
 }
@@ -104,7 +101,7 @@ const DefaultBusyRetry = 5 * time.Second
 func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		http.Error(w, "sse: only GET streams events", http.StatusMethodNotAllowed)
+		h.refuse(w, r, http.StatusMethodNotAllowed, errors.New("sse: only GET streams events"))
 		return
 	}
 	key, err := h.keyOf(r)
@@ -116,13 +113,6 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusInternalServerError, errors.New("sse: the ResponseWriter cannot flush"))
 		return
 	}
-	if h.streams != nil {
-		if !h.streams.TryAcquire(1) {
-			h.tryLater(w, r, errTooManyStreams)
-			return
-		}
-		defer h.streams.Release(1)
-	}
 	req := SubscribeRequest{Takeover: h.cfg.takeover == TakeOverAlways, Known: h.cfg.known}
 	if id, header, ok := lastEventID(r); ok {
 		// Only the header shows a reconnection: a browser sends it itself.
@@ -131,10 +121,20 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.Resume, req.LastID = true, id
 		req.Takeover = req.Takeover || header
 	}
+	sl, ok := h.streams.acquire(key, req.Takeover)
+	if !ok {
+		h.tryLater(w, r, errTooManyStreams)
+		return
+	}
+	defer h.streams.release(key, sl)
+	c := newConn(w, h.cfg.writeTimeout)
+	defer c.finish()
+	req.Abort = c.abort
 	sub, err := h.src.Subscribe(r.Context(), key, req)
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrFinished):
+		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusNoContent)
 		return
 	case errors.Is(err, ErrBusy) && !req.Takeover:
@@ -142,6 +142,9 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, ErrUnknownKey):
 		h.refuse(w, r, http.StatusNotFound, err)
+		return
+	case errors.Is(err, ErrInvalidKey):
+		h.refuse(w, r, http.StatusBadRequest, err)
 		return
 	case errors.Is(err, ErrBusy), errors.Is(err, ErrShutdown), errors.Is(err, ErrTooManyKeys), r.Context().Err() != nil:
 		// A newer takeover won, the source is going away or full, or the
@@ -154,7 +157,7 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Close()
-	h.stream(w, r, sub)
+	h.stream(w, r, c, sub, req)
 }
 
 // keyOf calls the key function, turning a panic into an error, except
@@ -176,37 +179,58 @@ type panicError struct{ value any }
 func (e panicError) Error() string   { return fmt.Sprintf("sse: key function panicked: %v", e.value) }
 func (e panicError) StatusCode() int { return http.StatusInternalServerError }
 
-// flushBytes is how much the handler gathers before it writes even if more
-// events are ready, so that a long backlog does not build one huge buffer.
+// flushBytes is the most the handler takes, and writes, at once: it writes
+// even if more events are ready, so that a long backlog does not build one
+// huge buffer, and splits a larger replay or event into writes of this
+// size, each under its own deadline.
 const flushBytes = 32 << 10
 
 // stream writes the subscription's events until the key ends or the
-// connection does.
-func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, sub Subscription) {
+// connection does. req is the subscription's request.
+func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub Subscription, req SubscribeRequest) {
 	ctx := r.Context()
-	rc := http.NewResponseController(w)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("Cache-Control", "no-cache, no-transform")
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
+	failed := func(err error) {
+		level := slog.LevelInfo
+		if errors.Is(err, errAborted) {
+			level = slog.LevelDebug
+		}
+		h.log(ctx, level, "sse: write failed", r, slog.Any("error", err))
+	}
 	buf := make([]byte, 0, 4<<10)
 	if h.cfg.retry > 0 {
 		buf = append(buf, "retry: "...)
 		buf = strconv.AppendInt(buf, retryMillis(h.cfg.retry), 10)
 		buf = append(buf, "\n\n"...)
 	}
+	// last is the ID of the last event the client has, once known: an event
+	// after a jump in IDs (events dropped by an overflow policy, or read by
+	// another reader) comes after a gap event that names the jump.
+	last, known := req.LastID, req.Resume
 	gap, missed := sub.Missed()
 	if gap != (Gap{}) {
-		buf = fmt.Appendf(buf, "id: %d\nevent: gap\ndata: {\"from\":%d,\"to\":%d}\n\n", gap.To, gap.From, gap.To)
+		buf = appendGap(buf, gap)
+		last, known = gap.To, true
 		h.log(ctx, slog.LevelWarn, "sse: client missed events that are no longer retained", r, slog.Uint64("from", gap.From), slog.Uint64("to", gap.To))
 	}
-	for _, ev := range missed {
+	for ev := range missed {
 		buf = appendEvent(buf, ev)
+		last, known = ev.ID, true
+		if len(buf) >= flushBytes {
+			if err := c.write(buf); err != nil {
+				failed(err)
+				return
+			}
+			buf = buf[:0]
+		}
 	}
-	if err := h.write(w, rc, buf); err != nil {
-		h.log(ctx, slog.LevelInfo, "sse: write failed", r, slog.Any("error", err))
+	if err := c.write(buf); err != nil {
+		failed(err)
 		return
 	}
 
@@ -217,18 +241,57 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, sub Subscrip
 		defer beat.Stop()
 		heartbeat = beat.C
 	}
-	events, done, window := sub.Events(), sub.Done(), sub.Window()
+	// A connection takes no more than the replay window, and flushBytes,
+	// between two writes, so that a failed write loses nothing. An event
+	// that would go beyond is carried to the next write: it is recorded as
+	// taken when it joins a write, or when the handler returns.
+	events, done := sub.Events(), sub.Done()
+	maxEvents, maxBytes := sub.Window()
+	if maxEvents == 0 {
+		maxEvents, maxBytes = math.MaxInt, math.MaxInt
+	}
+	limit := min(flushBytes, maxBytes)
+	var carry Event
+	carried := false
+	defer func() {
+		if carried {
+			sub.Taken(carry)
+		}
+	}()
 	for {
 		buf = buf[:0]
+		ev, ok, ping := carry, true, false
+		if carried {
+			carried = false
+		} else {
+			select {
+			case ev, ok = <-events:
+			case <-heartbeat:
+				ping = true
+			case <-done:
+				h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
 		ended := false
-		select {
-		case ev, ok := <-events:
-			for n := 1; ok; n++ {
-				sub.Taken(ev)
-				buf = appendEvent(buf, ev)
-				if len(buf) >= flushBytes || n == window {
+		if ping {
+			buf = append(buf, ": ping\n\n"...)
+		} else {
+			// Take ev, then whatever else is ready, within the bounds.
+			for n, size := 0, 0; ok; n++ {
+				if n > 0 && (n == maxEvents || size+eventSize(ev) > limit) {
+					carry, carried = ev, true
 					break
 				}
+				sub.Taken(ev)
+				size += eventSize(ev)
+				if known && ev.ID > last+1 {
+					buf = appendGap(buf, Gap{From: last + 1, To: ev.ID - 1})
+				}
+				buf = appendEvent(buf, ev)
+				last, known = ev.ID, true
 				select {
 				case ev, ok = <-events:
 					continue
@@ -243,18 +306,17 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, sub Subscrip
 			default:
 			}
 			if ended = !ok; ended {
-				buf = append(buf, h.cfg.end...)
+				if err := sub.Err(); err != nil {
+					// Cut short: no "close", so that the client comes back
+					// and learns what happened.
+					h.log(ctx, slog.LevelWarn, "sse: stream cut short", r, slog.Any("error", err))
+				} else {
+					buf = append(buf, h.cfg.end...)
+				}
 			}
-		case <-heartbeat:
-			buf = append(buf, ": ping\n\n"...)
-		case <-done:
-			h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
-			return
-		case <-ctx.Done():
-			return
 		}
-		if err := h.write(w, rc, buf); err != nil {
-			h.log(ctx, slog.LevelInfo, "sse: write failed", r, slog.Any("error", err))
+		if err := c.write(buf); err != nil {
+			failed(err)
 			return
 		}
 		if ended {
@@ -266,23 +328,6 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, sub Subscrip
 	}
 }
 
-// write writes buf and flushes it under a fresh write deadline, then lifts
-// the deadline so that an idle stream is not cut.
-func (h *handler[K]) write(w http.ResponseWriter, rc *http.ResponseController, buf []byte) error {
-	if h.cfg.writeTimeout > 0 {
-		if err := rc.SetWriteDeadline(time.Now().Add(h.cfg.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			return err
-		}
-		defer rc.SetWriteDeadline(time.Time{})
-	}
-	if len(buf) > 0 {
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
-	}
-	return rc.Flush()
-}
-
 // refuse answers a request that gets no stream, and logs why.
 func (h *handler[K]) refuse(w http.ResponseWriter, r *http.Request, status int, err error) {
 	level := slog.LevelInfo
@@ -290,6 +335,7 @@ func (h *handler[K]) refuse(w http.ResponseWriter, r *http.Request, status int, 
 		level = slog.LevelError
 	}
 	h.log(r.Context(), level, "sse: request refused", r, slog.Int("status", status), slog.Any("error", err))
+	w.Header().Set("Cache-Control", "no-store")
 	http.Error(w, err.Error(), status)
 }
 
@@ -347,6 +393,18 @@ func lastEventID(r *http.Request) (id uint64, header, ok bool) {
 // make clients reconnect at once, again and again.
 func retryMillis(d time.Duration) int64 { return max(1, d.Milliseconds()) }
 
+// appendGap appends a gap event: its id is g.To, so that a client that
+// resumes after it does not ask for the gap again.
+func appendGap(buf []byte, g Gap) []byte {
+	buf = append(buf, "id: "...)
+	buf = strconv.AppendUint(buf, g.To, 10)
+	buf = append(buf, "\nevent: "+EventGap+"\ndata: {\"from\":"...)
+	buf = strconv.AppendUint(buf, g.From, 10)
+	buf = append(buf, ",\"to\":"...)
+	buf = strconv.AppendUint(buf, g.To, 10)
+	return append(buf, "}\n\n"...)
+}
+
 // appendEvent appends ev in the text/event-stream format: an id line, an
 // event line if it has a Name, one data line per line of Data (a line ends
 // at CRLF, LF or CR, as the client's parser splits them), and a blank line.
@@ -398,17 +456,25 @@ type handlerConfig struct {
 	known        bool         // refuse keys the source does not have
 }
 
+// DefaultHeartbeat and DefaultWriteTimeout are [Handler]'s heartbeat
+// interval and write deadline unless [WithHeartbeat] and [WithWriteTimeout]
+// say otherwise.
+const (
+	DefaultHeartbeat    = 15 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+)
+
 func handlerDefaults() handlerConfig {
 	return handlerConfig{
-		heartbeat:    15 * time.Second,
-		writeTimeout: 30 * time.Second,
+		heartbeat:    DefaultHeartbeat,
+		writeTimeout: DefaultWriteTimeout,
 		end:          "event: close\ndata: \n\n",
 	}
 }
 
 // WithHeartbeat sets how long a stream may be idle before the handler
 // writes a comment line, so that proxies and load balancers do not cut it.
-// The default is 15 seconds; 0 turns heartbeats off.
+// The default is [DefaultHeartbeat]; 0 turns heartbeats off.
 func WithHeartbeat(d time.Duration) HandlerOption {
 	return handlerOptionFunc(func(c *handlerConfig) { c.heartbeat = max(d, 0) })
 }
@@ -422,7 +488,7 @@ func WithRetry(d time.Duration) HandlerOption {
 
 // WithWriteTimeout bounds each write to the client, so that a client that
 // stops reading is dropped rather than holding the handler. The default is
-// 30 seconds; 0 means no bound.
+// [DefaultWriteTimeout]; 0 means no bound.
 func WithWriteTimeout(d time.Duration) HandlerOption {
 	return handlerOptionFunc(func(c *handlerConfig) { c.writeTimeout = max(d, 0) })
 }

@@ -1,58 +1,144 @@
 package sse
 
+import (
+	"context"
+	"errors"
+	"iter"
+)
+
 // Stream returns key's channel, creating the key's queue if it is new.
 // Every call for a key returns the same channel: readers compete, and each
 // event is received once. The loop closes the channel after the last event of
 // a closed key, so ranging over it ends; a key that was closed before it held
 // anything gets a closed channel at once, and so does every key after
-// [Broker.Shutdown].
+// [Broker.Shutdown], or a key the broker cannot hold (see [ErrInvalidKey]).
+// A channel is also closed when its stream is cut short (see [ErrTruncated]):
+// a reader that must tell the two apart uses [Broker.Events].
 //
 // Stream counts as activity for [WithIdleTimeout]. At the [WithMaxKeys]
 // bound, Stream of a new key returns a closed channel. It waits for the loop's
 // answer, so it costs a round trip: call it once per reader, not per event.
 func (b *Broker[K]) Stream(key K) <-chan Event {
-	select {
-	case <-b.done:
+	t, err := b.stream(key)
+	if err != nil {
 		return closedChan
-	default:
-	}
-	reply := make(chan (<-chan Event), 1)
-	b.post(command[K]{op: opStream, key: key, arg: reply})
-	select {
-	case ch := <-reply:
-		return ch
-	case <-b.done:
-		select {
-		case ch := <-reply:
-			return ch
-		default:
-			return closedChan
-		}
-	}
-}
-
-// stream handles opStream. During Shutdown it creates no key.
-func (l *loop[K]) stream(key K) <-chan Event {
-	if l.quitting {
-		if t := l.topics[key]; t != nil {
-			return t.ch
-		}
-		return closedChan
-	}
-	t := l.open(key)
-	if t == nil {
-		return closedChan // refused by the key limit
 	}
 	return t.ch
 }
 
+// ErrTruncated is the error with which [Broker.Events] and
+// [Subscription.Err] report a stream cut short: the key's channel was
+// closed before every event had been handed to it, because Shutdown's
+// deadline passed or the key was forgotten with events its readers never
+// took (see [WithRetention]). [Handler] then ends the response without the
+// "close" event, so that the client reconnects and learns what happened.
+var ErrTruncated = errors.New("sse: stream cut short")
+
+// Events returns key's events as an iterator, for a reader that must know
+// how its stream ended; it creates the key's queue if it is new. It ranges
+// over the channel [Broker.Stream] returns, competing with the key's other
+// readers, and ends:
+//   - after the last event of a closed key, with no error;
+//   - with [ErrTruncated], after the events that reached the channel, if the
+//     stream was cut short;
+//   - with ctx's error when ctx ends;
+//   - at once with an error wrapping [ErrInvalidKey], or with
+//     [ErrTooManyKeys] or [ErrShutdown], if there is no stream to read.
+//
+// An error comes once, last, with a zero Event. Events costs no goroutine;
+// like Stream, it waits for the loop's answer when the range begins.
+func (b *Broker[K]) Events(ctx context.Context, key K) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		t, err := b.stream(key)
+		if err != nil {
+			yield(Event{}, err)
+			return
+		}
+		for {
+			select {
+			case ev, ok := <-t.ch:
+				if !ok {
+					if t.truncated { // written before the channel closed
+						yield(Event{}, ErrTruncated)
+					}
+					return
+				}
+				if !yield(ev, nil) {
+					return
+				}
+			case <-ctx.Done():
+				yield(Event{}, ctx.Err())
+				return
+			}
+		}
+	}
+}
+
+// stream asks the loop for key's topic. Only its channel, and once that is
+// closed its truncated flag, may be read.
+func (b *Broker[K]) stream(key K) (*topic[K], error) {
+	if err := b.checkKey(key); err != nil {
+		return nil, err
+	}
+	select {
+	case <-b.done:
+		return nil, ErrShutdown
+	default:
+	}
+	reply := make(chan streamAnswer[K], 1)
+	b.post(command[K]{op: opStream, key: key, arg: reply})
+	select {
+	case a := <-reply:
+		return a.t, a.err
+	case <-b.done:
+		select {
+		case a := <-reply:
+			return a.t, a.err
+		default:
+			return nil, ErrShutdown
+		}
+	}
+}
+
+// A streamAnswer is the loop's answer to opStream.
+type streamAnswer[K comparable] struct {
+	t   *topic[K]
+	err error
+}
+
+// stream handles opStream. During Shutdown it creates no key.
+func (l *loop[K]) stream(key K) streamAnswer[K] {
+	if l.quitting {
+		if t := l.topics[key]; t != nil {
+			return streamAnswer[K]{t: t}
+		}
+		return streamAnswer[K]{err: ErrShutdown}
+	}
+	t := l.open(key, true)
+	if t == nil {
+		return streamAnswer[K]{err: ErrTooManyKeys}
+	}
+	return streamAnswer[K]{t: t}
+}
+
 // publish numbers evs and appends them to key's queue: into its channel
 // while it has room and nothing waits before them, else into its overflow.
-func (l *loop[K]) publish(key K, evs []Event) {
-	t := l.open(key)
+// f is the key's flow under the Block policy, else nil.
+func (l *loop[K]) publish(key K, evs []Event, f *flow) {
+	low := l.b.cfg.low()
+	t := l.open(key, true)
 	if t == nil || t.closed { // refused by the key limit, or closed
 		l.stats.Discarded += uint64(len(evs))
+		if f != nil {
+			f.release(len(evs), low)
+			if f.pending.Load() == 0 {
+				l.endFlow(key, f)
+			}
+		}
 		return
+	}
+	if t.flow == nil && f != nil {
+		t.flow = f // before the key's first feeder starts: it reads t.flow
 	}
 	l.stats.Enqueued += uint64(len(evs))
 	for i := range evs {
@@ -61,10 +147,9 @@ func (l *loop[K]) publish(key K, evs []Event) {
 	}
 	bl := t.backlog
 	if bl == nil {
-		for len(evs) > 0 && trySend(t.ch, evs[0]) {
-			evs = evs[1:]
-		}
-		if len(evs) == 0 {
+		sent := sendReady(t.ch, evs)
+		f.release(sent, low)
+		if evs = evs[sent:]; len(evs) == 0 {
 			return
 		}
 		bl = l.newBacklog()
@@ -72,39 +157,52 @@ func (l *loop[K]) publish(key K, evs []Event) {
 		l.backlogged[t] = struct{}{}
 	}
 	bl.mu.Lock()
+	sent := 0
 	if !bl.feeding && bl.queue.len() == 0 {
 		// The last feeder sent everything before it stopped feeding, so
 		// these events may go straight into the channel again.
-		for len(evs) > 0 && trySend(t.ch, evs[0]) {
-			evs = evs[1:]
-		}
+		sent = sendReady(t.ch, evs)
 	}
-	bl.queue.push(l.admit(bl, evs)...)
+	bl.queue.push(l.admit(bl, evs[sent:])...)
 	start := !bl.feeding && bl.queue.len() > 0
 	bl.feeding = bl.feeding || start
-	feeding, waiting := bl.feeding, bl.queue.len()
+	feeding := bl.feeding
 	bl.mu.Unlock()
+	f.release(sent, low)
 	if start {
 		l.b.feeders.Add(1)
 		go l.b.feed(t, bl)
 	}
 	if !feeding { // everything went into the channel after all
 		l.endBacklog(t)
-		return
-	}
-	if cfg := l.b.cfg; cfg.policy == Block && waiting >= cfg.maxPending {
-		l.setCongested(key, true)
 	}
 }
 
-// admit applies the overflow policy to events bound for bl's queue and
-// returns those that may enter it. The caller holds bl.mu.
+// sendReady sends evs into ch, in order, while it has room, and returns how
+// many it sent.
+func sendReady(ch chan Event, evs []Event) int {
+	n := 0
+	for n < len(evs) && trySend(ch, evs[n]) {
+		n++
+	}
+	return n
+}
+
+// admit applies a dropping overflow policy to events bound for bl's queue
+// and returns those that may enter it. Under DropOldest the queue keeps at
+// most the bound, and the feeder holds at most one more event, on its way
+// into the channel; under DropNewest that one counts against the bound. The
+// caller holds bl.mu.
 func (l *loop[K]) admit(bl *backlog, evs []Event) []Event {
 	cfg := l.b.cfg
-	if cfg.maxPending < 0 || cfg.policy == Block {
+	if !cfg.dropping() {
 		return evs
 	}
-	excess := bl.queue.len() + len(evs) - cfg.maxPending
+	held := bl.queue.len()
+	if cfg.policy == DropNewest {
+		held += int(bl.unsent.Load())
+	}
+	excess := held + len(evs) - cfg.maxPending
 	if excess <= 0 {
 		return evs
 	}
@@ -136,31 +234,38 @@ func trySend(ch chan Event, ev Event) bool {
 	}
 }
 
-// feed is a backlogged key's feeder goroutine. It takes the key's whole
-// overflow at once and sends it into the channel, blocking as the loop
-// must not, until it finds the overflow empty; then it returns. It returns
-// early when the loop closes stop: the key was forgotten, or Shutdown's
-// deadline passed. Its last act is to tell the loop, which then ends the
-// backlog or, if it started another feeder meanwhile, lets that one go on.
-// Under the Block policy it also tells the loop after each batch it takes,
-// so that the loop can lift the key's congestion.
+// feed is a backlogged key's feeder goroutine. It takes events from the
+// key's overflow and sends them into the channel, blocking as the loop must
+// not, until it finds the overflow empty; then it returns. Unless a
+// dropping policy bounds the overflow, it takes the whole overflow at once,
+// so that events move in batches without a lock per event; under a
+// dropping policy it takes one event at a time, so that the policy can drop
+// any other. It returns early when the loop closes stop: the key was
+// forgotten, or Shutdown's deadline passed. Its last act is to tell the
+// loop, which then ends the backlog or, if it started another feeder
+// meanwhile, lets that one go on.
 func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 	defer b.feeders.Done()
-	ch, block := t.ch, b.cfg.policy == Block
+	ch, f, low, whole := t.ch, t.flow, b.cfg.low(), !b.cfg.dropping()
 	bl.mu.Lock()
 	batch := bl.spare
 	bl.spare = fifo{}
 	for bl.queue.len() > 0 {
-		batch, bl.queue = bl.queue, batch
+		if whole {
+			batch, bl.queue = bl.queue, batch
+		} else {
+			batch.push(bl.queue.front())
+			bl.queue.dropOldest()
+		}
 		bl.unsent.Store(int64(batch.len()))
 		bl.mu.Unlock()
-		if block {
-			b.post(command[K]{op: opFed, arg: t})
-		}
+		sent := 0
 		for batch.len() > 0 {
 			// A full channel is seen without its lock: go straight to waiting.
 			if len(ch) == cap(ch) || !trySend(ch, batch.front()) {
 				bl.unsent.Store(int64(batch.len()))
+				f.release(sent, low)
+				sent = 0
 				select {
 				case ch <- batch.front():
 				case <-bl.stop:
@@ -173,8 +278,10 @@ func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 				}
 			}
 			batch.dropOldest()
+			sent++
 		}
 		bl.unsent.Store(0)
+		f.release(sent, low)
 		bl.mu.Lock()
 	}
 	bl.feeding, bl.spare = false, batch
@@ -182,8 +289,9 @@ func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 	b.post(command[K]{op: opFed, arg: t})
 }
 
-// fed handles opFed: t's feeder took a batch, or returned. When the feeder
-// has returned with nothing left to send, the backlog ends.
+// fed handles opFed: t's feeder returned. If it returned with nothing left
+// to send, the backlog ends; if it was stopped, what it had not sent is
+// dropped.
 func (l *loop[K]) fed(t *topic[K]) {
 	bl := t.backlog
 	if bl == nil {
@@ -192,16 +300,16 @@ func (l *loop[K]) fed(t *topic[K]) {
 	bl.mu.Lock()
 	feeding, waiting := bl.feeding, bl.queue.len()
 	bl.mu.Unlock()
-	if cfg := l.b.cfg; cfg.policy == Block && !t.closed && waiting < cfg.maxPending {
-		l.setCongested(t.key, false)
-	}
 	if feeding {
-		return
+		return // a new feeder took over
 	}
-	// The feeder has returned. Unless it was stopped, it left the queue
-	// empty: publish starts a feeder whenever it queues events.
+	// Unless it was stopped, the feeder left the queue empty: publish
+	// starts a feeder whenever it queues events.
 	if bl.stopping {
-		l.stats.Dropped += uint64(bl.unsent.Load()) + uint64(waiting)
+		dropped := int(bl.unsent.Load()) + waiting
+		l.stats.Dropped += uint64(dropped)
+		t.truncated = dropped > 0
+		t.flow.release(dropped, l.b.cfg.low())
 		bl.mu.Lock()
 		bl.queue.clear()
 		bl.mu.Unlock()
@@ -217,8 +325,6 @@ func (l *loop[K]) endBacklog(t *topic[K]) {
 	delete(l.backlogged, t)
 	if t.closed {
 		close(t.ch)
-	} else {
-		l.setCongested(t.key, false)
 	}
 	l.recycle(bl)
 }
@@ -234,18 +340,23 @@ func (l *loop[K]) stopFeeder(t *topic[K]) {
 
 // abandon ends every backlog at once when Shutdown's deadline has passed:
 // it stops the feeders, waits for them, counts what they did not send as
-// dropped, and closes the channels.
-func (l *loop[K]) abandon() {
+// dropped, and closes the channels. It returns how many events it dropped.
+func (l *loop[K]) abandon() uint64 {
 	for t := range l.backlogged {
 		l.stopFeeder(t)
 	}
 	l.b.feeders.Wait()
+	var dropped uint64
 	for t := range l.backlogged {
 		bl := t.backlog
-		l.stats.Dropped += uint64(bl.unsent.Load()) + uint64(bl.queue.len())
+		n := uint64(bl.unsent.Load()) + uint64(bl.queue.len())
+		dropped += n
+		t.truncated = n > 0
 		bl.queue.clear()
 		t.backlog = nil
 		close(t.ch)
 	}
 	clear(l.backlogged)
+	l.stats.Dropped += dropped
+	return dropped
 }

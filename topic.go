@@ -1,14 +1,16 @@
 package sse
 
 import (
+	"iter"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // A topic is one key's queue. Every field is owned by the loop goroutine;
-// readers only ever see ch, and the key's feeder goroutine (see stream.go)
-// only sends on ch and uses the backlog as documented there.
+// readers only ever see ch (and, once it is closed, truncated), and the
+// key's feeder goroutine (see stream.go) only sends on ch and uses the
+// backlog as documented there.
 type topic[K comparable] struct {
 	key K          // the map key, so that timer lists can forget the topic
 	ch  chan Event // what readers receive; closed by the loop only (see closeTopic)
@@ -18,17 +20,29 @@ type topic[K comparable] struct {
 	// key is not backlogged, so an idle key pays one pointer for it.
 	backlog *backlog
 
+	// flow counts, under the Block policy, the key's events not yet in ch;
+	// set by the key's first publish, and used by its feeder.
+	flow *flow
+
 	// session is the key's SSE state; nil until the key's first Subscribe.
 	session *session[K]
 
 	// prev and next link the topic into the loop's idle list while it is
 	// open (only when an idle timeout is set) or into its retained list once
 	// it is closed. stamp is when it entered that list's tail: the last
-	// touch, or the Close.
+	// touch, or the later of the Close and the last event a reader took
+	// (see expire).
 	prev, next *topic[K]
 	stamp      int64 // nanoseconds on the loop's clock
 
-	closed bool // no more events are accepted
+	// left is, for a closed key, how many events its readers had still to
+	// take at stamp.
+	left int
+
+	closed    bool // no more events are accepted
+	server    bool // the server created the key, or sent it an event or a Close (see Broker.Subscribe)
+	forgotten bool // the key is no longer in the map
+	truncated bool // written before ch is closed: events were dropped rather than handed to ch
 }
 
 // chanClosed reports whether the loop has closed t.ch: the key is closed and
@@ -38,21 +52,42 @@ func (t *topic[K]) chanClosed() bool { return t.closed && t.backlog == nil }
 // attached reports whether an SSE connection holds the key.
 func (t *topic[K]) attached() bool { return t.session != nil && t.session.attached != nil }
 
-// open returns key's topic, creating an open one if the key is unknown.
-func (l *loop[K]) open(key K) *topic[K] {
+// left returns how many events readers have still to take from t.
+func (t *topic[K]) unread() int {
+	n := len(t.ch)
+	if bl := t.backlog; bl != nil {
+		bl.mu.Lock()
+		n += bl.queue.len()
+		bl.mu.Unlock()
+		n += int(bl.unsent.Load())
+	}
+	return n
+}
+
+// open returns key's topic, creating an open one if the key is unknown. A
+// server key (server is true) is refused, with nil, beyond WithMaxKeys; a
+// request key that the server touches becomes a server key if the bound
+// allows.
+func (l *loop[K]) open(key K, server bool) *topic[K] {
 	t := l.topics[key]
 	if t == nil {
-		if !l.makeRoom() {
+		if server && !l.makeRoom() {
 			return nil
 		}
 		t = &topic[K]{key: key, ch: make(chan Event, l.b.cfg.buffer)}
-		l.add(t)
+		l.add(t, server)
 		if l.b.cfg.idle > 0 {
 			l.idle.pushBack(t, l.clock())
 		}
-	} else {
-		l.touch(t)
+		return t
 	}
+	if server && !t.server {
+		if !l.makeRoom() {
+			return nil
+		}
+		l.own(t)
+	}
+	l.touch(t)
 	return t
 }
 
@@ -70,9 +105,12 @@ func (l *loop[K]) close(key K) {
 		// Recorded even beyond WithMaxKeys: only the server closes keys, and
 		// a closed key costs no channel.
 		t = &topic[K]{key: key, ch: closedChan, closed: true}
-		l.add(t)
+		l.add(t, true)
 		l.retained.pushBack(t, l.clock())
 		return
+	}
+	if !t.server {
+		l.own(t) // even beyond WithMaxKeys, as above
 	}
 	l.closeTopic(t)
 }
@@ -87,38 +125,63 @@ func (l *loop[K]) closeTopic(t *topic[K]) {
 		l.idle.remove(t)
 	}
 	t.closed = true
+	t.left = t.unread()
 	l.retained.pushBack(t, l.clock())
 	if t.backlog == nil {
 		close(t.ch)
-	} else {
-		l.setCongested(t.key, false)
+	}
+	if t.flow != nil {
+		l.endFlow(t.key, t.flow)
 	}
 }
 
-// makeRoom reports whether the key limit allows one more key.
+// makeRoom reports whether the key limit allows one more server key.
 func (l *loop[K]) makeRoom() bool {
 	max := l.b.cfg.maxKeys
-	return max == 0 || len(l.topics) < max
+	return max == 0 || l.serverKeys < max
 }
 
 // add makes t known under its key.
-func (l *loop[K]) add(t *topic[K]) {
+func (l *loop[K]) add(t *topic[K], server bool) {
 	l.topics[t.key] = t
-	if l.b.cfg.maxKeys > 0 {
-		l.b.keys.Store(int64(len(l.topics)))
+	l.peak = max(l.peak, len(l.topics))
+	if server {
+		l.own(t)
 	}
 }
 
-// forget removes t from the keys.
+// own makes t a server key.
+func (l *loop[K]) own(t *topic[K]) {
+	t.server = true
+	l.serverKeys++
+	if l.b.cfg.maxKeys > 0 {
+		l.b.keys.Store(int64(l.serverKeys))
+	}
+}
+
+// forget removes t from the keys: its feeder, if any, stops, and what it
+// had not sent is dropped; its replay window is freed once no connection
+// holds it.
 func (l *loop[K]) forget(t *topic[K]) {
 	delete(l.topics, t.key)
-	if l.b.cfg.maxKeys > 0 {
-		l.b.keys.Store(int64(len(l.topics)))
+	l.topics = shrunk(l.topics, &l.peak)
+	t.forgotten = true
+	if t.server {
+		l.serverKeys--
+		if l.b.cfg.maxKeys > 0 {
+			l.b.keys.Store(int64(l.serverKeys))
+		}
+	}
+	if t.backlog != nil {
+		l.stopFeeder(t)
+	}
+	if ss := t.session; ss != nil && ss.attached == nil && ss.waiting == nil {
+		ss.window.release(&l.b.replayed)
 	}
 }
 
-// expire closes keys idle for too long and forgets keys closed for longer
-// than the retention time.
+// expire closes keys idle for too long and forgets closed keys that nobody
+// has read from for longer than the retention time.
 func (l *loop[K]) expire() {
 	now := l.clock()
 	if idle := int64(l.b.cfg.idle); idle > 0 {
@@ -137,10 +200,17 @@ func (l *loop[K]) expire() {
 	keep := int64(l.b.cfg.retention)
 	for t := l.retained.head; t != nil && t.stamp+keep <= now; t = l.retained.head {
 		l.retained.remove(t)
-		l.forget(t)
-		if t.backlog != nil {
-			l.stopFeeder(t)
+		// A key whose readers took events since it was last looked at is
+		// kept for another retention time: a reader that keeps reading is
+		// never cut short. So a key is forgotten between one and two
+		// retention times after the later of its Close and the last event a
+		// reader took.
+		if left := t.unread(); left < t.left {
+			t.left = left
+			l.retained.pushBack(t, now)
+			continue
 		}
+		l.forget(t)
 	}
 }
 
@@ -254,11 +324,15 @@ func (q *fifo) clear() {
 	}
 }
 
-// appendTo appends the events, oldest first, to dst and returns it.
-func (q *fifo) appendTo(dst []Event) []Event {
-	tail := min(q.head+q.n, len(q.buf))
-	dst = append(dst, q.buf[q.head:tail]...)
-	return append(dst, q.buf[:q.n-(tail-q.head)]...)
+// all yields the events, oldest first. The fifo must not change meanwhile.
+func (q *fifo) all() iter.Seq[Event] {
+	return func(yield func(Event) bool) {
+		for i := range q.n {
+			if !yield(q.buf[(q.head+i)&(len(q.buf)-1)]) {
+				return
+			}
+		}
+	}
 }
 
 func (q *fifo) grow() {

@@ -1,0 +1,87 @@
+package sse
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Event is one message in a key's queue.
+type Event struct {
+	// ID is set by the broker: 1, 2, 3, ... per key, in queue order. It is
+	// ignored on input.
+	ID uint64
+	// Name is the optional event type (the SSE "event" field). It must be
+	// valid UTF-8 without CR, LF or NUL, and not one of the names the
+	// library sends itself ([EventClose], [EventGap], [ReservedPrefix]).
+	Name string
+	// Data is the payload: valid UTF-8 text, line breaks allowed. Over SSE a
+	// line break arrives as LF whether it was LF, CR or CRLF: the format
+	// cannot carry the difference.
+	Data string
+}
+
+// The names and data the library writes itself. A producer cannot send an
+// event that a client would take for one of them: [Broker.Publish] and
+// [Broker.Enqueue] refuse it with [ErrInvalidEvent].
+const (
+	// EventClose names the event [Handler] sends after a closed key's last
+	// event: every event was handed over, and the client should stop.
+	EventClose = "close"
+	// EventGap names the event [Handler] sends when a client resumes after
+	// events that can no longer be sent to it (see [Gap]).
+	EventGap = "gap"
+	// ReservedPrefix starts the names of events that later versions of the
+	// library may send. Names that start with it are refused.
+	ReservedPrefix = "sse."
+	// TerminateData is the data of the unnamed event that ends a stream
+	// under [WithTerminateMessage], as Rocket.Libraries.ServerSentEvents
+	// ends it. An unnamed event with exactly this data is refused, whatever
+	// the handler's options, so that no client written for that library
+	// stops early.
+	TerminateData = "---terminate---"
+)
+
+// ErrInvalidEvent is returned (wrapped, with the reason) for an event that
+// cannot be sent: a Name with CR, LF or NUL, a Name or Data that is not
+// valid UTF-8, a reserved Name ([EventClose], [EventGap], or one that starts
+// with [ReservedPrefix]), or an unnamed event whose Data is [TerminateData].
+// Nothing of the call that carried it is enqueued.
+var ErrInvalidEvent = errors.New("sse: invalid event")
+
+// validate checks an event before it enters the inbox.
+func validate(ev *Event) error {
+	ascii := true
+	for i := 0; i < len(ev.Name); i++ {
+		switch c := ev.Name[i]; {
+		case c == '\r' || c == '\n' || c == 0:
+			return fmt.Errorf("name %q contains CR, LF or NUL", ev.Name)
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	if !ascii && !utf8.ValidString(ev.Name) {
+		return errors.New("name is not valid UTF-8")
+	}
+	if reserved(ev.Name) {
+		return fmt.Errorf("name %q is reserved for the library's own events", ev.Name)
+	}
+	return validateData(ev.Name, ev.Data)
+}
+
+// validateData checks the Data of an event named name.
+func validateData(name, data string) error {
+	if !utf8.ValidString(data) {
+		return errors.New("data is not valid UTF-8")
+	}
+	if name == "" && data == TerminateData {
+		return fmt.Errorf("an unnamed event with data %q would end a stream", TerminateData)
+	}
+	return nil
+}
+
+// reserved reports whether name is one the library sends itself.
+func reserved(name string) bool {
+	return name == EventClose || name == EventGap || strings.HasPrefix(name, ReservedPrefix)
+}
