@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -1176,4 +1177,123 @@ func TestShutdownResult(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRetentionWaitsForASlowReader: the retention time runs from the later
+// of the Close and the last event a reader took, so a reader that keeps
+// reading gets every event, however long it takes; the key is forgotten
+// within two retention times of its last read.
+func TestRetentionWaitsForASlowReader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const retention = 200 * time.Millisecond
+		b := newBroker[string](t, WithRetention(retention))
+		ctx := context.Background()
+		enqueueSeq(t, b, "k", 1, 1000)
+		must(t, b.Close(ctx, "k"))
+		var got []Event
+		for ev, err := range b.Events(ctx, "k") {
+			must(t, err)
+			got = append(got, ev)
+			time.Sleep(time.Millisecond) // a second for all: five retention times
+		}
+		if len(got) != 1000 {
+			t.Fatalf("got %d of 1000 events", len(got))
+		}
+		checkSeq(t, got, 1)
+		time.Sleep(2 * retention)
+		synctest.Wait()
+		if s := b.Stats(); s.Closed != 0 || s.Dropped != 0 {
+			t.Fatalf("stats %+v: want the key forgotten, nothing dropped", s)
+		}
+	})
+}
+
+// TestAbandonedReaderIsTruncated: a closed key nobody reads from is
+// forgotten after the retention time, and a reader that comes back learns
+// that its stream was cut short.
+func TestAbandonedReaderIsTruncated(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithBuffer(4), WithRetention(time.Minute))
+		ctx := context.Background()
+		enqueueSeq(t, b, "k", 1, 100)
+		must(t, b.Close(ctx, "k"))
+		next, stop := iter.Pull2(b.Events(ctx, "k"))
+		defer stop()
+		for i := 1; i <= 10; i++ { // then the reader goes away
+			ev, err, _ := next()
+			must(t, err)
+			if ev.ID != uint64(i) {
+				t.Fatalf("event %d has ID %d", i, ev.ID)
+			}
+		}
+		time.Sleep(2 * time.Minute) // forgotten within two retention times of the last read
+		synctest.Wait()
+		if s := b.Stats(); s.Closed != 0 || s.Dropped == 0 {
+			t.Fatalf("stats %+v: want the key forgotten, its overflow dropped", s)
+		}
+		n := 10
+		for {
+			ev, err, ok := next()
+			if !ok {
+				t.Fatal("the range ended without an error")
+			}
+			if err != nil {
+				if !errors.Is(err, ErrTruncated) {
+					t.Fatalf("after %d events: %v, want ErrTruncated", n, err)
+				}
+				break
+			}
+			n++
+			if ev.ID != uint64(n) {
+				t.Fatalf("event %d has ID %d", n, ev.ID)
+			}
+		}
+		if s := b.Stats(); uint64(n)+s.Dropped != 100 {
+			t.Fatalf("read %d, dropped %d, of 100", n, s.Dropped)
+		}
+		// A key closed and read to its end is not truncated.
+		must(t, b.Close(ctx, "done"))
+		for _, err := range b.Events(ctx, "done") {
+			t.Fatalf("a closed key: %v", err)
+		}
+	})
+}
+
+// TestEventsErrors: Events reports why there is nothing to read, and ends
+// with the context.
+func TestEventsErrors(t *testing.T) {
+	b := New[any](WithMaxKeys(1))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	must(t, b.Enqueue(ctx, "held", "1"))
+	b.Stats()
+	first := func(seq iter.Seq2[Event, error]) error {
+		for _, err := range seq {
+			return err
+		}
+		return nil
+	}
+	if err := first(b.Events(ctx, []int{1})); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("invalid key: %v", err)
+	}
+	if err := first(b.Events(ctx, "new")); !errors.Is(err, ErrTooManyKeys) {
+		t.Errorf("a new key at the bound: %v", err)
+	}
+	n := 0
+	for ev, err := range b.Events(ctx, "held") {
+		if n++; n == 1 {
+			if ev.Data != "1" || err != nil {
+				t.Fatalf("got %+v, %v", ev, err)
+			}
+			cancel()
+			continue
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("after cancel: %+v, %v", ev, err)
+		}
+	}
+	must(t, b.Shutdown(context.Background()))
+	if err := first(b.Events(context.Background(), "held")); !errors.Is(err, ErrShutdown) {
+		t.Errorf("after Shutdown: %v", err)
+	}
 }

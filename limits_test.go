@@ -318,3 +318,39 @@ func TestHandlerMaxStreamsUnderLoad(t *testing.T) {
 		t.Fatal("nobody was refused: the bound was not exercised")
 	}
 }
+
+// TestMaxStreamsLetsAClientReplaceItsConnection: at the WithMaxStreams
+// bound, a client that comes back with Last-Event-ID while its old
+// connection (kept alive by heartbeats) still holds a slot takes the key
+// over and inherits the slot; a request with an ID for a key that has no
+// stream is still told to come back later, and the count stays right.
+func TestMaxStreamsLetsAClientReplaceItsConnection(t *testing.T) {
+	b := newBroker[string](t)
+	srv, h := serve(t, b, WithMaxStreams(1), WithHeartbeat(20*time.Millisecond))
+	stale := open(t, srv.Client(), srv.URL, "k")
+	enqueueSeq(t, b, "k", 1, 3)
+	stale.expectSeq(t, 1, 1) // the client saw 1; 2 and 3 may be in flight
+
+	stranger := func(key string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key="+key, nil)
+		req.Header.Set("Last-Event-ID", "1")
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectTryLater(t, resp, DefaultBusyRetry)
+	}
+	stranger("other")
+	for range 3 { // as often as a browser would try
+		c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "1")
+		c.expectSeq(t, 2, 3) // replayed: the old connection took them
+		stale.expectCut(t)
+		stranger("other") // the slot is c's now
+		stale = c         // and c goes stale in turn
+	}
+	stale.close()
+	h.waitIdle(t)
+	c := open(t, srv.Client(), srv.URL, "third") // the slot was given back
+	c.close()
+}

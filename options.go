@@ -70,11 +70,22 @@ func WithBuffer(n int) Option {
 
 // WithMaxPending bounds each key's overflow, the events waiting beyond its
 // channel buffer, to n, and chooses what happens beyond it: see [Overflow].
-// Without this option overflow is unbounded and nothing is dropped. The
-// key's feeder goroutine takes the whole overflow at once and moves it into
-// the channel as the reader drains; the events it holds do not count
-// against n. So a key holds at most its buffer, n events in overflow, and
-// what the overflow held when the feeder last took it. n must be ≥ 0.
+// Without this option overflow is unbounded and nothing is dropped.
+//
+// Under [DropOldest] and [DropNewest], the key's feeder goroutine takes one
+// event at a time from the overflow on its way into the channel, so that
+// the policy can drop any other: a key holds at most its buffer, n events
+// in overflow and, under DropOldest only, the one event in the feeder's
+// hands. Over SSE, the IDs a policy dropped reach the client as a "gap"
+// event.
+//
+// Under [Block], n bounds the events accepted for the key that have not yet
+// reached its channel: in the broker's inbox, in overflow, or in the
+// feeder's hands. Enqueue and Publish to the key wait while it has n of
+// them (any, for n = 0), until it has no more than n/2; a call's batch
+// enters whole. So a key never has more than n − 1 + b such events, b being
+// the largest batch of one call (b for n = 0), however many goroutines
+// produce at once. n must be ≥ 0.
 func WithMaxPending(n int, p Overflow) Option {
 	if n < 0 {
 		panic("sse: WithMaxPending: negative bound")
@@ -86,10 +97,20 @@ func WithMaxPending(n int, p Overflow) Option {
 }
 
 // WithRetention sets how long a closed key is remembered, so that a reader
-// arriving late sees an ended stream rather than a fresh queue. When it has
-// passed, the key is forgotten: events its readers never took are dropped
-// (counted in [Stats].Dropped) and the key may start afresh, with IDs from 1.
-// The default is [DefaultRetention]. d must be ≥ 0.
+// arriving late sees an ended stream rather than a fresh queue, and a client
+// resuming over SSE finds its replay window. The time runs from the later of
+// the Close and the last event a reader took, so a reader that keeps
+// reading is never cut short, however slow it is, while an abandoned key
+// does not stay forever. The loop checks for reads when the time is up, so
+// a key whose readers were behind at its Close is forgotten between one and
+// two retention times after their last read; a key read to its end before
+// the Close, exactly one retention time after it.
+//
+// When the key is forgotten, events its readers never took are dropped
+// (counted in [Stats].Dropped) and its channel is closed after those it
+// holds; readers learn that their stream was cut short ([ErrTruncated]).
+// The key may then start afresh, with IDs from 1. The default is
+// [DefaultRetention]. d must be ≥ 0.
 func WithRetention(d time.Duration) Option {
 	if d < 0 {
 		panic("sse: WithRetention: negative duration")
@@ -166,17 +187,18 @@ func WithIdleTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.idle = d })
 }
 
-// WithMaxKeys bounds how many keys the broker holds, open and closed ones
-// together, so that whoever can name keys (a client choosing a URL, say)
-// cannot make it hold more. At the bound, Enqueue and Publish to a new key
-// return [ErrTooManyKeys], Stream of a new key returns a closed channel,
-// and [Handler] answers a request for a new key as it does when it has too
-// many streams. Keys already held are not affected, and Close records an
-// unknown key as closed even beyond the bound. Near the bound the check
-// costs Enqueue and Publish a round trip to the loop; if producers race past
-// it, the loop refuses the surplus and counts its events in
-// [Stats].Discarded. By default there is no bound. n must be ≥ 0; 0 means
-// none.
+// WithMaxKeys bounds how many server keys the broker holds, open and closed
+// ones together: keys the server created or touched with Enqueue, Publish,
+// Stream or Close. At the bound, Enqueue and Publish to a new key return
+// [ErrTooManyKeys] and Stream of a new key returns a closed channel. Keys
+// already held are not affected, and Close records an unknown key as
+// closed even beyond the bound. Keys that only SSE requests created do not
+// count (see [Broker.Subscribe]): clients naming random keys cannot lock
+// the server's producers out; bound them with [WithMaxStreams] and
+// [WithKnownKeysOnly]. Near the bound the check costs Enqueue and Publish a
+// round trip to the loop; if producers race past it, the loop refuses the
+// surplus and counts its events in [Stats].Discarded. By default there is
+// no bound. n must be ≥ 0; 0 means none.
 func WithMaxKeys(n int) Option {
 	if n < 0 {
 		panic("sse: WithMaxKeys: negative bound")
@@ -195,10 +217,9 @@ const (
 	DropOldest Overflow = iota + 1
 	// DropNewest drops new events, so the reader sees the oldest.
 	DropNewest
-	// Block makes Enqueue and Publish to that key wait until its overflow is
-	// below the bound again, or their context ends. Other keys are not
-	// affected. The bound is soft: commands already in the inbox are admitted,
-	// and one call's batch enters whole when the key is not congested.
+	// Block makes Enqueue and Publish to that key wait until it has room
+	// again, or their context ends; see [WithMaxPending] for the exact
+	// bound. Other keys are not affected, and Close never waits.
 	Block
 )
 

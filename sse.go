@@ -15,7 +15,7 @@ import (
 // Handler returns an http.Handler that streams one key's queue to a client
 // as Server-Sent Events (the text/event-stream format that a browser's
 // EventSource reads). key picks the key from the request, typically from
-// its path or query.
+// its path or query. The wire protocol is written down in docs/protocol.md.
 //
 // Each request, in order:
 //   - Methods other than GET get 405.
@@ -24,35 +24,46 @@ import (
 //     returns a 4xx or 5xx code (use it for 401, 403 or 404).
 //   - If the ResponseWriter cannot flush, the response is 500 and the queue
 //     is not touched.
-//   - Beyond [WithMaxStreams], or for a new key beyond [WithMaxKeys], the
-//     answer is an empty stream with a "retry" field: come back later.
+//   - Beyond [WithMaxStreams] the answer is an empty stream with a "retry"
+//     field: come back later. A request that takes a key over from a
+//     stream of this handler inherits that stream's place.
 //   - The request attaches to the key's queue ([Source.Subscribe]): a closed
 //     key whose events have all been read gets 204, which makes a browser
 //     stop reconnecting; a key another connection holds gets 409 or is taken
-//     over (see [WithTakeover]); an unknown key gets 404 with
-//     [WithKnownKeysOnly]; a shut down source gets the empty stream with a
-//     "retry" field, so that the client comes back, perhaps to another
-//     server.
+//     over (see [WithTakeover]); a key the server did not create gets 404
+//     with [WithKnownKeysOnly]; a key the source cannot hold gets 400; a
+//     shut down or full source gets the empty stream with a "retry" field,
+//     so that the client comes back, perhaps to another server.
 //   - Otherwise the response is 200 with the headers flushed at once. Each
 //     event is written whole, as "id", "event" (if it has a Name) and one
-//     "data" line per line of Data; everything that is ready is written
-//     before one flush, up to 32 KiB or the replay window's size. After a
-//     closed key's last event comes an event named "close" with empty data,
-//     and the response ends.
+//     "data" line per line of Data (a CR or CRLF in Data reaches the client
+//     as LF: the format cannot tell them apart); everything that is ready is
+//     written before one flush, up to 32 KiB or the replay window's size,
+//     in writes of at most 32 KiB. After a closed key's last event comes an
+//     event named "close" with empty data, and the response ends.
+//
+// Responses that are not a stream (204, 4xx, 5xx, and the "retry" answers)
+// carry Cache-Control: no-store; streams carry no-cache, no-transform and
+// X-Accel-Buffering: no, so that proxies neither cache, compress nor hold
+// them back.
 //
 // A request that carries a Last-Event-ID header, or a lastEventId query
 // parameter (the header wins), resumes: it first gets the events after that
 // ID that an earlier connection took but the client did not confirm, then
-// the live queue. If some of those are no longer retained, an event named
-// "gap" comes first: its data is {"from":F,"to":T}, the missing IDs, and its
-// id is T. A value that is not a decimal event ID is ignored.
+// the live queue. Whenever the client would otherwise see a jump in IDs
+// (events no longer retained, events an overflow policy dropped, or events
+// another reader took), an event named "gap" comes first: its data is
+// {"from":F,"to":T}, the missing IDs, and its id is T. A value that is not a
+// decimal event ID is ignored.
 //
 // While idle, the stream carries a comment line as a heartbeat. Every write
 // has its own deadline, so a client that stops reading is dropped, while
 // the server's WriteTimeout does not cut a healthy stream. The handler
 // returns when the client goes away, the key ends, a write fails or
-// another connection takes the key over; events it did not take stay
-// queued. It starts no goroutine.
+// another connection takes the key over (which makes a write blocked on a
+// dead client fail at once); events it did not take stay queued. A stream
+// cut short (see [ErrTruncated]) ends without "close", so that the client
+// reconnects and learns what happened. The handler starts no goroutine.
 //
 // To end streams when an http.Server shuts down (Shutdown waits for
 // handlers, and a stream never finishes by itself), give the server a
@@ -509,16 +520,19 @@ func WithLogger(l *slog.Logger) HandlerOption {
 // WithMaxStreams bounds how many streams the handler serves at once. A
 // request beyond the bound is answered at once, without touching its
 // queue: status 200, a "retry" field ([WithRetry], or [DefaultBusyRetry])
-// and the end of the stream, so that a browser tries again later. By
-// default there is no bound; n ≤ 0 means none.
+// and the end of the stream, so that a browser tries again later. A request
+// that takes a key over (see [Takeover]) from a stream this handler serves
+// is admitted at the bound and inherits that stream's place: a client can
+// always replace its own stale connection. By default there is no bound;
+// n ≤ 0 means none.
 func WithMaxStreams(n int) HandlerOption {
 	return handlerOptionFunc(func(c *handlerConfig) { c.maxStreams = n })
 }
 
-// WithKnownKeysOnly serves only keys that exist in the source, created by
-// the server's own Enqueue, Publish or Stream; any other key gets 404. Use it
-// when clients choose the URL: otherwise a request for a random key creates
-// an empty queue and waits on it.
+// WithKnownKeysOnly serves only server keys: keys the server created with
+// Enqueue, Publish, Stream or Close (see [Broker.Subscribe]); any other key
+// gets 404. Use it when clients choose the URL: otherwise a request for a
+// random key creates an empty queue and waits on it.
 func WithKnownKeysOnly() HandlerOption {
 	return handlerOptionFunc(func(c *handlerConfig) { c.known = true })
 }
@@ -541,10 +555,14 @@ func WithTakeover(t Takeover) HandlerOption {
 type Takeover int
 
 const (
-	// TakeOverOnResume, the default, lets a request that resumes (it carries
-	// a Last-Event-ID or lastEventId) take the key over: the older response
-	// ends first, then the new one streams. A request without an ID gets 409
-	// Conflict, which makes a browser stop instead of competing.
+	// TakeOverOnResume, the default, lets a request that carries a
+	// Last-Event-ID header, as a reconnecting browser sends, take the key
+	// over: the older response ends first (a write of it blocked on a dead
+	// client fails at once), then the new one streams. A lastEventId query
+	// parameter does not take a key over: every request of a page's
+	// EventSource carries it, another tab's too. A request without the
+	// header gets 409 Conflict, which makes a browser stop instead of
+	// competing.
 	TakeOverOnResume Takeover = iota
 	// TakeOverAlways lets every new request take the key over, the newest
 	// connection winning. Use it when a client may lose its connection before

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,13 +167,22 @@ func (c *client) expectClose(t testing.TB) {
 	c.expectEOF(t)
 }
 
-// expectCut reads the end of the stream, with no close event before it:
-// a clean end, or a connection ended in the middle of the response, as a
-// takeover ends the connection it replaces.
+// expectCut reads to the end of the stream, which must come without a
+// close event: a clean end, or a connection ended in the middle of the
+// response, as a takeover ends the connection it replaces. Events still in
+// flight before the end are skipped.
 func (c *client) expectCut(t testing.TB) {
 	t.Helper()
-	if ev, err := c.events.Next(); err != io.EOF && err != io.ErrUnexpectedEOF {
-		t.Fatalf("got %+v, %v; want the stream to end", ev, err)
+	for {
+		ev, err := c.events.Next()
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return
+		case err != nil:
+			t.Fatalf("reading to the end: %v", err)
+		case ev.Type == EventClose:
+			t.Fatal("close before the end of a stream that was cut")
+		}
 	}
 }
 
@@ -950,5 +960,284 @@ func TestHandlerRetryAtLeastOneMillisecond(t *testing.T) {
 		if !strings.HasPrefix(rec.Body.String(), "retry: 1\n") {
 			t.Errorf("%T: %q, want retry: 1 first", src, rec.Body.String())
 		}
+	}
+}
+
+// gatedRecorder is a flushRecorder whose writes wait for gate, and take
+// delay each: a slow client, or one that stopped reading.
+type gatedRecorder struct {
+	flushRecorder
+	gate  chan struct{} // nil: open
+	delay time.Duration
+}
+
+func (g *gatedRecorder) Write(p []byte) (int, error) {
+	if g.gate != nil {
+		<-g.gate
+	}
+	time.Sleep(g.delay)
+	return g.flushRecorder.Write(p)
+}
+
+// serveGated runs h for key k in the calling synctest bubble, writing into
+// rec, and returns a channel closed when the handler returns.
+func serveGated(t *testing.T, h http.Handler, k string, rec *gatedRecorder) <-chan struct{} {
+	ctx, cancel := context.WithCancel(context.Background())
+	rec.header = http.Header{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/?key="+k, nil))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return done
+}
+
+// events parses what rec was sent.
+func (f *flushRecorder) events(t *testing.T) []ssetest.Event {
+	t.Helper()
+	var all []ssetest.Event
+	r := ssetest.NewReader(strings.NewReader(strings.Join(f.sent(), "")))
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			return all
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, ev)
+	}
+}
+
+// TestHandlerSlowClientOfClosedKey: a client that takes longer than the
+// retention time to read a closed key still gets every event, then close.
+func TestHandlerSlowClientOfClosedKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithRetention(200*time.Millisecond))
+		big := strings.Repeat("x", 2<<10)
+		for i := 1; i <= 50; i++ {
+			must(t, b.Enqueue(context.Background(), "k", strconv.Itoa(i)+big))
+		}
+		must(t, b.Close(context.Background(), "k"))
+		rec := &gatedRecorder{delay: 100 * time.Millisecond} // 16 events a write: 400 ms
+		<-serveGated(t, Handler(b, queryKey, WithHeartbeat(0)), "k", rec)
+		evs := rec.events(t)
+		if len(evs) != 51 || evs[50].Type != EventClose {
+			t.Fatalf("got %d events, the last %+v: want 50 and close", len(evs), evs[len(evs)-1])
+		}
+		for i, ev := range evs[:50] {
+			if ev.ID != strconv.Itoa(i+1) {
+				t.Fatalf("event %d has ID %s", i+1, ev.ID)
+			}
+		}
+	})
+}
+
+// TestHandlerCutShortSendsNoClose: when a key's stream is cut short (the
+// key forgotten with events its client never took, or Shutdown's deadline
+// passed), the response ends without close, so that the browser reconnects
+// and learns what happened.
+func TestHandlerCutShortSendsNoClose(t *testing.T) {
+	for _, how := range []string{"forgotten", "shutdown"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := New[string](WithRetention(time.Minute))
+				defer b.Shutdown(context.Background())
+				enqueueSeq(t, b, "k", 1, 100)
+				must(t, b.Close(context.Background(), "k"))
+				rec := &gatedRecorder{gate: make(chan struct{})}
+				done := serveGated(t, Handler(b, queryKey, WithHeartbeat(0)), "k", rec)
+				synctest.Wait() // the handler is blocked writing its first events
+				switch how {
+				case "forgotten":
+					time.Sleep(2 * time.Minute)
+				case "shutdown":
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					defer cancel()
+					if err := b.Shutdown(ctx); !errors.Is(err, ErrDropped) {
+						t.Fatalf("Shutdown: %v, want ErrDropped", err)
+					}
+				}
+				synctest.Wait()
+				if s := b.Stats(); s.Dropped == 0 {
+					t.Fatalf("stats %+v: want events dropped", s)
+				}
+				close(rec.gate)
+				<-done
+				evs := rec.events(t)
+				if len(evs) == 0 || len(evs) == 100 || evs[len(evs)-1].Type == EventClose {
+					t.Fatalf("got %d events, the last %+v: want some, then the end without close", len(evs), evs[len(evs)-1])
+				}
+			})
+		})
+	}
+}
+
+// TestHandlerGapForDroppedEvents: events an overflow policy dropped reach
+// an SSE client as a gap, never as a silent jump in IDs.
+func TestHandlerGapForDroppedEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithBuffer(1), WithMaxPending(2, DropOldest))
+		enqueueSeq(t, b, "k", 1, 20)
+		must(t, b.Close(context.Background(), "k"))
+		rec := &gatedRecorder{}
+		<-serveGated(t, Handler(b, queryKey, WithHeartbeat(0)), "k", rec)
+		next, gaps := 1, 0
+		for _, ev := range rec.events(t) {
+			switch ev.Type {
+			case EventClose:
+				continue
+			case EventGap:
+				gaps++
+				want := fmt.Sprintf(`{"from":%d,"to":%s}`, next, ev.ID)
+				if ev.Data != want {
+					t.Fatalf("gap %s, want %s", ev.Data, want)
+				}
+				next, _ = strconv.Atoi(ev.ID)
+			default:
+				if ev.ID != strconv.Itoa(next) {
+					t.Fatalf("event %s after %d without a gap", ev.ID, next-1)
+				}
+			}
+			next++
+		}
+		if gaps != 1 || next != 21 {
+			t.Fatalf("%d gaps, up to %d: want one gap, then 19 and 20", gaps, next-1)
+		}
+	})
+}
+
+// TestHandlerCacheControl: responses that are not a live stream must not
+// be cached; streams must not be transformed (compressing proxies buffer).
+func TestHandlerCacheControl(t *testing.T) {
+	b := newBroker[string](t)
+	must(t, b.Close(context.Background(), "done"))
+	known := Handler(b, queryKey, WithKnownKeysOnly())
+	for _, c := range []struct {
+		name   string
+		h      http.Handler
+		method string
+		url    string
+		header string
+		status int
+	}{
+		{"405", known, http.MethodPost, "/?key=k", "", http.StatusMethodNotAllowed},
+		{"400", known, http.MethodGet, "/", "", http.StatusBadRequest},
+		{"403", known, http.MethodGet, "/?key=secret", "", http.StatusForbidden},
+		{"404", known, http.MethodGet, "/?key=unknown", "", http.StatusNotFound},
+		{"409", Handler[string](busy{}, queryKey), http.MethodGet, "/?key=k", "", http.StatusConflict},
+		{"204", known, http.MethodGet, "/?key=done", "", http.StatusNoContent},
+		{"retry later", Handler[string](busy{}, queryKey), http.MethodGet, "/?key=k", "1", http.StatusOK},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(c.method, c.url, nil)
+		if c.header != "" {
+			req.Header.Set("Last-Event-ID", c.header)
+		}
+		c.h.ServeHTTP(rec, req)
+		if rec.Code != c.status || rec.Header().Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: status %d, Cache-Control %q; want %d, no-store", c.name, rec.Code, rec.Header().Get("Cache-Control"), c.status)
+		}
+	}
+}
+
+// TestHandlerInvalidKey: a key the broker cannot hold gets 400, and the
+// broker carries on.
+func TestHandlerInvalidKey(t *testing.T) {
+	b := newBroker[any](t)
+	h := Handler(b, func(r *http.Request) (any, error) {
+		if r.URL.Query().Get("key") == "bad" {
+			return []int{1}, nil
+		}
+		return r.URL.Query().Get("key"), nil
+	})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?key=bad", nil))
+	if rec.Code != http.StatusBadRequest {
+		t.Fatalf("an unhashable key: %d, want 400", rec.Code)
+	}
+	must(t, b.Enqueue(context.Background(), "fine", "1"))
+	checkSeq(t, recv(t, b.Stream("fine"), 1), 1)
+}
+
+// pieces is a ResponseWriter that records the size of each Write and
+// checks that each has a fresh write deadline, set since the last Write.
+type pieces struct {
+	header   http.Header
+	mu       sync.Mutex
+	largest  int
+	written  int
+	writes   int
+	fresh    bool // a deadline was set since the last Write
+	stale    int  // writes without a fresh deadline
+	deadline time.Time
+}
+
+func (p *pieces) Header() http.Header { return p.header }
+func (p *pieces) WriteHeader(int)     {}
+func (p *pieces) Flush()              {}
+
+func (p *pieces) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.largest = max(p.largest, len(b))
+	p.written += len(b)
+	p.writes++
+	if !p.fresh || p.deadline.IsZero() {
+		p.stale++
+	}
+	p.fresh = false
+	return len(b), nil
+}
+
+func (p *pieces) SetWriteDeadline(t time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.deadline, p.fresh = t, !t.IsZero()
+	return nil
+}
+
+// TestReplayIsWrittenInPieces: a large replay is written in writes of at
+// most 32 KiB, each under its own deadline, without a copy of the window.
+func TestReplayIsWrittenInPieces(t *testing.T) {
+	b := newBroker[string](t, WithReplay(1024, 128<<20))
+	big := strings.Repeat("x", 64<<10)
+	const n = 1024 // 64 MiB
+	for range n {
+		must(t, b.Enqueue(context.Background(), "k", big))
+	}
+	take(t, b, "k", SubscribeRequest{}, n)
+	w := &pieces{header: http.Header{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	go func() {
+		defer close(done)
+		Handler(b, queryKey).ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/?key=k&lastEventId=0", nil))
+	}()
+	deadline := time.Now().Add(patience)
+	for {
+		w.mu.Lock()
+		written := w.written
+		w.mu.Unlock()
+		if written >= n*len(big) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replayed %d bytes in %v", written, patience)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	runtime.ReadMemStats(&after)
+	cancel()
+	<-done
+	if w.largest > 32<<10 || w.stale > 0 {
+		t.Fatalf("%d writes, the largest %d bytes, %d without a fresh deadline: want at most 32 KiB each, each with its deadline", w.writes, w.largest, w.stale)
+	}
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 4<<20 {
+		t.Fatalf("the replay of 64 MiB allocated %d bytes, want under 4 MiB", grown)
 	}
 }

@@ -1,7 +1,9 @@
 // Package e2e tests the demo in examples/progress end to end: it builds the
 // demo's binary, runs it, and drives it with a headless Chromium and with
 // plain HTTP clients. It is a module of its own, so that the library does
-// not depend on a browser driver.
+// not depend on a browser driver. One test drives the library's handler
+// directly instead, with Chromium reading its stream through a proxy that
+// keeps cutting the connection.
 //
 // Run it with:
 //
