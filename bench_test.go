@@ -16,9 +16,9 @@ import (
 // The benchmarks run each workload of internal/workload through the Broker
 // and through lock-based baselines, as sub-benchmarks "design=NAME":
 //
-//	broker-block    the Broker with WithMaxPending(1024, Block): channel buffer 16, then up to 1,024 (+64 in transit) in overflow before Publish waits
+//	broker-block    the Broker with WithMaxPending(1024, Block): channel buffer 16, then 1,024 not yet in the channel (inbox, overflow, feeder) before Publish waits
 //	broker-default  the Broker at its defaults: channel buffer 16, unbounded overflow, so producers never wait
-//	broker-bigbuf   the Broker with the bounded designs' capacity in the channel: WithBuffer(1024), WithMaxPending(16, Block)
+//	broker-bigbuf   the Broker with the bounded designs' capacity in the channel: WithBuffer(1024), WithMaxPending(16, Block), so producers run at most 16 events ahead of the loop
 //	chan            the floor: one buffered channel per key, indexed by key, no registry, blocking sends
 //	rwmap           a map of buffered channels guarded by a sync.RWMutex; Send holds the read lock while it sends
 //	condqueue       the same map, of queues made of a mutex, a slice and two sync.Conds

@@ -244,6 +244,7 @@ func (b *Broker[K]) holds(key K) bool {
 // the Block policy, while the key has no room.
 func (b *Broker[K]) send(ctx context.Context, c command[K], data []string, events []Event) error {
 	n := len(data) + len(events)
+	var woken *flow // the flow this call waited on, if any
 	for {
 		b.mu.Lock()
 		if b.stopped {
@@ -271,9 +272,15 @@ func (b *Broker[K]) send(ctx context.Context, c command[K], data []string, event
 				c.arg = f
 			}
 			b.push(c)
+			if woken != nil && woken == f {
+				f.passOn(b.cfg.maxPending)
+			}
 			return nil
 		}
-		if wait == nil { // the inbox is full
+		var waitingOn *flow // the key has no room; else the inbox is full
+		if wait != nil {
+			waitingOn = f
+		} else {
 			if b.room == nil {
 				b.room = make(chan struct{})
 			}
@@ -283,9 +290,15 @@ func (b *Broker[K]) send(ctx context.Context, c command[K], data []string, event
 		select {
 		case <-wait:
 		case <-ctx.Done():
+			waitingOn.stopWaiting()
 			return ctx.Err()
 		case <-b.quit:
+			waitingOn.stopWaiting()
 			return ErrShutdown
+		}
+		if waitingOn != nil {
+			waitingOn.stopWaiting()
+			woken = waitingOn
 		}
 	}
 }
@@ -483,11 +496,14 @@ func (l *loop[K]) drain() bool {
 			// Publishes to one key in a row are one batch: their events are
 			// contiguous in the inbox.
 			n := int(c.n)
-			for i+1 < len(cmds) && cmds[i+1].op == opPublish && cmds[i+1].key == c.key && cmds[i+1].arg == c.arg {
+			f, _ := c.arg.(*flow)
+			for i+1 < len(cmds) && cmds[i+1].op == opPublish && cmds[i+1].key == c.key {
+				if g, _ := cmds[i+1].arg.(*flow); g != f {
+					break
+				}
 				i++
 				n += int(cmds[i].n)
 			}
-			f, _ := c.arg.(*flow)
 			l.publish(c.key, evs[:n], f)
 			evs = evs[n:]
 		case opClose:

@@ -11,21 +11,26 @@ import (
 // Producers add to it in send, under the Broker's mu, only while it is below
 // the bound; the loop and the key's feeder take from it as events enter the
 // channel or are discarded. So the bound holds exactly, whatever the number
-// of producers, and no producer waits for the loop to see its command.
+// of producers, and no producer waits for the loop to see its command. A
+// flow allocates nothing per wait: waiting producers share one channel
+// with a single token, passed from one to the next.
 type flow struct {
 	// pending is the count. It may run ahead of the truth while a feeder
-	// sends (it gives back what it sent when it waits and when it finishes
-	// a batch), which only makes producers wait sooner.
+	// sends (it gives back what it sent in chunks), which only makes
+	// producers wait longer.
 	pending atomic.Int64
 
-	mu   sync.Mutex
-	room chan struct{} // guarded by mu: closed when pending falls to the low mark or the key closes; nil while nobody waits
+	mu      sync.Mutex
+	waiters int           // guarded by mu: producers waiting for room
+	room    chan struct{} // set under mu at the first wait: capacity 1, a token in it wakes one waiter; closed when the key closes
+	ended   bool          // guarded by mu: room is closed
 }
 
 // reserve returns key's flow, creating it if the key has none, and, if the
 // key has as many events pending as the bound allows (any, for a bound of
-// 0), a channel that is closed when it has room again. The caller holds mu
-// and adds its events to the flow only if the channel is nil.
+// 0), the channel to wait on for room. The caller holds mu; it adds its
+// events to the flow only if the channel is nil, and otherwise waits, then
+// calls stopWaiting.
 func (b *Broker[K]) reserve(key K) (*flow, chan struct{}) {
 	f := b.flows[key]
 	if f == nil {
@@ -39,13 +44,15 @@ func (b *Broker[K]) reserve(key K) (*flow, chan struct{}) {
 	}
 	f.mu.Lock()
 	if f.room == nil {
-		f.room = make(chan struct{})
+		f.room = make(chan struct{}, 1)
 	}
+	f.waiters++
 	room := f.room
 	f.mu.Unlock()
-	// The events may have left between the check and the wait: release
-	// closes room only if it sees it, so check again now that it is there.
+	// The events may have left between the check and the count of waiters:
+	// release signals only waiters it sees, so check again now.
 	if f.hasRoom(b.cfg.maxPending) {
+		f.stopWaiting()
 		return f, nil
 	}
 	return f, room
@@ -56,26 +63,61 @@ func (f *flow) hasRoom(bound int) bool {
 	return p == 0 || p < int64(bound)
 }
 
+// stopWaiting records that a producer stopped waiting. A nil flow does
+// nothing.
+func (f *flow) stopWaiting() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.waiters--
+	f.mu.Unlock()
+}
+
 // release takes n events from the count: they reached the key's channel or
-// were dropped or discarded. Waiting producers are woken when the count
-// falls to low, half the bound, so that each wake-up lets through a batch
-// rather than a single event. A nil flow (not under Block) does nothing.
+// were dropped or discarded. When the count falls to low, half the bound,
+// one waiting producer is woken, and passes the token on (see passOn), so
+// that each wake-up lets a batch through rather than a single event. A nil
+// flow (not under Block) does nothing.
 func (f *flow) release(n int, low int64) {
 	if f == nil || n == 0 {
 		return
 	}
 	p := f.pending.Add(-int64(n))
 	if p <= low && p+int64(n) > low {
-		f.wake()
+		f.signal()
 	}
 }
 
-// wake releases the producers waiting for room.
-func (f *flow) wake() {
+// passOn wakes the next waiting producer if there is room: a producer that
+// was woken calls it once it has added its events.
+func (f *flow) passOn(bound int) {
+	if f.hasRoom(bound) {
+		f.signal()
+	}
+}
+
+// signal puts the token in room if a producer waits. A woken producer looks
+// again, so a token left for one that gave up meanwhile does no harm.
+func (f *flow) signal() {
 	f.mu.Lock()
-	if f.room != nil {
-		close(f.room)
-		f.room = nil
+	if f.waiters > 0 && !f.ended {
+		select {
+		case f.room <- struct{}{}:
+		default: // a token is there already
+		}
+	}
+	f.mu.Unlock()
+}
+
+// end wakes every waiting producer for good: the key closed.
+func (f *flow) end() {
+	f.mu.Lock()
+	if !f.ended {
+		f.ended = true
+		if f.room != nil {
+			close(f.room)
+		}
 	}
 	f.mu.Unlock()
 }
@@ -94,7 +136,7 @@ func (l *loop[K]) endFlow(key K, f *flow) {
 		b.flows = shrunk(b.flows, &b.flowsPeak)
 	}
 	b.mu.Unlock()
-	f.wake()
+	f.end()
 }
 
 // shrinkFrom is the size from which a map is rebuilt once it has emptied

@@ -2,11 +2,13 @@ package sse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 )
 
 // TestBlockBound: under Block the events accepted for a key and not yet in
@@ -80,4 +82,55 @@ func TestBlockBound(t *testing.T) {
 			t.Logf("peak %d pending with n=%d, b=%d, P=%d", got, n, batch, p)
 		})
 	}
+}
+
+// TestBlockWakesEveryWaiter: producers waiting on a full key are woken one
+// after another as it drains, a producer that gives up does not hold the
+// others back, and Close releases those still waiting (their events are
+// discarded).
+func TestBlockWakesEveryWaiter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithBuffer(1), WithMaxPending(2, Block))
+		ctx := context.Background()
+		must(t, b.Enqueue(ctx, "k", "1", "2", "3")) // 1 in the channel, 2 pending: full
+		done := make(chan error, 8)
+		quitter, quit := context.WithCancel(ctx)
+		go func() { done <- b.Enqueue(quitter, "k", "x") }()
+		for range 5 {
+			go func() { done <- b.Enqueue(ctx, "k", "x") }()
+		}
+		synctest.Wait()
+		if len(done) != 0 {
+			t.Fatal("a producer did not wait for room")
+		}
+		quit()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("the producer that gave up: %v", err)
+		}
+		ch := b.Stream("k")
+		for len(done) < 5 {
+			<-ch // the reader drains: each wake-up lets producers through
+			synctest.Wait()
+		}
+		for range 5 {
+			must(t, <-done)
+		}
+		// Fill the key again, with producers waiting, then close it.
+		for len(ch) < cap(ch) || b.Stats().Pending < 2 {
+			must(t, b.Enqueue(ctx, "k", "y"))
+		}
+		for range 3 {
+			go func() { done <- b.Enqueue(ctx, "k", "late") }()
+		}
+		synctest.Wait()
+		must(t, b.Close(ctx, "k"))
+		for range 3 {
+			must(t, <-done)
+		}
+		if s := b.Stats(); s.Discarded != 3 {
+			t.Fatalf("stats %+v: want the 3 late events discarded", s)
+		}
+		for range ch { // drain, so that Shutdown drops nothing
+		}
+	})
 }

@@ -247,6 +247,10 @@ func trySend(ch chan Event, ev Event) bool {
 func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 	defer b.feeders.Done()
 	ch, f, low, whole := t.ch, t.flow, b.cfg.low(), !b.cfg.dropping()
+	// Under Block, what it sent goes back to the key's flow in chunks of an
+	// eighth of the bound, and at the end of each batch: producers may wait
+	// a little longer, never on a count below the truth.
+	chunk := max(1, b.cfg.maxPending/8)
 	bl.mu.Lock()
 	batch := bl.spare
 	bl.spare = fifo{}
@@ -264,11 +268,14 @@ func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 			// A full channel is seen without its lock: go straight to waiting.
 			if len(ch) == cap(ch) || !trySend(ch, batch.front()) {
 				bl.unsent.Store(int64(batch.len()))
-				f.release(sent, low)
-				sent = 0
+				if sent >= chunk {
+					f.release(sent, low)
+					sent = 0
+				}
 				select {
 				case ch <- batch.front():
 				case <-bl.stop:
+					f.release(sent, low)
 					bl.mu.Lock()
 					batch.clear()
 					bl.feeding, bl.spare = false, batch

@@ -37,7 +37,8 @@ const MaxPending = 1024
 // Capacity is how many messages a bounded design lets wait per key before a
 // producer blocks: the Broker's channel buffer plus MaxPending, so that
 // channel-based designs hold what the bounded Broker holds. (The Broker may
-// hold up to 64 more, the batch on its way from overflow to channel.)
+// hold a batch of one call beyond it: its bound is n - 1 + b events not yet
+// in the channel, b being the largest batch.)
 const Capacity = sse.DefaultBuffer + MaxPending
 
 // A Design is one implementation of per-key FIFO queues under test, for keys
