@@ -1127,8 +1127,22 @@ func TestBurstLeavesNoMemory(t *testing.T) {
 
 // TestDropOldestKeepsTheNewest: what the feeder has taken counts against
 // the bound, so a reader that comes late gets the buffer, at most one event
-// in hand-off, then the newest n.
+// in hand-off, then the newest n: whenever the feeder runs, and (in the
+// bubble) when it has run halfway through.
 func TestDropOldestKeepsTheNewest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithBuffer(4), WithMaxPending(8, DropOldest))
+		enqueueSeq(t, b, "k", 1, 50)
+		synctest.Wait() // the feeder has taken what it takes, and waits for the reader
+		enqueueSeq(t, b, "k", 51, 100)
+		must(t, b.Close(context.Background(), "k"))
+		got := recvAll(t, b.Stream("k"))
+		if len(got) != 13 || got[4].ID <= 4 || got[4].ID >= 93 {
+			t.Fatalf("got %v, want 1-4, one event in hand-off, and 93-100", got)
+		}
+		checkSeq(t, got[:4], 1)
+		checkSeq(t, got[5:], 93)
+	})
 	for range 20 {
 		b := newBroker[string](t, WithBuffer(4), WithMaxPending(8, DropOldest))
 		enqueueSeq(t, b, "k", 1, 100)

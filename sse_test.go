@@ -1016,17 +1016,19 @@ func TestHandlerSlowClientOfClosedKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBroker[string](t, WithRetention(200*time.Millisecond))
 		big := strings.Repeat("x", 2<<10)
-		for i := 1; i <= 50; i++ {
+		for i := 1; i <= 100; i++ {
 			must(t, b.Enqueue(context.Background(), "k", strconv.Itoa(i)+big))
 		}
 		must(t, b.Close(context.Background(), "k"))
-		rec := &gatedRecorder{delay: 100 * time.Millisecond} // 16 events a write: 400 ms
+		// 16 events a write, 70 ms each: the retention time passes while
+		// the third write is on its way, with 36 events still in overflow.
+		rec := &gatedRecorder{delay: 70 * time.Millisecond}
 		<-serveGated(t, Handler(b, queryKey, WithHeartbeat(0)), "k", rec)
 		evs := rec.events(t)
-		if len(evs) != 51 || evs[50].Type != EventClose {
-			t.Fatalf("got %d events, the last %+v: want 50 and close", len(evs), evs[len(evs)-1])
+		if len(evs) != 101 || evs[100].Type != EventClose {
+			t.Fatalf("got %d events, the last %+v: want 100 and close", len(evs), evs[len(evs)-1])
 		}
-		for i, ev := range evs[:50] {
+		for i, ev := range evs[:100] {
 			if ev.ID != strconv.Itoa(i+1) {
 				t.Fatalf("event %d has ID %s", i+1, ev.ID)
 			}
