@@ -76,13 +76,17 @@ type Broker[K comparable] struct {
 
 // New returns a Broker configured by opts and starts its loop goroutine.
 // Call [Broker.Shutdown] to stop it. New panics if an option is out of range,
-// as make does for a negative size.
+// as make does for a negative size, or if options contradict each other
+// ([WithMaxPending] in [FanOut] mode).
 func New[K comparable](opts ...Option) *Broker[K] {
 	cfg := defaults()
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
 	cfg.checkKeys = keysNeedCheck(reflect.TypeFor[K]())
+	if cfg.mode == FanOut && cfg.maxPending >= 0 {
+		panic("sse: New: WithMaxPending has no meaning in FanOut mode, where producers never wait for readers")
+	}
 	b := &Broker[K]{
 		cfg:   cfg,
 		wake:  make(chan struct{}, 1),
@@ -149,6 +153,9 @@ func (b *Broker[K]) Close(ctx context.Context, key K) error {
 	return b.send(ctx, command[K]{op: opClose, key: key}, nil, nil)
 }
 
+// Mode returns the broker's [Mode]; it implements [Source].
+func (b *Broker[K]) Mode() Mode { return b.cfg.mode }
+
 // Stats returns a consistent snapshot of the broker's counters, taken by its
 // loop. After Shutdown it returns the final counters.
 func (b *Broker[K]) Stats() Stats {
@@ -172,7 +179,7 @@ type Stats struct {
 	Discarded uint64 // events sent to a closed key
 	Dropped   uint64 // accepted events never handed to a channel: overflow policy, Shutdown's deadline, or a key forgotten undrained
 
-	Replay int64 // bytes held by the replay windows of every key (see WithReplayBudget)
+	Replay int64 // bytes held by every key's replay window or, in FanOut mode, history (see WithReplayBudget)
 }
 
 // Shutdown closes every key, lets readers drain what was queued, then stops

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"time"
 
 	"github.com/rocketqueue/sse"
@@ -184,7 +185,12 @@ func ExampleHandler() {
 		panic(err)
 	}
 	for _, ev := range received {
-		fmt.Printf("id=%s event=%s data=%q\n", ev.ID, ev.Type, ev.Data)
+		// An ID is "<epoch>-<event ID>": the epoch names this life of
+		// the key, so that a client resuming with an ID of another life
+		// (the key forgotten and created again, the server restarted) is
+		// not taken for one of this life. It is random: print the rest.
+		_, id, _ := strings.Cut(ev.ID, "-")
+		fmt.Printf("id=%s event=%s data=%q\n", id, ev.Type, ev.Data)
 	}
 	// Output:
 	// id=1 event=progress data="50"

@@ -294,7 +294,7 @@ func TestHandlerMaxStreamsUnderLoad(t *testing.T) {
 				ev, err := c.events.Next()
 				c.close() // got it, or told to come back: leave either way
 				if err == nil {
-					if ev.ID != "1" || ev.Data != "1" {
+					if seqOf(ev.ID) != "1" || ev.Data != "1" {
 						t.Errorf("client %d: got %+v", i, ev)
 					}
 					return
@@ -343,7 +343,7 @@ func TestMaxStreamsLetsAClientReplaceItsConnection(t *testing.T) {
 	}
 	stranger("other")
 	for range 3 { // as often as a browser would try
-		c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "1")
+		c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", stale.wireID(1))
 		c.expectSeq(t, 2, 3) // replayed: the old connection took them
 		stale.expectCut(t)
 		stranger("other") // the slot is c's now

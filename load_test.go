@@ -51,6 +51,15 @@ func dialStream(addr, key string, deadline time.Time) (*rawStream, error) {
 	return &rawStream{conn: conn, events: ssetest.NewReader(resp.Body)}, nil
 }
 
+// seqOf returns the event ID of a wire ID, "<epoch>-<id>", or "" if it has
+// no epoch.
+func seqOf(id string) string {
+	if i := strings.LastIndexByte(id, '-'); i > 0 {
+		return id[i+1:]
+	}
+	return ""
+}
+
 // expect reads events 1..n, each with data "<key>/<ID>", then the close
 // event and the end of the stream.
 func (s *rawStream) expect(key string, n int) error {
@@ -59,7 +68,7 @@ func (s *rawStream) expect(key string, n int) error {
 		if err != nil {
 			return fmt.Errorf("key %s, event %d: %w", key, i, err)
 		}
-		if ev.ID != strconv.Itoa(i) || ev.Data != key+"/"+strconv.Itoa(i) {
+		if seqOf(ev.ID) != strconv.Itoa(i) || ev.Data != key+"/"+strconv.Itoa(i) {
 			return fmt.Errorf("key %s: got %+v, want event %d", key, ev, i)
 		}
 	}

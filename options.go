@@ -14,18 +14,22 @@ func (f optionFunc) apply(c *config) { f(c) }
 
 // config is a Broker's configuration, fixed by New.
 type config struct {
-	buffer       int           // capacity of each key's channel
-	maxPending   int           // bound on each key's overflow; negative: unbounded
-	policy       Overflow      // what happens beyond maxPending
-	retention    time.Duration // how long a closed key is remembered
-	idle         time.Duration // close keys untouched for this long; 0: never
-	inbox        int           // commands, and events, the inbox holds before producers wait
-	replayEvents int           // events each key's replay window holds
-	replayBytes  int           // bytes (see eventSize) each key's replay window holds
-	replayBudget int64         // bytes all replay windows hold together
-	maxKeys      int           // bound on keys, open and closed; 0: none
-	checkKeys    bool          // the key type can hold values that fail checkKey; set by New
-	onWake       func()        // tests only: called by the loop before it takes the inbox
+	buffer        int           // capacity of each key's channel
+	maxPending    int           // bound on each key's overflow; negative: unbounded
+	policy        Overflow      // what happens beyond maxPending
+	retention     time.Duration // how long a closed key is remembered
+	idle          time.Duration // close keys untouched for this long; 0: never
+	inbox         int           // commands, and events, the inbox holds before producers wait
+	replayEvents  int           // events each key's replay window holds
+	replayBytes   int           // bytes (see eventSize) each key's replay window holds
+	replayBudget  int64         // bytes all replay windows and histories hold together
+	mode          Mode          // Queue or FanOut
+	historyEvents int           // FanOut: events each key's history holds
+	historyBytes  int           // FanOut: bytes (see eventSize) each key's history holds
+	historyAge    time.Duration // FanOut: how long an event stays in a history; 0: no bound
+	maxKeys       int           // bound on keys, open and closed; 0: none
+	checkKeys     bool          // the key type can hold values that fail checkKey; set by New
+	onWake        func()        // tests only: called by the loop before it takes the inbox
 }
 
 // DefaultBuffer is the capacity of each key's channel unless [WithBuffer]
@@ -48,13 +52,16 @@ func (c *config) low() int64 { return int64(c.maxPending / 2) }
 
 func defaults() config {
 	return config{
-		buffer:       DefaultBuffer,
-		maxPending:   -1,
-		retention:    DefaultRetention,
-		inbox:        1024,
-		replayEvents: DefaultReplay,
-		replayBytes:  DefaultReplayBytes,
-		replayBudget: DefaultReplayBudget,
+		buffer:        DefaultBuffer,
+		maxPending:    -1,
+		retention:     DefaultRetention,
+		inbox:         1024,
+		replayEvents:  DefaultReplay,
+		replayBytes:   DefaultReplayBytes,
+		replayBudget:  DefaultReplayBudget,
+		historyEvents: DefaultReplay,
+		historyBytes:  DefaultReplayBytes,
+		historyAge:    DefaultHistoryAge,
 	}
 }
 
@@ -159,12 +166,79 @@ func WithReplay(events, bytes int) Option {
 	return optionFunc(func(c *config) { c.replayEvents, c.replayBytes = events, bytes })
 }
 
-// WithReplayBudget bounds the bytes that all keys' replay windows hold
-// together, so that many streaming keys cannot exhaust memory. When the
-// budget is used up, windows stop growing: a window then drops its own
-// oldest event for each new one, keeping at least its newest 32 KiB (the
-// most [Handler] writes at once), so the budget may be exceeded by up to
-// 32 KiB per streaming key. Clients of keys whose windows shrank that way
+// Mode is how a [Broker]'s keys hand out their events, chosen with
+// [WithMode] when it is made. Producers call Enqueue, Publish and Close the
+// same way in both.
+type Mode int
+
+const (
+	// Queue, the default, makes each key a FIFO queue whose events are each
+	// read once: readers of a key compete ([Broker.Stream]), and a key has
+	// one SSE connection at a time.
+	Queue Mode = iota
+	// FanOut makes each key a history that every reader reads from its own
+	// position: in process ([Broker.Events]) and over SSE, any number of
+	// readers and connections per key each get every event, and resume from
+	// an ID the history still holds. A reader that falls further behind than
+	// the history is told of the gap, never silently skipped; producers never
+	// wait for readers.
+	FanOut
+)
+
+// String returns the mode's name, as in the constant.
+func (m Mode) String() string {
+	switch m {
+	case Queue:
+		return "Queue"
+	case FanOut:
+		return "FanOut"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// WithMode chooses how the broker's keys hand out their events: [Queue],
+// the default, or [FanOut]. In FanOut mode [WithMaxPending] is refused, as
+// producers never wait for readers, and [WithBuffer] and [WithReplay] have
+// no use; [WithHistory] bounds what each key holds.
+func WithMode(m Mode) Option {
+	if m != Queue && m != FanOut {
+		panic("sse: WithMode: unknown Mode")
+	}
+	return optionFunc(func(c *config) { c.mode = m })
+}
+
+// DefaultHistoryAge is how long a FanOut key holds an event unless
+// [WithHistory] says otherwise; its bounds in events and bytes are
+// [DefaultReplay] and [DefaultReplayBytes].
+const DefaultHistoryAge = time.Hour
+
+// WithHistory bounds each [FanOut] key's history: the events it holds so
+// that its readers read them from their own positions, resume from an ID,
+// and a late reader catches up. A history holds at most events events and
+// bytes bytes, each event counting 48 bytes plus its Name and Data, and
+// events no older than age; it drops its oldest beyond that, but always
+// keeps its newest event. Age is applied when the key receives events, so
+// that no timer runs per key: an event older than age may stay until the
+// next one arrives, or the key is forgotten. A reader behind the oldest
+// event held is told of the gap ([GapError], or a "gap" event over SSE). A
+// history costs its events' memory, 48 bytes an event plus its strings, and
+// counts against [WithReplayBudget]; it is freed when the key is forgotten.
+// The defaults are [DefaultReplay], [DefaultReplayBytes] and
+// [DefaultHistoryAge]; age 0 means no bound in time. events and bytes must
+// be ≥ 1, and age ≥ 0.
+func WithHistory(events, bytes int, age time.Duration) Option {
+	if events < 1 || bytes < 1 || age < 0 {
+		panic("sse: WithHistory: bound out of range")
+	}
+	return optionFunc(func(c *config) { c.historyEvents, c.historyBytes, c.historyAge = events, bytes, age })
+}
+
+// WithReplayBudget bounds the bytes that all keys' replay windows (and, in
+// [FanOut] mode, histories) hold together, so that many streaming keys
+// cannot exhaust memory. When the budget is used up, windows stop growing:
+// a window then drops its own oldest event for each new one, keeping at
+// least its newest 32 KiB (the most [Handler] writes at once), so the
+// budget may be exceeded by up to 32 KiB per streaming key. Clients of keys whose windows shrank that way
 // get a gap when more was in flight than their window kept. [Stats].Replay
 // tells how much the windows hold. The default is [DefaultReplayBudget].
 // n must be ≥ 0.

@@ -128,7 +128,7 @@ func TestResumeThroughProxy(t *testing.T) {
 		if ev.Type == EventGap {
 			t.Fatalf("gap %s after event %d", ev.Data, i)
 		}
-		if want := strconv.Itoa(i + 1); ev.ID != want || ev.Data != payload(i+1) {
+		if want := strconv.Itoa(i + 1); seqOf(ev.ID) != want || ev.Data != payload(i+1) {
 			t.Fatalf("event %d has ID %s and %d bytes of data, want ID %s and its %d bytes", i, ev.ID, len(ev.Data), want, len(payload(i+1)))
 		}
 	}
@@ -170,16 +170,16 @@ func TestResumeGapThroughProxy(t *testing.T) {
 	for _, ev := range events {
 		if ev.Type == EventGap {
 			gaps++
-			want := `{"from":` + strconv.Itoa(next) + `,"to":` + ev.ID + `}`
+			want := `{"from":` + strconv.Itoa(next) + `,"to":` + seqOf(ev.ID) + `}`
 			if ev.Data != want {
 				t.Fatalf("gap %s (id %s), want it to start at %d, the first ID the client lacks", ev.Data, ev.ID, next)
 			}
-			to, _ := strconv.Atoi(ev.ID)
+			to, _ := strconv.Atoi(seqOf(ev.ID))
 			t.Logf("gap of %d events (%d to %d) after %d connections", to-next+1, next, to, conns)
 			next = to + 1
 			continue
 		}
-		if want := strconv.Itoa(next); ev.ID != want || ev.Data != payload(next) {
+		if want := strconv.Itoa(next); seqOf(ev.ID) != want || ev.Data != payload(next) {
 			t.Fatalf("got event %s, want %d: nothing beyond the gap may be lost or repeated", ev.ID, next)
 		}
 		next++
@@ -202,41 +202,37 @@ func TestReplayBudget(t *testing.T) {
 			must(t, b.Enqueue(context.Background(), k, data))
 		}
 	}
-	take(t, b, "a", SubscribeRequest{}, 150) // 157,200 bytes: within the budget
+	epochA := take(t, b, "a", SubscribeRequest{}, 150) // 157,200 bytes: within the budget
 	if got := b.Stats().Replay; got != 150*1048 {
 		t.Fatalf("Replay %d, want %d", got, 150*1048)
 	}
-	take(t, b, "b", SubscribeRequest{}, 150) // grows to the budget, then slides
+	epochB := take(t, b, "b", SubscribeRequest{}, 150) // grows to the budget, then slides
 	if got := b.Stats().Replay; got > budget {
 		t.Fatalf("Replay %d, over the budget of %d", got, budget)
 	}
-	kept := func(key string, last uint64) int {
-		sub, err := b.Subscribe(context.Background(), key, SubscribeRequest{Resume: true, LastID: last})
+	kept := func(key, epoch string, last uint64) int {
+		sub, err := b.Subscribe(context.Background(), key, SubscribeRequest{Resume: true, Epoch: epoch, LastID: last})
 		must(t, err)
 		defer sub.Close()
-		gap, seq := sub.Missed()
-		n := 0
-		for range seq {
-			n++
-		}
-		if n > 0 && gap.To != 150-uint64(n) {
+		gap, evs := missed(t, sub)
+		if n := len(evs); n > 0 && gap.To != 150-uint64(n) {
 			t.Fatalf("%s: gap %+v with %d events kept, want the newest kept", key, gap, n)
 		}
-		return n
+		return len(evs)
 	}
-	nb := kept("b", 0)
+	nb := kept("b", epochB, 0)
 	if nb*1048 < windowFloor || nb == 150 {
 		t.Fatalf("b kept %d events: want at least 32 KiB, and fewer than all", nb)
 	}
 	// The client of a confirms all: its bytes go back to the budget, and b
 	// may grow again.
-	if n := kept("a", 150); n != 0 {
+	if n := kept("a", epochA, 150); n != 0 {
 		t.Fatalf("a kept %d events after the client confirmed all", n)
 	}
 	for range 100 {
 		must(t, b.Enqueue(context.Background(), "b", data))
 	}
-	take(t, b, "b", SubscribeRequest{Resume: true, LastID: 0}, 100)
+	take(t, b, "b", SubscribeRequest{}, 100)
 	if got, want := b.Stats().Replay, int64(nb+100)*1048; got != want {
 		t.Fatalf("Replay %d after a gave its bytes back, want b to keep all its %d events: %d", got, nb+100, want)
 	}

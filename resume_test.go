@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"math"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,17 +21,41 @@ import (
 )
 
 // take attaches a subscription to key, as a handler does, takes n events
-// and records them, then detaches without anyone having seen them.
-func take(t *testing.T, b *Broker[string], key string, req SubscribeRequest, n int) {
+// (all that are ready, at least n) and records them, then detaches without
+// anyone having seen them. It returns the key's epoch.
+func take(t *testing.T, b *Broker[string], key string, req SubscribeRequest, n int) string {
 	t.Helper()
-	sub, err := b.Subscribe(context.Background(), key, req)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	sub, err := b.Subscribe(ctx, key, req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	for _, ev := range recv(t, sub.Events(), n) {
-		sub.Taken(ev)
+	var buf []Event
+	for got := 0; got < n; {
+		evs, _, err := sub.Next(ctx, buf, nil, math.MaxInt)
+		got += len(evs)
+		if err == io.EOF && got < n || err != nil && err != io.EOF {
+			t.Fatalf("took %d of %d events: %v", got, n, err)
+		}
+		buf = evs
 	}
+	return sub.Epoch()
+}
+
+// missed returns what sub sends first, as a handler would: the gap and the
+// events an earlier connection took and the client may not have received.
+// Nothing else must be ready.
+func missed(t *testing.T, sub Subscription) (Gap, []Event) {
+	t.Helper()
+	ready := make(chan time.Time, 1)
+	ready <- time.Time{} // if nothing is to be sent again, Next returns at once
+	evs, gap, err := sub.Next(context.Background(), nil, ready, math.MaxInt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gap, evs
 }
 
 // TestResumeAfterCutConnections is a client on a bad network: each
@@ -129,7 +153,7 @@ func TestResumeAfterCutConnections(t *testing.T) {
 		t.Fatalf("got %d events, want %d", len(got), total)
 	}
 	for i, ev := range got {
-		if want := strconv.Itoa(i + 1); ev.ID != want || ev.Data != want {
+		if want := strconv.Itoa(i + 1); seqOf(ev.ID) != want || ev.Data != want {
 			t.Fatalf("event %d is %+v, want %s", i, ev, want)
 		}
 	}
@@ -140,16 +164,16 @@ func TestResumeReplaysWhatTheClientMissed(t *testing.T) {
 	b := newBroker[string](t)
 	srv, _ := serve(t, b)
 	enqueueSeq(t, b, "k", 1, 5)
-	take(t, b, "k", SubscribeRequest{}, 5) // a connection took 1-5 and died
+	epoch := take(t, b, "k", SubscribeRequest{}, 5) // a connection took 1-5 and died
 
-	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "2")
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", epoch+"-2")
 	c.expectSeq(t, 3, 5) // replayed
 	enqueueSeq(t, b, "k", 6, 6)
 	c.expectSeq(t, 6, 6) // then live
 	c.close()
 
 	// The client confirmed 5 by resuming from it: only 6 is replayed now.
-	c = open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "5")
+	c = open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", epoch+"-5")
 	c.expectSeq(t, 6, 6)
 }
 
@@ -163,7 +187,7 @@ func TestResumeGap(t *testing.T) {
 	first.expectSeq(t, 1, 22)
 	first.close()
 
-	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "2")
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", first.wireID(2))
 	if ev := c.next(t); ev.Type != "gap" || ev.Data != `{"from":3,"to":18}` || ev.ID != "18" {
 		t.Fatalf("got %+v, want the gap 3-18", ev)
 	}
@@ -191,8 +215,7 @@ func TestDefaultReplayWindow(t *testing.T) {
 	sub, err := b.Subscribe(context.Background(), "k", SubscribeRequest{Resume: true, LastID: 0})
 	must(t, err)
 	defer sub.Close()
-	gap, seq := sub.Missed()
-	missed := slices.Collect(seq)
+	gap, missed := missed(t, sub)
 	if want := (Gap{From: 1, To: 100}); gap != want {
 		t.Fatalf("gap %+v, want %+v", gap, want)
 	}
@@ -222,13 +245,17 @@ func TestResumeUnusableLastEventID(t *testing.T) {
 		{"inner space", "1 2", ""}, // (HTTP trims outer spaces)
 		{"exponent", "1e3", ""},
 		{"hex", "0x1", ""},
-		{"future", "1000", ""},
+		{"future", "EPOCH-1000", ""},
+		{"no epoch before the dash", "-3", ""},
+		{"epoch not alphanumeric", "a_b-1", ""},
+		{"two dashes", "EPOCH--1", ""},
 		{"text query", "-", "abc"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			key := "k" + strconv.Itoa(i)
 			enqueueSeq(t, b, key, 1, 3)
-			take(t, b, key, SubscribeRequest{}, 3) // retained: 1-3
+			epoch := take(t, b, key, SubscribeRequest{}, 3) // retained: 1-3
+			c.header = strings.ReplaceAll(c.header, "EPOCH", epoch)
 			u := srv.URL + "?key=" + key
 			if c.query != "" {
 				u += "&lastEventId=" + url.QueryEscape(c.query)
@@ -250,7 +277,7 @@ func TestResumeUnusableLastEventID(t *testing.T) {
 			// Treated as no ID: live events only, nothing replayed.
 			r := ssetest.NewReader(resp.Body)
 			enqueueSeq(t, b, key, 4, 4)
-			if ev, err := r.Next(); err != nil || ev.ID != "4" {
+			if ev, err := r.Next(); err != nil || ev.ID != epoch+"-4" {
 				t.Fatalf("got %+v %v, want the live event 4", ev, err)
 			}
 		})
@@ -262,14 +289,14 @@ func TestResumeClosedKey(t *testing.T) {
 	srv, _ := serve(t, b)
 	enqueueSeq(t, b, "k", 1, 3)
 	must(t, b.Close(context.Background(), "k"))
-	take(t, b, "k", SubscribeRequest{}, 3) // taken, never seen
+	epoch := take(t, b, "k", SubscribeRequest{}, 3) // taken, never seen
 
-	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "1")
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", epoch+"-1")
 	c.expectSeq(t, 2, 3)
 	c.expectClose(t)
 	resp, err := srv.Client().Do(func() *http.Request {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key=k", nil)
-		req.Header.Set("Last-Event-ID", "3")
+		req.Header.Set("Last-Event-ID", epoch+"-3")
 		return req
 	}())
 	if err != nil {
@@ -309,32 +336,31 @@ func TestTakeoverWaitsForTheOldConnection(t *testing.T) {
 			sub Subscription
 			err error
 		}
+		enqueueSeq(t, b, "k", 1, 1)
+		evs, _, err := old.Next(ctx, nil, nil, math.MaxInt) // the old one takes 1
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("the old subscription took %v, %v", evs, err)
+		}
 		next := make(chan result, 1)
 		go func() {
 			sub, err := b.Subscribe(ctx, "k", SubscribeRequest{Resume: true, Takeover: true})
 			next <- result{sub, err}
 		}()
-		select {
-		case <-old.Done():
-		case <-time.After(patience):
-			t.Fatal("the old subscription was not told to stop")
-		}
-		enqueueSeq(t, b, "k", 1, 1)
 		synctest.Wait() // the takeover waits, and only for the old subscription
 		select {
 		case r := <-next:
 			t.Fatalf("takeover attached (%v) while the old subscription was still attached", r.err)
 		default:
 		}
-		ev := recv(t, old.Events(), 1)[0] // the old one takes one more before it notices
-		old.Taken(ev)
+		if _, _, err := old.Next(ctx, nil, nil, math.MaxInt); !errors.Is(err, ErrReplaced) {
+			t.Fatalf("the old subscription's Next: %v, want ErrReplaced", err)
+		}
 		old.Close()
 		r := <-next
 		must(t, r.err)
 		defer r.sub.Close()
-		_, seq := r.sub.Missed()
-		if missed := slices.Collect(seq); len(missed) != 1 || missed[0].ID != 1 {
-			t.Fatalf("missed %v, want the event the old subscription took", missed)
+		if _, got := missed(t, r.sub); len(got) != 1 || got[0].ID != 1 {
+			t.Fatalf("missed %v, want the event the old subscription took", got)
 		}
 	})
 }

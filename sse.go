@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -125,14 +125,14 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := SubscribeRequest{Takeover: h.cfg.takeover == TakeOverAlways, Known: h.cfg.known}
-	if id, header, ok := lastEventID(r); ok {
+	if epoch, id, header, ok := lastEventID(r); ok {
 		// Only the header shows a reconnection: a browser sends it itself.
 		// The query parameter is in every request of a page's EventSource,
 		// so a second tab must not take the key over with it.
-		req.Resume, req.LastID = true, id
+		req.Resume, req.Epoch, req.LastID = true, epoch, id
 		req.Takeover = req.Takeover || header
 	}
-	sl, ok := h.streams.acquire(key, req.Takeover)
+	sl, ok := h.streams.acquire(key, req.Takeover && h.src.Mode() == Queue)
 	if !ok {
 		h.tryLater(w, r, errTooManyStreams)
 		return
@@ -168,7 +168,7 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Close()
-	h.stream(w, r, c, sub, req)
+	h.stream(w, r, c, sub)
 }
 
 // keyOf calls the key function, turning a panic into an error, except
@@ -197,8 +197,8 @@ func (e panicError) StatusCode() int { return http.StatusInternalServerError }
 const flushBytes = 32 << 10
 
 // stream writes the subscription's events until the key ends or the
-// connection does. req is the subscription's request.
-func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub Subscription, req SubscribeRequest) {
+// connection does.
+func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub Subscription) {
 	ctx := r.Context()
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -206,45 +206,16 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	failed := func(err error) {
-		level := slog.LevelInfo
-		if errors.Is(err, errAborted) {
-			level = slog.LevelDebug
-		}
-		h.log(ctx, level, "sse: write failed", r, slog.Any("error", err))
-	}
 	buf := make([]byte, 0, 4<<10)
 	if h.cfg.retry > 0 {
 		buf = append(buf, "retry: "...)
 		buf = strconv.AppendInt(buf, retryMillis(h.cfg.retry), 10)
 		buf = append(buf, "\n\n"...)
 	}
-	// last is the ID of the last event the client has, once known: an event
-	// after a jump in IDs (events dropped by an overflow policy, or read by
-	// another reader) comes after a gap event that names the jump.
-	last, known := req.LastID, req.Resume
-	gap, missed := sub.Missed()
-	if gap != (Gap{}) {
-		buf = appendGap(buf, gap)
-		last, known = gap.To, true
-		h.log(ctx, slog.LevelWarn, "sse: client missed events that are no longer retained", r, slog.Uint64("from", gap.From), slog.Uint64("to", gap.To))
-	}
-	for ev := range missed {
-		buf = appendEvent(buf, ev)
-		last, known = ev.ID, true
-		if len(buf) >= flushBytes {
-			if err := c.write(buf); err != nil {
-				failed(err)
-				return
-			}
-			buf = buf[:0]
-		}
-	}
-	if err := c.write(buf); err != nil {
-		failed(err)
+	if err := c.write(buf); err != nil { // the headers, at once
+		h.failed(ctx, r, err)
 		return
 	}
-
 	var heartbeat <-chan time.Time
 	var beat *time.Timer
 	if h.cfg.heartbeat > 0 {
@@ -252,91 +223,57 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		defer beat.Stop()
 		heartbeat = beat.C
 	}
-	// A connection takes no more than the replay window, and flushBytes,
-	// between two writes, so that a failed write loses nothing. An event
-	// that would go beyond is carried to the next write: it is recorded as
-	// taken when it joins a write, or when the handler returns.
-	events, done := sub.Events(), sub.Done()
-	maxEvents, maxBytes := sub.Window()
-	if maxEvents == 0 {
-		maxEvents, maxBytes = math.MaxInt, math.MaxInt
-	}
-	limit := min(flushBytes, maxBytes)
-	var carry Event
-	carried := false
-	defer func() {
-		if carried {
-			sub.Taken(carry)
-		}
-	}()
+	epoch := sub.Epoch()
+	var evs []Event
 	for {
+		var gap Gap
+		var err error
+		evs, gap, err = sub.Next(ctx, evs, heartbeat, flushBytes)
 		buf = buf[:0]
-		ev, ok, ping := carry, true, false
-		if carried {
-			carried = false
-		} else {
-			select {
-			case ev, ok = <-events:
-			case <-heartbeat:
-				ping = true
-			case <-done:
-				h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
-				return
-			case <-ctx.Done():
-				return
-			}
+		if gap != (Gap{}) {
+			buf = appendGap(buf, epoch, gap)
+			h.log(ctx, slog.LevelWarn, "sse: client missed events that can no longer be sent", r, slog.Uint64("from", gap.From), slog.Uint64("to", gap.To))
 		}
-		ended := false
-		if ping {
-			buf = append(buf, ": ping\n\n"...)
-		} else {
-			// Take ev, then whatever else is ready, within the bounds.
-			for n, size := 0, 0; ok; n++ {
-				if n > 0 && (n == maxEvents || size+eventSize(ev) > limit) {
-					carry, carried = ev, true
-					break
-				}
-				sub.Taken(ev)
-				size += eventSize(ev)
-				if known && ev.ID > last+1 {
-					buf = appendGap(buf, Gap{From: last + 1, To: ev.ID - 1})
-				}
-				buf = appendEvent(buf, ev)
-				last, known = ev.ID, true
-				select {
-				case ev, ok = <-events:
-					continue
-				default:
-				}
-				break
-			}
-			select {
-			case <-done: // taken over: what we took is in the replay window
-				h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
-				return
-			default:
-			}
-			if ended = !ok; ended {
-				if err := sub.Err(); err != nil {
-					// Cut short: no "close", so that the client comes back
-					// and learns what happened.
-					h.log(ctx, slog.LevelWarn, "sse: stream cut short", r, slog.Any("error", err))
-				} else {
-					buf = append(buf, h.cfg.end...)
-				}
-			}
+		for _, ev := range evs {
+			buf = appendEvent(buf, epoch, ev)
 		}
-		if err := c.write(buf); err != nil {
-			failed(err)
+		switch {
+		case err == nil:
+			if len(buf) == 0 {
+				buf = append(buf, ": ping\n\n"...)
+			}
+		case errors.Is(err, io.EOF):
+			buf = append(buf, h.cfg.end...)
+		case errors.Is(err, ErrTruncated):
+			// Cut short: no "close", so that the client comes back and
+			// learns what happened.
+			h.log(ctx, slog.LevelWarn, "sse: stream cut short", r, slog.Any("error", err))
+		case errors.Is(err, ErrReplaced):
+			h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
+			return
+		default: // the client went away, or the server is shutting down
 			return
 		}
-		if ended {
+		if werr := c.write(buf); werr != nil {
+			h.failed(ctx, r, werr)
+			return
+		}
+		if err != nil {
 			return
 		}
 		if beat != nil {
 			beat.Reset(h.cfg.heartbeat)
 		}
 	}
+}
+
+// failed logs a write that failed.
+func (h *handler[K]) failed(ctx context.Context, r *http.Request, err error) {
+	level := slog.LevelInfo
+	if errors.Is(err, errAborted) {
+		level = slog.LevelDebug
+	}
+	h.log(ctx, level, "sse: write failed", r, slog.Any("error", err))
 }
 
 // refuse answers a request that gets no stream, and logs why.
@@ -387,43 +324,72 @@ func canFlush(w http.ResponseWriter) bool {
 }
 
 // lastEventID returns the ID a request resumes from: its Last-Event-ID
-// header or, without one, its lastEventId query parameter.
-func lastEventID(r *http.Request) (id uint64, header, ok bool) {
+// header or, without one, its lastEventId query parameter, split into its
+// epoch (empty for a plain decimal ID) and event ID.
+func lastEventID(r *http.Request) (epoch string, id uint64, header, ok bool) {
 	v, header := r.Header["Last-Event-Id"]
 	if !header {
 		v = r.URL.Query()["lastEventId"]
 	}
-	if len(v) == 0 || v[0] == "" || v[0][0] < '0' || v[0][0] > '9' {
-		return 0, header, false
+	if len(v) == 0 {
+		return "", 0, header, false
 	}
-	id, err := strconv.ParseUint(v[0], 10, 64)
-	return id, header, err == nil
+	epoch, id, ok = parseID(v[0])
+	return epoch, id, header, ok
+}
+
+// parseID splits a wire ID, "<epoch>-<id>" or a plain "<id>", into its
+// parts: an epoch of ASCII letters and digits, and a decimal event ID.
+func parseID(v string) (epoch string, id uint64, ok bool) {
+	if i := strings.LastIndexByte(v, '-'); i >= 0 {
+		epoch, v = v[:i], v[i+1:]
+		if epoch == "" {
+			return "", 0, false
+		}
+		for j := 0; j < len(epoch); j++ {
+			if c := epoch[j]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+				return "", 0, false
+			}
+		}
+	}
+	if v == "" || v[0] < '0' || v[0] > '9' {
+		return "", 0, false
+	}
+	id, err := strconv.ParseUint(v, 10, 64)
+	return epoch, id, err == nil
 }
 
 // retryMillis is d in whole milliseconds, at least 1: a "retry: 0" would
 // make clients reconnect at once, again and again.
 func retryMillis(d time.Duration) int64 { return max(1, d.Milliseconds()) }
 
-// appendGap appends a gap event: its id is g.To, so that a client that
-// resumes after it does not ask for the gap again.
-func appendGap(buf []byte, g Gap) []byte {
+// appendID appends a wire ID: the epoch, a dash, and the event ID.
+func appendID(buf []byte, epoch string, id uint64) []byte {
 	buf = append(buf, "id: "...)
-	buf = strconv.AppendUint(buf, g.To, 10)
-	buf = append(buf, "\nevent: "+EventGap+"\ndata: {\"from\":"...)
+	buf = append(buf, epoch...)
+	buf = append(buf, '-')
+	buf = strconv.AppendUint(buf, id, 10)
+	return append(buf, '\n')
+}
+
+// appendGap appends a gap event: its id is that of g.To, so that a client
+// that resumes after it does not ask for the gap again.
+func appendGap(buf []byte, epoch string, g Gap) []byte {
+	buf = appendID(buf, epoch, g.To)
+	buf = append(buf, "event: "+EventGap+"\ndata: {\"from\":"...)
 	buf = strconv.AppendUint(buf, g.From, 10)
 	buf = append(buf, ",\"to\":"...)
 	buf = strconv.AppendUint(buf, g.To, 10)
 	return append(buf, "}\n\n"...)
 }
 
-// appendEvent appends ev in the text/event-stream format: an id line, an
-// event line if it has a Name, one data line per line of Data (a line ends
-// at CRLF, LF or CR, as the client's parser splits them), and a blank line.
-// An empty Data still gets one data line, so that the client dispatches it.
-func appendEvent(buf []byte, ev Event) []byte {
-	buf = append(buf, "id: "...)
-	buf = strconv.AppendUint(buf, ev.ID, 10)
-	buf = append(buf, '\n')
+// appendEvent appends ev in the text/event-stream format: an id line with
+// the epoch, an event line if it has a Name, one data line per line of
+// Data (a line ends at CRLF, LF or CR, as the client's parser splits them),
+// and a blank line. An empty Data still gets one data line, so that the
+// client dispatches it.
+func appendEvent(buf []byte, epoch string, ev Event) []byte {
+	buf = appendID(buf, epoch, ev.ID)
 	if ev.Name != "" {
 		buf = append(buf, "event: "...)
 		buf = append(buf, ev.Name...)

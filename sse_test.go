@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"slices"
 	"bytes"
 	"context"
 	"errors"
@@ -10,8 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,7 +97,22 @@ type client struct {
 	resp   *http.Response
 	events *ssetest.Reader
 	cancel context.CancelFunc
+	epoch  string // the epoch of the IDs it received; next strips it from them
 }
+
+// splitID splits a wire ID into its epoch and event ID, failing the test
+// unless it has both.
+func splitID(t testing.TB, id string) (epoch, seq string) {
+	t.Helper()
+	i := strings.LastIndexByte(id, '-')
+	if i <= 0 {
+		t.Fatalf("ID %q has no epoch", id)
+	}
+	return id[:i], id[i+1:]
+}
+
+// wireID returns the wire ID of event id of the stream's epoch.
+func (c *client) wireID(id int) string { return c.epoch + "-" + strconv.Itoa(id) }
 
 // open requests key's stream and fails unless it is a 200 event stream.
 func open(t *testing.T, hc *http.Client, url, key string, header ...string) *client {
@@ -137,15 +153,48 @@ func (c *client) close() {
 	c.resp.Body.Close()
 }
 
-// next returns the next event, failing the test at the end of the stream.
+// next returns the next event, with its ID stripped of the stream's epoch,
+// failing the test at the end of the stream or if the epoch changes.
 func (c *client) next(t testing.TB) ssetest.Event {
 	t.Helper()
 	ev, err := c.events.Next()
 	if err != nil {
 		t.Fatalf("reading the stream: %v", err)
 	}
+	return c.strip(t, ev)
+}
+
+// strip removes the stream's epoch from ev's ID.
+func (c *client) strip(t testing.TB, ev ssetest.Event) ssetest.Event {
+	t.Helper()
+	if ev.ID == "" {
+		return ev
+	}
+	epoch, seq := splitID(t, ev.ID)
+	if c.epoch == "" {
+		c.epoch = epoch
+	} else if epoch != c.epoch {
+		t.Fatalf("event %+v has epoch %q, the stream had %q", ev, epoch, c.epoch)
+	}
+	ev.ID = seq
 	return ev
 }
+
+// stripIDs strips the epoch, one for all, from the IDs of evs.
+func stripIDs(t testing.TB, evs []ssetest.Event) []ssetest.Event {
+	t.Helper()
+	var c client
+	out := make([]ssetest.Event, len(evs))
+	for i, ev := range evs {
+		out[i] = c.strip(t, ev)
+	}
+	return out
+}
+
+// plain strips the epochs from the id lines of a raw stream.
+func plain(s string) string { return epochs.ReplaceAllString(s, "id: ") }
+
+var epochs = regexp.MustCompile(`(?m)^id: [0-9a-zA-Z]+-`)
 
 // expectSeq reads events from..to, each with data "<ID>".
 func (c *client) expectSeq(t testing.TB, from, to int) {
@@ -199,15 +248,15 @@ func TestAppendEvent(t *testing.T) {
 		ev   Event
 		want string
 	}{
-		{Event{ID: 1, Data: "x"}, "id: 1\ndata: x\n\n"},
-		{Event{ID: 2, Name: "progress", Data: "50"}, "id: 2\nevent: progress\ndata: 50\n\n"},
-		{Event{ID: 3}, "id: 3\ndata: \n\n"},
-		{Event{ID: 4, Data: "a\nb\rc\r\nd"}, "id: 4\ndata: a\ndata: b\ndata: c\ndata: d\n\n"},
-		{Event{ID: 5, Data: "a\n"}, "id: 5\ndata: a\ndata: \n\n"},
-		{Event{ID: 6, Data: "\r\n\r"}, "id: 6\ndata: \ndata: \ndata: \n\n"},
-		{Event{ID: 7, Data: " x"}, "id: 7\ndata:  x\n\n"},
+		{Event{ID: 1, Data: "x"}, "id: e1-1\ndata: x\n\n"},
+		{Event{ID: 2, Name: "progress", Data: "50"}, "id: e1-2\nevent: progress\ndata: 50\n\n"},
+		{Event{ID: 3}, "id: e1-3\ndata: \n\n"},
+		{Event{ID: 4, Data: "a\nb\rc\r\nd"}, "id: e1-4\ndata: a\ndata: b\ndata: c\ndata: d\n\n"},
+		{Event{ID: 5, Data: "a\n"}, "id: e1-5\ndata: a\ndata: \n\n"},
+		{Event{ID: 6, Data: "\r\n\r"}, "id: e1-6\ndata: \ndata: \ndata: \n\n"},
+		{Event{ID: 7, Data: " x"}, "id: e1-7\ndata:  x\n\n"},
 	} {
-		if got := string(appendEvent(nil, c.ev)); got != c.want {
+		if got := string(appendEvent(nil, "e1", c.ev)); got != c.want {
 			t.Errorf("appendEvent(%+v) = %q, want %q", c.ev, got, c.want)
 		}
 	}
@@ -236,6 +285,7 @@ func TestHandlerEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	got = stripIDs(t, got)
 	if len(got) != len(data)+1 {
 		t.Fatalf("got %d events, want %d and the close event", len(got), len(data))
 	}
@@ -339,7 +389,7 @@ func TestHandlerNeedsFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(evs) != 4 || evs[0].ID != "1" || evs[2].ID != "3" {
+	if evs = stripIDs(t, evs); len(evs) != 4 || evs[0].ID != "1" || evs[2].ID != "3" {
 		t.Fatalf("through middleware: %+v, want events 1-3 and close", evs)
 	}
 }
@@ -424,11 +474,21 @@ func (f *flushRecorder) Flush() {
 	f.pending.Reset()
 }
 
-// sent returns what was flushed since its last call.
+// sent returns what was flushed since its last call (or rawSent's), with
+// the epochs stripped from the IDs.
 func (f *flushRecorder) sent() []string {
+	out := f.rawSent()
+	for i := range out {
+		out[i] = plain(out[i])
+	}
+	return out
+}
+
+// rawSent returns what was flushed since its last call (or sent's).
+func (f *flushRecorder) rawSent() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := f.flushes[f.read:]
+	out := slices.Clone(f.flushes[f.read:])
 	f.read = len(f.flushes)
 	return out
 }
@@ -579,6 +639,8 @@ func (busy) Subscribe(context.Context, string, SubscribeRequest) (Subscription, 
 	return nil, ErrBusy
 }
 
+func (busy) Mode() Mode { return Queue }
+
 // TestHandlerBusy: a second reader is refused with 409, which stops a
 // browser; a resuming client whose takeover lost to a newer one is told to
 // come back instead.
@@ -660,8 +722,7 @@ func TestHandlerDropsClientThatStopsReading(t *testing.T) {
 	must(t, b.Close(context.Background(), "k"))
 	sub, err := b.Subscribe(context.Background(), "k", SubscribeRequest{Resume: true})
 	must(t, err)
-	_, seq := sub.Missed()
-	if taken := slices.Collect(seq); len(taken) == 0 || len(taken) == n {
+	if _, taken := missed(t, sub); len(taken) == 0 || len(taken) == n {
 		t.Fatalf("the handler took %d of %d events before it was dropped", len(taken), n)
 	}
 	sub.Close()
@@ -762,7 +823,7 @@ func TestHandlerSecondConnection(t *testing.T) {
 		enqueueSeq(t, b, "k", 1, 1)
 		first.expectSeq(t, 1, 1)
 
-		second := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", "1")
+		second := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", first.wireID(1))
 		first.expectCut(t) // the older response ended first, without close
 		if h.active.Load() != 1 {
 			t.Fatalf("%d handlers running, want only the new one", h.active.Load())
@@ -817,7 +878,7 @@ func TestHandlerManyClients(t *testing.T) {
 		wg.Go(func() {
 			for j := 1; j <= events; j++ {
 				ev, err := c.events.Next()
-				if want := strconv.Itoa(j); err != nil || ev.ID != want || ev.Data != fmt.Sprintf("%d/%d", i, j) {
+				if want := strconv.Itoa(j); err != nil || seqOf(ev.ID) != want || ev.Data != fmt.Sprintf("%d/%d", i, j) {
 					t.Errorf("client %d: got %+v %v, want event %s", i, ev, err, want)
 					return
 				}
@@ -993,15 +1054,15 @@ func serveGated(t *testing.T, h http.Handler, k string, rec *gatedRecorder) <-ch
 	return done
 }
 
-// events parses what rec was sent.
+// events parses what rec was sent, with the epoch stripped from the IDs.
 func (f *flushRecorder) events(t *testing.T) []ssetest.Event {
 	t.Helper()
 	var all []ssetest.Event
-	r := ssetest.NewReader(strings.NewReader(strings.Join(f.sent(), "")))
+	r := ssetest.NewReader(strings.NewReader(strings.Join(f.rawSent(), "")))
 	for {
 		ev, err := r.Next()
 		if err == io.EOF {
-			return all
+			return stripIDs(t, all)
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -3,22 +3,30 @@ package sse
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"iter"
 )
 
-// Stream returns key's channel, creating the key's queue if it is new.
-// Every call for a key returns the same channel: readers compete, and each
-// event is received once. The loop closes the channel after the last event of
-// a closed key, so ranging over it ends; a key that was closed before it held
-// anything gets a closed channel at once, and so does every key after
-// [Broker.Shutdown], or a key the broker cannot hold (see [ErrInvalidKey]).
-// A channel is also closed when its stream is cut short (see [ErrTruncated]):
-// a reader that must tell the two apart uses [Broker.Events].
+// Stream returns key's channel, creating the key's queue if it is new: the
+// reader side of [Queue] mode. Every call for a key returns the same
+// channel: readers compete, and each event is received once. The loop
+// closes the channel after the last event of a closed key, so ranging over
+// it ends; a key that was closed before it held anything gets a closed
+// channel at once, and so does every key after [Broker.Shutdown], or a key
+// the broker cannot hold (see [ErrInvalidKey]). A channel is also closed
+// when its stream is cut short (see [ErrTruncated]): a reader that must
+// tell the two apart uses [Broker.Events].
 //
 // Stream counts as activity for [WithIdleTimeout]. At the [WithMaxKeys]
-// bound, Stream of a new key returns a closed channel. It waits for the loop's
-// answer, so it costs a round trip: call it once per reader, not per event.
+// bound, Stream of a new key returns a closed channel. It waits for the
+// loop's answer, so it costs a round trip: call it once per reader, not per
+// event. In [FanOut] mode, where every reader has its own position, Stream
+// panics: use Events.
 func (b *Broker[K]) Stream(key K) <-chan Event {
+	if b.cfg.mode == FanOut {
+		panic("sse: Stream reads a key in Queue mode; in FanOut mode, use Events")
+	}
 	t, err := b.stream(key)
 	if err != nil {
 		return closedChan
@@ -27,27 +35,69 @@ func (b *Broker[K]) Stream(key K) <-chan Event {
 }
 
 // ErrTruncated is the error with which [Broker.Events] and
-// [Subscription.Err] report a stream cut short: the key's channel was
-// closed before every event had been handed to it, because Shutdown's
-// deadline passed or the key was forgotten with events its readers never
-// took (see [WithRetention]). [Handler] then ends the response without the
-// "close" event, so that the client reconnects and learns what happened.
+// [Subscription].Next report a stream cut short, in Queue mode: the key's
+// channel was closed before every event had been handed to it, because
+// Shutdown's deadline passed or the key was forgotten with events its
+// readers never took (see [WithRetention]). [Handler] then ends the
+// response without the "close" event, so that the client reconnects and
+// learns what happened.
 var ErrTruncated = errors.New("sse: stream cut short")
 
-// Events returns key's events as an iterator, for a reader that must know
-// how its stream ended; it creates the key's queue if it is new. It ranges
-// over the channel [Broker.Stream] returns, competing with the key's other
-// readers, and ends:
+// A GapError is what [Broker.Events] yields, in [FanOut] mode, when its
+// reader fell further behind than the key's history holds: the events From
+// to To are lost to it. The range goes on with the oldest event held; the
+// reader should rebuild what those events carried from elsewhere.
+type GapError struct{ Gap }
+
+func (e *GapError) Error() string {
+	return fmt.Sprintf("sse: events %d to %d are no longer held", e.From, e.To)
+}
+
+// A ReadOption says where a reader of [Broker.Events] starts in a [FanOut]
+// key's history. Queue mode ignores it: there each event is read once.
+type ReadOption struct {
+	after    uint64
+	hasAfter bool
+	live     bool
+}
+
+// After starts a FanOut reader after the event with ID id: at the next one,
+// if the history still holds it, or else at a [GapError], then the oldest
+// event held. After(0) starts at the key's first event.
+func After(id uint64) ReadOption { return ReadOption{after: id, hasAfter: true} }
+
+// Live starts a FanOut reader at the next event the key receives.
+func Live() ReadOption { return ReadOption{live: true} }
+
+// Events returns key's events as an iterator; it creates the key if it is
+// new.
+//
+// In [Queue] mode it ranges over the channel [Broker.Stream] returns,
+// competing with the key's other readers. In [FanOut] mode it reads the
+// key's history from its own position: by default from the oldest event
+// held, or as from says ([After], [Live]), and yields a [*GapError] (then
+// goes on) if it falls behind what the history holds. Either way it ends:
 //   - after the last event of a closed key, with no error;
-//   - with [ErrTruncated], after the events that reached the channel, if the
-//     stream was cut short;
+//   - with [ErrTruncated], in Queue mode, after the events that reached the
+//     channel, if the stream was cut short;
 //   - with ctx's error when ctx ends;
 //   - at once with an error wrapping [ErrInvalidKey], or with
 //     [ErrTooManyKeys] or [ErrShutdown], if there is no stream to read.
 //
-// An error comes once, last, with a zero Event. Events costs no goroutine;
-// like Stream, it waits for the loop's answer when the range begins.
-func (b *Broker[K]) Events(ctx context.Context, key K) iter.Seq2[Event, error] {
+// An error other than a GapError comes once, last, with a zero Event. Events
+// costs no goroutine. A FanOut reader costs a few hundred bytes and a
+// buffer of up to 4 KiB of events while it ranges, and nothing once the
+// range ends; it counts as activity for [WithIdleTimeout], and a closed key
+// is not forgotten while it reads. The range waits for the loop's answer
+// when it begins.
+func (b *Broker[K]) Events(ctx context.Context, key K, from ...ReadOption) iter.Seq2[Event, error] {
+	if b.cfg.mode == FanOut {
+		var o ReadOption
+		if len(from) > 0 {
+			o = from[len(from)-1]
+		}
+		return b.readHistory(ctx, key, o)
+	}
 	return func(yield func(Event, error) bool) {
 		t, err := b.stream(key)
 		if err != nil {
@@ -70,6 +120,51 @@ func (b *Broker[K]) Events(ctx context.Context, key K) iter.Seq2[Event, error] {
 				yield(Event{}, ctx.Err())
 				return
 			}
+		}
+	}
+}
+
+// readBytes bounds what an in-process FanOut reader copies out of the
+// history at once, as eventSize counts.
+const readBytes = 4 << 10
+
+// readHistory is Events in FanOut mode: a subscription of the broker's own,
+// which makes key a server key.
+func (b *Broker[K]) readHistory(ctx context.Context, key K, o ReadOption) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		req := SubscribeRequest{Resume: o.hasAfter, LastID: o.after}
+		from := startHeld
+		if o.live {
+			from = startLive
+		}
+		s, err := b.subscribe(ctx, key, req, from, true)
+		switch {
+		case errors.Is(err, ErrFinished):
+			return // closed, and read to its end
+		case err != nil:
+			yield(Event{}, err)
+			return
+		}
+		defer s.Close()
+		var buf []Event
+		for {
+			evs, gap, err := s.Next(ctx, buf, nil, readBytes)
+			if gap != (Gap{}) && !yield(Event{}, &GapError{gap}) {
+				return
+			}
+			for _, ev := range evs {
+				if !yield(ev, nil) {
+					return
+				}
+			}
+			switch {
+			case err == io.EOF:
+				return
+			case err != nil:
+				yield(Event{}, err)
+				return
+			}
+			buf = evs
 		}
 	}
 }
@@ -144,6 +239,10 @@ func (l *loop[K]) publish(key K, evs []Event, f *flow) {
 	for i := range evs {
 		t.seq++
 		evs[i].ID = t.seq
+	}
+	if t.history != nil {
+		l.record(t, evs)
+		return
 	}
 	bl := t.backlog
 	if bl == nil {

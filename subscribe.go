@@ -3,37 +3,49 @@ package sse
 import (
 	"context"
 	"errors"
-	"iter"
+	"io"
+	"math"
+	"strconv"
 	"sync"
+	"time"
 )
 
-// A Source holds keyed queues that [Handler] streams to clients. [*Broker]
+// A Source holds keyed streams that [Handler] serves to clients. [*Broker]
 // is one; a source shared by several servers can be another.
 type Source[K comparable] interface {
-	// Subscribe attaches one client connection to key's queue. It fails with
-	// [ErrBusy] if another connection is attached and req.Takeover is false;
-	// with Takeover, it ends that connection first ([Subscription.Done],
-	// and req.Abort of the older request, called from this call's
-	// goroutine) and waits for it to stop taking events, failing with
-	// ErrBusy if a newer takeover comes meanwhile. It fails with
-	// [ErrFinished] if the key is closed and the client has had every event,
-	// with [ErrUnknownKey] for a key the server did not create when
-	// req.Known is set, with [ErrTooManyKeys] when it cannot take a new key,
-	// with [ErrInvalidKey] for a key it cannot hold, and with [ErrShutdown]
-	// once it is shut down; [Handler] answers each with its own status. ctx
-	// bounds the wait.
+	// Subscribe attaches one client connection to key. In [Queue] mode a
+	// key has one attached connection: Subscribe fails with [ErrBusy] if
+	// another is attached and req.Takeover is false; with Takeover, it ends
+	// that connection first (its Next returns [ErrReplaced], and req.Abort
+	// of the older request is called from this call's goroutine) and waits
+	// for it to stop taking events, failing with ErrBusy if a newer takeover
+	// comes meanwhile. In [FanOut] mode a key has any number of connections.
+	// Subscribe fails with [ErrFinished] if the key is closed and the client
+	// has had every event, with [ErrUnknownKey] for a key the server did not
+	// create when req.Known is set, with [ErrTooManyKeys] when it cannot take
+	// a new key, with [ErrInvalidKey] for a key it cannot hold, and with
+	// [ErrShutdown] once it is shut down; [Handler] answers each with its own
+	// status. ctx bounds the wait.
 	Subscribe(ctx context.Context, key K, req SubscribeRequest) (Subscription, error)
+	// Mode tells whether a key is read once ([Queue]) or by every reader
+	// ([FanOut]).
+	Mode() Mode
 }
 
 // SubscribeRequest says how a connection attaches to a key.
 type SubscribeRequest struct {
 	// Resume is set when the client said which event it received last.
 	Resume bool
-	// LastID is that event's ID, when Resume is set; 0 means none yet. An ID
-	// the key has not reached yet is treated as no ID.
+	// Epoch and LastID are that event's wire ID, "<Epoch>-<LastID>" (see
+	// [Subscription].Epoch); Epoch is empty for a plain decimal ID such as
+	// "0". An ID from another life of the key (another epoch, or a plain ID
+	// other than 0) counts as 0: the client is sent the key's current life
+	// from its start, with a gap for what can no longer be sent. An ID the
+	// key has not reached yet is treated as no ID.
+	Epoch  string
 	LastID uint64
 	// Takeover ends the key's attached connection instead of failing with
-	// ErrBusy.
+	// ErrBusy (Queue mode).
 	Takeover bool
 	// Known fails the request with ErrUnknownKey unless the server created
 	// the key (see [Broker.Subscribe]).
@@ -47,34 +59,30 @@ type SubscribeRequest struct {
 	Abort func()
 }
 
-// A Subscription is one connection's hold on a key: first the retained
-// events the client missed, then the live queue. Its methods are called by
-// the one goroutine that serves the connection.
+// A Subscription is one connection's hold on a key. Its methods are called
+// by the one goroutine that serves the connection.
 type Subscription interface {
-	// Missed returns the events after the request's LastID that an earlier
-	// connection took but the client may not have received, in order. If
-	// some of the events after LastID are no longer retained, gap holds the
-	// first and last of their IDs; otherwise it is zero. The events must be
-	// read before the first call to Taken.
-	Missed() (gap Gap, events iter.Seq[Event])
-	// Events is the key's live queue. It is closed after the key's last
-	// event, or when the stream is cut short (see Err).
-	Events() <-chan Event
-	// Err tells, once Events is closed, why: nil if the key ended and every
-	// event was handed over, [ErrTruncated] if the stream was cut short.
-	Err() error
-	// Taken records that the connection took ev from Events, so that a later
-	// connection can send it again if the client did not receive it.
-	Taken(ev Event)
-	// Window is how many events, and how many bytes of them (as [Handler]
-	// counts them: 48 plus the Name and Data), the source keeps to send
-	// again; 0 if it keeps none. A connection takes no more than that
-	// between two writes, so that a write that fails loses nothing.
-	Window() (events, bytes int)
-	// Done is closed when another connection takes the key over: the
-	// connection must stop taking events and end.
-	Done() <-chan struct{}
-	// Close ends the subscription. Events it did not take stay queued.
+	// Epoch names the life of the key the subscription reads: the part
+	// before the dash in the IDs [Handler] sends. A key forgotten and
+	// created again, or held by a restarted server, has another epoch.
+	Epoch() string
+	// Next waits for the next events and appends them to buf[:0], in order:
+	// in Queue mode first those an earlier connection took and the client
+	// may not have received, then the live queue; in FanOut mode the
+	// history from the client's position on. It returns at most limit bytes
+	// of them, as [Handler] counts events (48 plus the Name and Data), but at
+	// least one. A nonzero gap names events the client missed, just before
+	// the returned ones, that can no longer be sent to it.
+	//
+	// Next returns with no events, a zero gap and a nil error when tick is
+	// ready (a heartbeat is due). It returns [io.EOF], with the last events,
+	// when the key is closed and every event was handed over;
+	// [ErrTruncated] when the stream was cut short; [ErrReplaced] when
+	// another connection took the key over (what this one took stays
+	// retained for it); ctx's error when ctx ends.
+	Next(ctx context.Context, buf []Event, tick <-chan time.Time, limit int) (events []Event, gap Gap, err error)
+	// Close ends the subscription. In Queue mode, events it did not hand
+	// over stay queued.
 	Close()
 }
 
@@ -92,27 +100,47 @@ var (
 	// ErrUnknownKey is returned by [Broker.Subscribe] for a key that the
 	// server did not create when the request asks for a known one.
 	ErrUnknownKey = errors.New("sse: unknown key")
+	// ErrReplaced is returned by [Subscription].Next when another connection
+	// took the key over.
+	ErrReplaced = errors.New("sse: another connection took the key over")
 )
 
-// Subscribe attaches an SSE connection to key's queue; it implements
-// [Source] for [Handler]. A key has at most one attached connection. Each
-// event the connection takes enters the key's replay window ([WithReplay])
-// until a later request's LastID shows that the client has it, so a client
-// that reconnects and resumes from the last ID it received gets every event
+// Subscribe attaches an SSE connection to key; it implements [Source] for
+// [Handler].
+//
+// In [Queue] mode a key has at most one attached connection. Each event
+// the connection takes enters the key's replay window ([WithReplay]) until
+// a later request's LastID shows that the client has it, so a client that
+// reconnects and resumes from the last ID it received gets every event
 // exactly once, in order, as long as what its dead connection took and never
-// delivered fits in the window.
+// delivered fits in the window. In-process readers ([Broker.Stream]) of the
+// same key compete with the connection for events; the window only covers
+// what connections took. In [FanOut] mode every connection reads the key's
+// history from its own position: the start of what is held, or the event
+// after LastID.
 //
-// A key the server created (with Enqueue, Publish, Stream or Close) is a
-// server key. For any other key, unless req.Known is set (then the answer is
-// [ErrUnknownKey]), Subscribe creates a request key: it does not count
-// against [WithMaxKeys], so that clients naming random keys cannot lock the
-// server's producers out (bound them with [WithMaxStreams] instead), and it
-// is forgotten when its last connection leaves, unless the server's first
-// event or Close for it has made it a server key.
-//
-// In-process readers ([Broker.Stream]) of the same key compete with the
-// connection for events; the window only covers what connections took.
+// A key the server created (with Enqueue, Publish, Stream, Events or Close)
+// is a server key. For any other key, unless req.Known is set (then the
+// answer is [ErrUnknownKey]), Subscribe creates a request key: it does not
+// count against [WithMaxKeys], so that clients naming random keys cannot
+// lock the server's producers out (bound them with [WithMaxStreams]
+// instead), and it is forgotten when its last connection leaves, unless the
+// server's first event or Close for it has made it a server key.
 func (b *Broker[K]) Subscribe(ctx context.Context, key K, req SubscribeRequest) (Subscription, error) {
+	return b.subscribe(ctx, key, req, startHeld, false)
+}
+
+// A start is where a FanOut reader without a usable ID begins.
+type start uint8
+
+const (
+	startHeld start = iota // the oldest event the history holds
+	startLive              // the next event appended
+)
+
+// subscribe is Subscribe, and a FanOut reader's start in process (inProcess
+// is true: it makes key a server key, and its IDs are of the current life).
+func (b *Broker[K]) subscribe(ctx context.Context, key K, req SubscribeRequest, from start, inProcess bool) (*subscription[K], error) {
 	if err := b.checkKey(key); err != nil {
 		return nil, err
 	}
@@ -120,6 +148,8 @@ func (b *Broker[K]) Subscribe(ctx context.Context, key K, req SubscribeRequest) 
 		b:     b,
 		key:   key,
 		req:   req,
+		start: from,
+		local: inProcess,
 		done:  make(chan struct{}),
 		ready: make(chan answer, 2),
 	}
@@ -159,75 +189,185 @@ type answer struct {
 	err   error
 }
 
-// subscription is the Broker's Subscription.
+// subscription is the Broker's Subscription, and its in-process FanOut
+// reader. The loop attaches it to a key; then the connection's goroutine
+// reads: in Queue mode from the key's replay window, then its channel; in
+// FanOut mode from the key's history.
 type subscription[K comparable] struct {
 	b     *Broker[K]       // immutable
 	key   K                // immutable
 	req   SubscribeRequest // immutable
+	start start            // immutable
+	local bool             // immutable: a reader in process, not a connection (see subscribe)
 	ready chan answer      // capacity 2: the loop's answers to Subscribe
-	done  chan struct{}    // closed by the loop on takeover
+	done  chan struct{}    // closed by the loop on takeover (Queue mode)
 
 	// Set by the loop before it answers on ready, then read-only.
-	t    *topic[K]
-	gap  Gap
-	from uint64 // the missed events are the window's events after from
+	t      *topic[K]
+	gap    Gap    // the gap before the first events
+	replay int    // Queue mode: how many of the window's events to send again
+	pos    uint64 // the ID of the next event to hand over (FanOut), or the last one the client has (Queue)
+	known  bool   // Queue mode: pos is known
+
+	// Owned by the connection's goroutine.
+	started  bool  // Next has been called
+	replayed int   // Queue mode: the window's events sent again so far
+	carry    Event // Queue mode: an event taken from the channel that did not fit in the last batch
+	carried  bool
 
 	ended     bool      // loop-owned: done is closed
 	closeOnce sync.Once // Close is idempotent
 }
 
-func (s *subscription[K]) Events() <-chan Event  { return s.t.ch }
-func (s *subscription[K]) Done() <-chan struct{} { return s.done }
+func (s *subscription[K]) Epoch() string { return formatEpoch(s.t.epoch) }
 
-func (s *subscription[K]) Window() (events, bytes int) {
-	if c := &s.b.cfg; c.replayEvents > 0 && c.replayBytes > 0 {
-		return c.replayEvents, c.replayBytes
+// formatEpoch is the text of an epoch on the wire.
+func formatEpoch(e uint64) string { return strconv.FormatUint(e, 36) }
+
+func (s *subscription[K]) Next(ctx context.Context, buf []Event, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+	buf = buf[:0]
+	var gap Gap
+	if !s.started {
+		s.started = true
+		gap = s.gap
 	}
-	return 0, 0
+	if s.b.cfg.mode == FanOut {
+		return s.nextHeld(ctx, buf, gap, tick, limit)
+	}
+	return s.nextQueued(ctx, buf, gap, tick, limit)
 }
 
-// Err reads what the loop wrote before it closed the channel.
-func (s *subscription[K]) Err() error {
-	if s.t.truncated {
-		return ErrTruncated
-	}
-	return nil
-}
-
-// Missed yields the window in place: the connection's goroutine owns it
-// until its first Taken.
-func (s *subscription[K]) Missed() (Gap, iter.Seq[Event]) {
-	return s.gap, func(yield func(Event) bool) {
-		if !s.req.Resume {
-			return
+// nextQueued is Next in Queue mode: the replay, then the live channel.
+func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+	w := &s.t.session.window
+	size := 0
+	for ; s.replayed < s.replay; s.replayed++ {
+		ev := w.events.at(s.replayed)
+		if len(buf) > 0 && size+eventSize(ev) > limit {
+			break
 		}
-		for ev := range s.t.session.window.events.all() {
-			if ev.ID > s.from && !yield(ev) {
-				return
+		buf = append(buf, ev)
+		size += eventSize(ev)
+		s.pos, s.known = ev.ID, true
+	}
+	if len(buf) > 0 || gap != (Gap{}) {
+		return buf, gap, nil
+	}
+
+	ev, ok := s.carry, true
+	if s.carried {
+		s.carried = false
+	} else {
+		select {
+		case ev, ok = <-s.t.ch:
+		case <-tick:
+			return nil, Gap{}, nil
+		case <-s.done:
+			return nil, Gap{}, ErrReplaced
+		case <-ctx.Done():
+			return nil, Gap{}, ctx.Err()
+		}
+	}
+	// A connection takes no more than the replay window between two writes,
+	// so that a write that fails loses nothing; an event beyond it, or after
+	// a jump in IDs, waits for the next call.
+	maxEvents, maxBytes := s.b.cfg.replayEvents, s.b.cfg.replayBytes
+	if maxEvents == 0 || maxBytes == 0 {
+		maxEvents, maxBytes = math.MaxInt, math.MaxInt
+	}
+	limit = min(limit, maxBytes)
+	for n := 0; ok; n++ {
+		jump := s.known && ev.ID > s.pos+1
+		if n > 0 && (n == maxEvents || size+eventSize(ev) > limit || jump) {
+			s.carry, s.carried = ev, true
+			break
+		}
+		if jump {
+			gap = Gap{From: s.pos + 1, To: ev.ID - 1}
+		}
+		w.add(ev, &s.b.cfg, &s.b.replayed)
+		buf = append(buf, ev)
+		size += eventSize(ev)
+		s.pos, s.known = ev.ID, true
+		select {
+		case ev, ok = <-s.t.ch:
+			continue
+		default:
+		}
+		break
+	}
+	select {
+	case <-s.done: // taken over: what it took is in the replay window
+		return nil, Gap{}, ErrReplaced
+	default:
+	}
+	if !ok {
+		if s.t.truncated { // written before the channel closed
+			return buf, gap, ErrTruncated
+		}
+		return buf, gap, io.EOF
+	}
+	return buf, gap, nil
+}
+
+// nextHeld is Next in FanOut mode: the history from the reader's position.
+func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+	h := s.t.history
+	for {
+		var g Gap
+		buf, g, s.pos = h.read(s.pos, buf, limit)
+		if g != (Gap{}) {
+			gap = g
+		}
+		ended := h.closed.Load() && s.pos >= h.next.Load()
+		if len(buf) > 0 || gap != (Gap{}) || ended {
+			if ended {
+				return buf, gap, io.EOF
 			}
+			return buf, gap, nil
+		}
+		wake := h.waiter()
+		if s.pos < h.next.Load() || h.closed.Load() {
+			continue // events, or the end, came meanwhile
+		}
+		select {
+		case <-wake:
+		case <-tick:
+			return nil, Gap{}, nil
+		case <-ctx.Done():
+			return nil, Gap{}, ctx.Err()
 		}
 	}
 }
 
-// Taken adds ev to the key's replay window. While a subscription is
-// attached, its goroutine owns the window; the loop owns it otherwise.
-// Attaching and detaching go through the inbox, which orders the two.
-func (s *subscription[K]) Taken(ev Event) {
-	s.t.session.window.add(ev, &s.b.cfg, &s.b.replayed)
-}
-
+// Close records, in Queue mode, the event the connection took and did not
+// hand over, so that the next connection gets it, then detaches.
 func (s *subscription[K]) Close() {
 	s.closeOnce.Do(func() {
+		if s.carried {
+			s.t.session.window.add(s.carry, &s.b.cfg, &s.b.replayed)
+			s.carried = false
+		}
 		s.b.post(command[K]{op: opUnsubscribe, key: s.key, arg: s})
 	})
 }
 
-// A session is a key's SSE state: who is attached, and the replay window.
-// The first Subscribe of a key allocates it, so other keys pay one pointer.
+// A session is a key's SSE state: who is attached, and the replay window
+// (Queue mode), or how many readers it has (FanOut mode). The first
+// Subscribe of a key allocates it, so other keys pay one pointer.
 type session[K comparable] struct {
-	attached *subscription[K] // loop-owned: the connection taking events
-	waiting  *subscription[K] // loop-owned: a takeover waiting for attached to close
-	window   window           // owned as Taken says
+	attached *subscription[K] // loop-owned: the connection taking events (Queue)
+	waiting  *subscription[K] // loop-owned: a takeover waiting for attached to close (Queue)
+	readers  int              // loop-owned: attached readers (FanOut)
+	// window is owned by the attached connection's goroutine while it is
+	// attached, and by the loop otherwise; attaching and detaching go
+	// through the inbox, which orders the two.
+	window window
+}
+
+// held reports whether a connection or reader holds the key.
+func (ss *session[K]) held() bool {
+	return ss != nil && (ss.attached != nil || ss.waiting != nil || ss.readers > 0)
 }
 
 // subscribe handles opSubscribe: it attaches s to its key, or makes it wait
@@ -241,13 +381,20 @@ func (l *loop[K]) subscribe(key K, s *subscription[K]) {
 	case s.req.Known && (t == nil || !t.server):
 		s.ready <- answer{err: ErrUnknownKey}
 		return
-	case t == nil:
-		t = l.open(key, false)
+	case t == nil || s.local && !t.server:
+		if t = l.open(key, s.local); t == nil {
+			s.ready <- answer{err: ErrTooManyKeys}
+			return
+		}
 	}
 	l.touch(t)
 	s.t = t
 	if t.session == nil {
 		t.session = &session[K]{}
+	}
+	if l.b.cfg.mode == FanOut {
+		l.attachReader(s)
+		return
 	}
 	ss := t.session
 	if ss.attached == nil {
@@ -272,11 +419,25 @@ func (l *loop[K]) subscribe(key K, s *subscription[K]) {
 	}
 }
 
-// attach makes s the key's connection, with the retained events its client
-// missed.
+// resumeAt returns the ID after which s resumes in its key's current life,
+// and whether it does: an ID of another life counts as 0, an ID the key has
+// not reached as none. A reader in process reads the current life.
+func (s *subscription[K]) resumeAt() (uint64, bool) {
+	if !s.req.Resume {
+		return 0, false
+	}
+	last := s.req.LastID
+	if !s.local && s.req.Epoch != formatEpoch(s.t.epoch) {
+		last = 0
+	}
+	return last, last <= s.t.seq
+}
+
+// attach makes s the key's connection in Queue mode, with the retained
+// events its client missed.
 func (l *loop[K]) attach(s *subscription[K]) {
 	t, w := s.t, &s.t.session.window
-	if last := s.req.LastID; s.req.Resume && last <= t.seq {
+	if last, ok := s.resumeAt(); ok {
 		w.confirm(last, &l.b.replayed) // the client has them
 		first := w.taken + 1           // the first ID that can still be sent
 		if w.events.len() > 0 {
@@ -286,11 +447,10 @@ func (l *loop[K]) attach(s *subscription[K]) {
 			s.gap = Gap{From: last + 1, To: first - 1}
 		}
 		// They stay in the window until a later LastID covers them.
-		s.from = last
-	} else {
-		s.from = w.taken // nothing to send again
+		s.replay = w.events.len()
+		s.pos, s.known = last, true
 	}
-	if t.chanClosed() && len(t.ch) == 0 && w.taken <= s.from && s.gap == (Gap{}) && !t.truncated {
+	if t.chanClosed() && len(t.ch) == 0 && s.replay == 0 && s.gap == (Gap{}) && !t.truncated {
 		s.ready <- answer{err: ErrFinished}
 		l.leave(t)
 		return
@@ -299,18 +459,48 @@ func (l *loop[K]) attach(s *subscription[K]) {
 	s.ready <- answer{}
 }
 
+// attachReader adds s to the key's readers in FanOut mode, at its start:
+// after its ID, the oldest event held, or the next one.
+func (l *loop[K]) attachReader(s *subscription[K]) {
+	t, h := s.t, s.t.history
+	next := h.next.Load()
+	switch last, ok := s.resumeAt(); {
+	case ok && t.closed && last+1 == next:
+		s.ready <- answer{err: ErrFinished} // the client has every event
+		l.leave(t)
+		return
+	case ok:
+		s.pos = last + 1
+	case s.start == startLive:
+		s.pos = next
+	default:
+		s.pos = h.first.Load()
+	}
+	t.session.readers++
+	s.ready <- answer{}
+}
+
 // unsubscribe handles opUnsubscribe: s stops waiting, or detaches and lets a
-// waiting takeover attach.
+// waiting takeover attach, or stops reading.
 func (l *loop[K]) unsubscribe(s *subscription[K]) {
 	t := s.t
 	if t == nil {
 		return // refused before it reached a key
 	}
 	ss := t.session
-	switch s {
-	case ss.waiting:
+	switch {
+	case l.b.cfg.mode == FanOut:
+		ss.readers--
+		l.touch(t)
+		if t.closed && !t.forgotten {
+			// A closed key stays for the retention time after its last
+			// reader, so that a client whose connection dropped finds it.
+			l.retained.remove(t)
+			l.retained.pushBack(t, l.clock())
+		}
+	case s == ss.waiting:
 		ss.waiting = nil
-	case ss.attached:
+	case s == ss.attached:
 		ss.attached = nil
 		if w := ss.waiting; w != nil {
 			ss.waiting = nil
@@ -330,17 +520,15 @@ func (l *loop[K]) unsubscribe(s *subscription[K]) {
 // that nobody holds any more is forgotten, and a forgotten key's window is
 // freed once no connection owns it.
 func (l *loop[K]) leave(t *topic[K]) {
-	ss := t.session
-	if ss.attached != nil || ss.waiting != nil {
+	if t.session.held() {
 		return
 	}
-	if !t.server && !t.forgotten {
+	if t.forgotten {
+		t.session.window.release(&l.b.replayed)
+	} else if !t.server {
 		if l.b.cfg.idle > 0 {
 			l.idle.remove(t)
 		}
 		l.forget(t)
-	}
-	if t.forgotten {
-		ss.window.release(&l.b.replayed)
 	}
 }

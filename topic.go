@@ -2,6 +2,7 @@ package sse
 
 import (
 	"iter"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,9 +13,14 @@ import (
 // key's feeder goroutine (see stream.go) only sends on ch and uses the
 // backlog as documented there.
 type topic[K comparable] struct {
-	key K          // the map key, so that timer lists can forget the topic
-	ch  chan Event // what readers receive; closed by the loop only (see closeTopic)
-	seq uint64     // the ID of the last event accepted for this key
+	key   K          // the map key, so that timer lists can forget the topic
+	ch    chan Event // Queue mode: what readers receive; closed by the loop only (see closeTopic)
+	seq   uint64     // the ID of the last event accepted for this key
+	epoch uint64     // immutable: names this life of the key on the wire (see Subscription.Epoch)
+
+	// history holds a FanOut key's events for its readers; nil in Queue
+	// mode.
+	history *history
 
 	// backlog holds the events that did not fit into ch. It is nil while the
 	// key is not backlogged, so an idle key pays one pointer for it.
@@ -49,10 +55,14 @@ type topic[K comparable] struct {
 // nothing waits to be handed to the channel any more.
 func (t *topic[K]) chanClosed() bool { return t.closed && t.backlog == nil }
 
-// attached reports whether an SSE connection holds the key.
-func (t *topic[K]) attached() bool { return t.session != nil && t.session.attached != nil }
+// attached reports whether an SSE connection (Queue mode) or a reader
+// (FanOut mode) holds the key.
+func (t *topic[K]) attached() bool {
+	return t.session != nil && (t.session.attached != nil || t.session.readers > 0)
+}
 
-// left returns how many events readers have still to take from t.
+// unread returns how many events readers have still to take from t, in
+// Queue mode.
 func (t *topic[K]) unread() int {
 	n := len(t.ch)
 	if bl := t.backlog; bl != nil {
@@ -74,7 +84,7 @@ func (l *loop[K]) open(key K, server bool) *topic[K] {
 		if server && !l.makeRoom() {
 			return nil
 		}
-		t = &topic[K]{key: key, ch: make(chan Event, l.b.cfg.buffer)}
+		t = l.newTopic(key)
 		l.add(t, server)
 		if l.b.cfg.idle > 0 {
 			l.idle.pushBack(t, l.clock())
@@ -91,6 +101,22 @@ func (l *loop[K]) open(key K, server bool) *topic[K] {
 	return t
 }
 
+// newTopic returns an open topic for a new life of key: a channel in Queue
+// mode, a history in FanOut mode, and a random epoch.
+func (l *loop[K]) newTopic(key K) *topic[K] {
+	t := &topic[K]{key: key, epoch: newEpoch()}
+	if l.b.cfg.mode == FanOut {
+		t.history = newHistory()
+	} else {
+		t.ch = make(chan Event, l.b.cfg.buffer)
+	}
+	return t
+}
+
+// newEpoch returns a random epoch: 48 bits, so that a client's ID from
+// another life of its key is taken for one of this life once in 2^48.
+func newEpoch() uint64 { return rand.Uint64() >> 16 }
+
 // touch starts an open key's idle time again.
 func (l *loop[K]) touch(t *topic[K]) {
 	if !t.closed && l.b.cfg.idle > 0 {
@@ -104,7 +130,11 @@ func (l *loop[K]) close(key K) {
 	if t == nil {
 		// Recorded even beyond WithMaxKeys: only the server closes keys, and
 		// a closed key costs no channel.
-		t = &topic[K]{key: key, ch: closedChan, closed: true}
+		t = &topic[K]{key: key, ch: closedChan, closed: true, epoch: newEpoch()}
+		if l.b.cfg.mode == FanOut {
+			t.ch, t.history = nil, newHistory()
+			t.history.closed.Store(true)
+		}
 		l.add(t, true)
 		l.retained.pushBack(t, l.clock())
 		return
@@ -125,8 +155,13 @@ func (l *loop[K]) closeTopic(t *topic[K]) {
 		l.idle.remove(t)
 	}
 	t.closed = true
-	t.left = t.unread()
 	l.retained.pushBack(t, l.clock())
+	if h := t.history; h != nil {
+		h.closed.Store(true)
+		h.notify()
+		return
+	}
+	t.left = t.unread()
 	if t.backlog == nil {
 		close(t.ch)
 	}
@@ -178,6 +213,9 @@ func (l *loop[K]) forget(t *topic[K]) {
 	if ss := t.session; ss != nil && ss.attached == nil && ss.waiting == nil {
 		ss.window.release(&l.b.replayed)
 	}
+	if h := t.history; h != nil {
+		h.release(&l.b.replayed) // its readers may go on reading it
+	}
 }
 
 // expire closes keys idle for too long and forgets closed keys that nobody
@@ -205,7 +243,12 @@ func (l *loop[K]) expire() {
 		// never cut short. So a key is forgotten between one and two
 		// retention times after the later of its Close and the last event a
 		// reader took.
-		if left := t.unread(); left < t.left {
+		if t.history != nil {
+			if t.attached() { // a FanOut key's readers keep it
+				l.retained.pushBack(t, now)
+				continue
+			}
+		} else if left := t.unread(); left < t.left {
 			t.left = left
 			l.retained.pushBack(t, now)
 			continue
@@ -323,6 +366,9 @@ func (q *fifo) clear() {
 		q.dropOldest()
 	}
 }
+
+// at returns the ith event, oldest first.
+func (q *fifo) at(i int) Event { return q.buf[(q.head+i)&(len(q.buf)-1)] }
 
 // all yields the events, oldest first. The fifo must not change meanwhile.
 func (q *fifo) all() iter.Seq[Event] {

@@ -105,8 +105,9 @@ func TestJobStream(t *testing.T) {
 	}
 	var progress []string
 	for i, ev := range events[:len(events)-1] {
-		if want := strconv.Itoa(i + 1); ev.ID != want {
-			t.Errorf("event %d: id %q, want %q", i, ev.ID, want)
+		// An ID is "<epoch>-<event ID>", the epoch naming the job's stream.
+		if epoch, id, _ := strings.Cut(ev.ID, "-"); epoch == "" || id != strconv.Itoa(i+1) {
+			t.Errorf("event %d: id %q, want <epoch>-%d", i, ev.ID, i+1)
 		}
 		switch ev.Type {
 		case "progress":
