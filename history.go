@@ -1,6 +1,9 @@
 package sse
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // chunkSize is how many events a history chunk holds: small, so that a key
 // with few events holds little, and large enough that the chunk's own cost
@@ -13,8 +16,10 @@ const chunkSize = 16
 // chunk without a lock. A chunk is never reused.
 type chunk struct {
 	base   uint64 // immutable: the ID of events[0], a multiple of chunkSize
-	newest int64  // loop-owned: when its newest event was appended, on the loop's clock
 	events [chunkSize]Event
+	// added holds when each event was appended, in whole seconds on the
+	// loop's clock, rounded up; loop-owned, and set only with an age bound.
+	added [chunkSize]uint32
 }
 
 // A ring holds the chunks of a history by their number, base/chunkSize,
@@ -118,8 +123,10 @@ func (h *history) read(pos uint64, buf []Event, limit int) ([]Event, Gap, uint64
 func (l *loop[K]) record(t *topic[K], evs []Event) {
 	h, cfg := t.history, &l.b.cfg
 	var now int64
+	var stamp uint32
 	if cfg.historyAge > 0 {
 		now = l.clock()
+		stamp = uint32((now + int64(time.Second) - 1) / int64(time.Second))
 	}
 	added := 0
 	for _, ev := range evs {
@@ -130,7 +137,7 @@ func (l *loop[K]) record(t *topic[K], evs []Event) {
 			h.tail = c
 		}
 		c.events[ev.ID-c.base] = ev
-		c.newest = now
+		c.added[ev.ID-c.base] = stamp
 		added += eventSize(ev)
 	}
 	h.bytes += added
@@ -168,8 +175,9 @@ func (h *history) place(c *chunk) {
 
 // trim drops h's oldest events while it holds more than its bounds allow:
 // events, bytes, age (checked here, when events arrive, so that a key costs
-// no timer) and the broker's budget, beyond which a history keeps at least
-// its newest 32 KiB. It keeps the newest event whatever the bounds.
+// no timer; never early, up to a second late) and the broker's budget,
+// beyond which a history keeps at least its newest 32 KiB. It keeps the
+// newest event whatever the bounds.
 func (l *loop[K]) trim(h *history, now int64) {
 	cfg := &l.b.cfg
 	first, next := h.first.Load(), h.next.Load()
@@ -178,7 +186,7 @@ func (l *loop[K]) trim(h *history, now int64) {
 	for first+1 < next {
 		c := r.slot(first).Load()
 		over := next-first > uint64(cfg.historyEvents) || h.bytes > cfg.historyBytes ||
-			maxAge > 0 && c.newest+maxAge <= now ||
+			maxAge > 0 && int64(c.added[first-c.base])*int64(time.Second)+maxAge <= now ||
 			l.b.replayed.Load() > cfg.replayBudget && h.bytes > windowFloor
 		if !over {
 			break
