@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +53,43 @@ func BenchmarkW4(b *testing.B) { workload.Each(b, workload.W4, designs) }
 func BenchmarkW5(b *testing.B) { workload.Each(b, workload.W5, designs) }
 func BenchmarkW6(b *testing.B) { workload.Each(b, workload.W6, designs) }
 func BenchmarkW7(b *testing.B) { workload.Each(b, workload.W7, designs) }
+
+// The fan-out benchmarks run workload.F1 to workload.F3 through the Broker in
+// FanOut mode and a hand-written hub, as sub-benchmarks
+// "subs=N/design=NAME":
+//
+//	broker-fanout  the Broker with WithMode(FanOut) at its defaults: one history per key, appended once by the loop, read by every subscriber from its own position (Events from the key's first event)
+//	hub            a map of keys guarded by a sync.RWMutex, held only for the lookup; per key, a mutex and a slice of buffered channels of workload.Capacity (1,040) events, one per subscriber; Publish does a blocking send into each channel under the key's lock
+//	hub-evict      F3 only: the same hub, but a send that finds a channel full waits at most 100 ms, then evicts the subscriber (closes its channel, whose reader loop then ends with an error, and forgets it), so that a stalled subscriber holds the key up once, for 100 ms, not for ever
+//
+// The plain drop-on-full hub (a select with default) is not among them: it
+// fails every workload, F3 included, because a subscriber that is merely
+// slower than the producer, not stalled, loses events once it is 1,040
+// behind, as a run of F1 or F3 shows at any subscriber count. Peer
+// libraries run the same workloads in the nested module ./bench.
+var fanOutDesigns = []workload.FanOutNamed{
+	{Name: "broker-fanout", New: func(int) workload.FanOutDesign {
+		return &brokerFanOut{b: sse.New[int](sse.WithMode(sse.FanOut))}
+	}},
+	{Name: "hub", New: func(int) workload.FanOutDesign { return newHub(0) }},
+}
+
+// stallDesigns are F3's: the fan-out designs, and the hub that evicts.
+var stallDesigns = append(fanOutDesigns[:len(fanOutDesigns):len(fanOutDesigns)],
+	workload.FanOutNamed{Name: "hub-evict", New: func(int) workload.FanOutDesign { return newHub(hubPatience) }})
+
+// hubPatience is how long hub-evict waits for a full subscriber channel
+// before it evicts the subscriber: long enough that a subscriber that is
+// only slow, or waiting for a core, is never evicted; shorter than the half
+// second after which F3 deems a design blocked.
+const hubPatience = 100 * time.Millisecond
+
+// BenchmarkF1 to BenchmarkF3 run workload.F1 to workload.F3 through the
+// Broker in FanOut mode and the hubs, one sub-benchmark per subscriber count
+// and design: see internal/workload for what each measures and reports.
+func BenchmarkF1(b *testing.B) { workload.EachFanOut(b, workload.F1, fanOutDesigns) }
+func BenchmarkF2(b *testing.B) { workload.EachFanOut(b, workload.F2, fanOutDesigns) }
+func BenchmarkF3(b *testing.B) { workload.EachFanOut(b, workload.F3, stallDesigns) }
 
 // errUnknownKey is returned by baselines for a key that was never opened or
 // is already closed.
@@ -394,3 +433,147 @@ func (d *loopDesign) Shutdown() error {
 		return fmt.Errorf("naiveloop: loop still running 10s after Shutdown")
 	}
 }
+
+// brokerFanOut is the Broker in FanOut mode: Subscribe is Events from the
+// key's first event (sse.After(0)), Publish is Publish, Close is Close. Events
+// attaches its reader when its range begins, which the harness allows: the
+// key's history holds its events from the first, and if it no longer held
+// them when the range began, Events would yield a GapError and the run
+// would fail.
+type brokerFanOut struct {
+	b *sse.Broker[int]
+}
+
+func (d *brokerFanOut) Subscribe(key int) iter.Seq2[sse.Event, error] {
+	return d.b.Events(context.Background(), key, sse.After(0))
+}
+
+func (d *brokerFanOut) Publish(key int, ev sse.Event) error {
+	return d.b.Publish(context.Background(), key, ev)
+}
+
+func (d *brokerFanOut) Close(key int) error { return d.b.Close(context.Background(), key) }
+
+func (d *brokerFanOut) Shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return d.b.Shutdown(ctx)
+}
+
+// hubDesign is the hand-written fan-out hub: a map from key to hubKey,
+// guarded by a sync.RWMutex that is held only for the lookup. Publish sends
+// the event into each subscriber's channel under the key's lock, with a
+// blocking send, so that a full channel holds the key's producer up; or,
+// with a patience, a send that waits at most that long for a full channel
+// and then evicts the subscriber. Close closes the channels, after what was
+// sent before.
+type hubDesign struct {
+	patience time.Duration // immutable: 0 blocks, more evicts
+	mu       sync.RWMutex
+	m        map[int]*hubKey // guarded by mu
+}
+
+// A hubKey is one key of the hub: its subscribers.
+type hubKey struct {
+	mu    sync.Mutex
+	subs  []*hubSub   // guarded by mu
+	timer *time.Timer // guarded by mu: hub-evict's wait for a full channel, stopped between waits
+}
+
+// A hubSub is one subscriber of the hub: a channel of workload.Capacity
+// events.
+type hubSub struct {
+	ch      chan sse.Event
+	evicted atomic.Bool // set before ch is closed by an eviction
+}
+
+// errEvicted is what the reader loop of an evicted subscriber of hub-evict
+// yields after the events it got.
+var errEvicted = errors.New("hub-evict: evicted, its channel full for too long")
+
+func newHub(patience time.Duration) *hubDesign {
+	return &hubDesign{patience: patience, m: make(map[int]*hubKey)}
+}
+
+func (d *hubDesign) Subscribe(key int) iter.Seq2[sse.Event, error] {
+	s := &hubSub{ch: make(chan sse.Event, workload.Capacity)}
+	d.mu.Lock()
+	k, ok := d.m[key]
+	if !ok {
+		k = &hubKey{}
+		if d.patience > 0 {
+			k.timer = time.NewTimer(time.Hour)
+			k.timer.Stop()
+		}
+		d.m[key] = k
+	}
+	d.mu.Unlock()
+	k.mu.Lock()
+	k.subs = append(k.subs, s)
+	k.mu.Unlock()
+	return func(yield func(sse.Event, error) bool) {
+		for ev := range s.ch {
+			if !yield(ev, nil) {
+				return
+			}
+		}
+		if s.evicted.Load() {
+			yield(sse.Event{}, errEvicted)
+		}
+	}
+}
+
+func (d *hubDesign) Publish(key int, ev sse.Event) error {
+	d.mu.RLock()
+	k, ok := d.m[key]
+	d.mu.RUnlock()
+	if !ok {
+		return errUnknownKey
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if d.patience == 0 {
+		for _, s := range k.subs {
+			s.ch <- ev
+		}
+		return nil
+	}
+	for i := 0; i < len(k.subs); i++ {
+		s := k.subs[i]
+		select {
+		case s.ch <- ev:
+			continue
+		default:
+		}
+		k.timer.Reset(d.patience)
+		select {
+		case s.ch <- ev:
+			k.timer.Stop()
+		case <-k.timer.C:
+			s.evicted.Store(true)
+			close(s.ch)
+			k.subs = slices.Delete(k.subs, i, i+1)
+			i--
+		}
+	}
+	return nil
+}
+
+func (d *hubDesign) Close(key int) error {
+	d.mu.Lock()
+	k, ok := d.m[key]
+	delete(d.m, key)
+	d.mu.Unlock()
+	if !ok {
+		return errUnknownKey
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, s := range k.subs {
+		close(s.ch)
+	}
+	k.subs = nil
+	return nil
+}
+
+func (d *hubDesign) Shutdown() error { return nil }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -332,4 +333,140 @@ func TestFanOutRefusals(t *testing.T) {
 		}
 	}()
 	New[string](WithMode(FanOut), WithMaxPending(10, Block))
+}
+
+// TestFanOutOverSSE: any number of connections per key on one Handler, each
+// with every event; each resumes from its Last-Event-ID out of the
+// history; a request with no ID on a closed key gets the history, then
+// close; 204 only for a client with the key's last ID.
+func TestFanOutOverSSE(t *testing.T) {
+	b := newFanOut[string](t)
+	srv, h := serve(t, b)
+	ctx := context.Background()
+	var tabs []*client
+	for range 5 {
+		tabs = append(tabs, open(t, srv.Client(), srv.URL, "k"))
+	}
+	enqueueSeq(t, b, "k", 1, 10)
+	for _, c := range tabs {
+		c.expectSeq(t, 1, 10)
+	}
+	// One tab loses its connection after 4 and comes back: the history
+	// sends it 5-10 again; the others carry on undisturbed.
+	lost := tabs[0]
+	lost.close()
+	back := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", lost.wireID(4))
+	back.expectSeq(t, 5, 10)
+	query := open(t, srv.Client(), srv.URL, "k&lastEventId="+lost.wireID(8)) // as a page's first request
+	query.expectSeq(t, 9, 10)
+	enqueueSeq(t, b, "k", 11, 12)
+	must(t, b.Close(ctx, "k"))
+	for _, c := range append(tabs[1:], back, query) {
+		c.expectSeq(t, 11, 12)
+		c.expectClose(t)
+	}
+	late := open(t, srv.Client(), srv.URL, "k") // after the end: the history, then close
+	late.expectSeq(t, 1, 12)
+	late.expectClose(t)
+	for id, want := range map[string]int{back.wireID(11): http.StatusOK, back.wireID(12): http.StatusNoContent} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key=k", nil)
+		req.Header.Set("Last-Event-ID", id)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("Last-Event-ID %s on the closed key: %d, want %d", id, resp.StatusCode, want)
+		}
+	}
+	h.waitIdle(t)
+}
+
+// TestFanOutGapOverSSE: a client that resumes after an ID the history no
+// longer holds gets a gap naming exactly what it lost, then the rest.
+func TestFanOutGapOverSSE(t *testing.T) {
+	b := newFanOut[string](t, WithHistory(5, 1<<20, 0))
+	srv, _ := serve(t, b)
+	first := open(t, srv.Client(), srv.URL, "k")
+	enqueueSeq(t, b, "k", 1, 2)
+	first.expectSeq(t, 1, 2)
+	first.close()
+	enqueueSeq(t, b, "k", 3, 20) // the history keeps 16-20
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", first.wireID(2))
+	if ev := c.next(t); ev.Type != EventGap || ev.Data != `{"from":3,"to":15}` || ev.ID != "15" {
+		t.Fatalf("got %+v, want the gap 3-15", ev)
+	}
+	c.expectSeq(t, 16, 20)
+}
+
+// TestFanOutStreamLimit: in FanOut mode a request with Last-Event-ID takes
+// nothing over, so at WithMaxStreams it inherits no place: it is told to
+// come back later, and the streams it would have replaced go on.
+func TestFanOutStreamLimit(t *testing.T) {
+	b := newFanOut[string](t)
+	srv, _ := serve(t, b, WithMaxStreams(1))
+	c := open(t, srv.Client(), srv.URL, "k")
+	enqueueSeq(t, b, "k", 1, 1)
+	c.expectSeq(t, 1, 1)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key=k", nil)
+	req.Header.Set("Last-Event-ID", c.wireID(1))
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectTryLater(t, resp, DefaultBusyRetry)
+	enqueueSeq(t, b, "k", 2, 2)
+	c.expectSeq(t, 2, 2)
+}
+
+// TestFanOutReadersKeepTheirKey: a FanOut key with a reader is not closed
+// as idle, and a closed one is not forgotten while a reader reads it; both
+// times count again from when the last reader leaves.
+func TestFanOutReadersKeepTheirKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newFanOut[string](t, WithIdleTimeout(time.Minute), WithRetention(time.Minute))
+		ctx := context.Background()
+		enqueueSeq(t, b, "k", 1, 1)
+		// A reader that takes the first event, then holds on until it
+		// leaves.
+		hold := func(rctx context.Context) {
+			for range b.Events(rctx, "k") {
+				<-rctx.Done()
+			}
+		}
+		rctx, leave := context.WithCancel(ctx)
+		go hold(rctx)
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		if s := b.Stats(); s.Keys != 1 {
+			t.Fatalf("stats %+v: a key with a reader was closed as idle", s)
+		}
+		leave()
+		synctest.Wait()
+		time.Sleep(time.Minute) // idle since the reader left
+		synctest.Wait()
+		if s := b.Stats(); s.Keys != 0 || s.Closed != 1 {
+			t.Fatalf("stats %+v: want the key closed as idle", s)
+		}
+		rctx, leave = context.WithCancel(ctx)
+		go hold(rctx)
+		time.Sleep(5 * time.Minute)
+		synctest.Wait()
+		if s := b.Stats(); s.Closed != 1 {
+			t.Fatalf("stats %+v: a closed key with a reader was forgotten", s)
+		}
+		leave()
+		synctest.Wait()
+		time.Sleep(59 * time.Second)
+		synctest.Wait()
+		if s := b.Stats(); s.Closed != 1 {
+			t.Fatalf("stats %+v: forgotten before the retention time after its last reader", s)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if s := b.Stats(); s.Closed != 0 {
+			t.Fatalf("stats %+v: want the key forgotten", s)
+		}
+	})
 }

@@ -3,7 +3,9 @@ package sse
 import (
 	"context"
 	"fmt"
+	"iter"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -90,6 +92,38 @@ func TestCheckDeliveryCatchesFaults(t *testing.T) {
 	}
 }
 
+// checkFanOut compares what FanOut readers received with the model: each
+// reader, starting at the key's first event, got every event of its key,
+// in order.
+func checkFanOut(want map[int][]Event, got map[int][][]Event) error {
+	for key, readers := range got {
+		for r, evs := range readers {
+			if !slices.Equal(evs, want[key]) {
+				return fmt.Errorf("key %d reader %d got %d events, want all %d: %v", key, r, len(evs), len(want[key]), evs)
+			}
+		}
+	}
+	return nil
+}
+
+func TestCheckFanOutCatchesFaults(t *testing.T) {
+	a, b, c := Event{ID: 1, Data: "a"}, Event{ID: 2, Data: "b"}, Event{ID: 3, Data: "c"}
+	want := map[int][]Event{0: {a, b, c}}
+	if err := checkFanOut(want, map[int][][]Event{0: {{a, b, c}, {a, b, c}}}); err != nil {
+		t.Fatalf("correct delivery rejected: %v", err)
+	}
+	for name, got := range map[string][][]Event{
+		"split between readers": {{a}, {b, c}},
+		"one reader short":      {{a, b, c}, {a, b}},
+		"swapped":               {{a, c, b}},
+		"duplicated":            {{a, b, b, c}},
+	} {
+		if err := checkFanOut(want, map[int][][]Event{0: got}); err == nil {
+			t.Errorf("%s: not detected", name)
+		}
+	}
+}
+
 func TestRandomOperationsAgainstModel(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -98,6 +132,7 @@ func TestRandomOperationsAgainstModel(t *testing.T) {
 		{"unbounded", []Option{WithBuffer(1)}},
 		{"default buffer", nil},
 		{"block", []Option{WithBuffer(2), WithMaxPending(8, Block)}},
+		{"fan-out", []Option{WithMode(FanOut)}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			seed := rand.Uint64()
@@ -117,18 +152,36 @@ func runModel(t *testing.T, seed uint64, opts ...Option) {
 	got := make(map[int][][]Event)
 	var readers sync.WaitGroup
 	read := func(key int) {
-		ch := b.Stream(key)
+		// In Queue mode readers compete; in FanOut mode each reads the
+		// key's history from its start (nothing is trimmed here).
+		var evs iter.Seq2[Event, error]
+		if b.Mode() == FanOut {
+			evs = b.Events(ctx, key)
+		} else {
+			ch := b.Stream(key) // now: events read later are the reader's
+			evs = func(yield func(Event, error) bool) {
+				for ev := range ch {
+					if !yield(ev, nil) {
+						return
+					}
+				}
+			}
+		}
 		rmu.Lock()
 		got[key] = append(got[key], nil)
 		slot := len(got[key]) - 1
 		rmu.Unlock()
 		readers.Go(func() {
-			var evs []Event
-			for ev := range ch {
-				evs = append(evs, ev)
+			var all []Event
+			for ev, err := range evs {
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				all = append(all, ev)
 			}
 			rmu.Lock()
-			got[key][slot] = evs
+			got[key][slot] = all
 			rmu.Unlock()
 		})
 	}
@@ -182,7 +235,11 @@ func runModel(t *testing.T, seed uint64, opts ...Option) {
 	}
 	readers.Wait()
 
-	if err := checkDelivery(m.queues, got); err != nil {
+	check := checkDelivery
+	if b.Mode() == FanOut {
+		check = checkFanOut
+	}
+	if err := check(m.queues, got); err != nil {
 		t.Fatal(err)
 	}
 	var total uint64

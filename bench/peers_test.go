@@ -43,6 +43,26 @@ func BenchmarkW5(b *testing.B) { workload.Each(b, workload.W5, designs) }
 func BenchmarkW6(b *testing.B) { workload.Each(b, workload.W6, designs) }
 func BenchmarkW7(b *testing.B) { workload.Each(b, workload.W7, designs) }
 
+// fanOutDesigns are the peers as fan-out designs, one topic per key and one
+// subscription per subscriber, as sub-benchmarks "subs=N/design=NAME":
+//
+//	cskr-pubsub          Sub per subscriber; Pub hands the event to the library's goroutine, which does a blocking send into each subscriber's channel of workload.Capacity (1,040)
+//	watermill-gochannel  Subscribe per subscriber, with BlockPublishUntilSubscriberAck, the only setting that keeps each subscriber's order: Publish returns once every subscriber has acked the message
+//
+// Both block on a stalled subscriber (F3 reports hol-blocked=1): neither
+// has a setting that gives up on one and keeps the order for the others.
+var fanOutDesigns = []workload.FanOutNamed{
+	{Name: "cskr-pubsub", New: newCskrFanOut},
+	{Name: "watermill-gochannel", New: newWatermillFanOut},
+}
+
+// BenchmarkF1 to BenchmarkF3 run workload.F1 to workload.F3 through the
+// peers, one sub-benchmark per subscriber count and design: see
+// internal/workload for what each measures and reports.
+func BenchmarkF1(b *testing.B) { workload.EachFanOut(b, workload.F1, fanOutDesigns) }
+func BenchmarkF2(b *testing.B) { workload.EachFanOut(b, workload.F2, fanOutDesigns) }
+func BenchmarkF3(b *testing.B) { workload.EachFanOut(b, workload.F3, fanOutDesigns) }
+
 // cskrDesign uses one topic per key, made of the key itself. Open is Sub,
 // Send is Pub, Close is Close of the topic (which closes its subscriber's
 // channel after what was published before), Shutdown is Shutdown. Pub
@@ -171,6 +191,99 @@ func (d *watermillDesign) Close(key int) error {
 func (d *watermillDesign) Shutdown() error {
 	for _, cancel := range d.cancel {
 		if cancel != nil {
+			cancel()
+		}
+	}
+	return d.g.Close()
+}
+
+// cskrFanOut is cskrDesign as a fan-out design: Subscribe is Sub, so a
+// key's topic has one channel per subscriber; Publish is Pub, Close is Close
+// of the topic, which closes every subscriber's channel after what was
+// published before.
+type cskrFanOut struct {
+	ps *pubsub.PubSub[int, sse.Event]
+}
+
+func newCskrFanOut(int) workload.FanOutDesign {
+	return &cskrFanOut{ps: pubsub.New[int, sse.Event](workload.Capacity)}
+}
+
+func (d *cskrFanOut) Subscribe(key int) iter.Seq2[sse.Event, error] {
+	return workload.FromChanFanOut(d.ps.Sub(key))
+}
+
+func (d *cskrFanOut) Publish(key int, ev sse.Event) error {
+	d.ps.Pub(ev, key)
+	return nil
+}
+
+func (d *cskrFanOut) Close(key int) error {
+	d.ps.Close(key)
+	return nil
+}
+
+func (d *cskrFanOut) Shutdown() error {
+	d.ps.Shutdown()
+	return nil
+}
+
+// watermillFanOut is watermillDesign as a fan-out design, with the same
+// configuration and messages: Subscribe is a Subscribe to the key's topic
+// with a context of its own, Publish is Publish, and Close cancels the
+// contexts of the key's subscriptions, which closes their channels; by then
+// every subscriber has acked every message, since Publish waits for that.
+// gochannel hands a message to each subscriber from a goroutine of its own
+// and copies it for each.
+type watermillFanOut struct {
+	watermillDesign
+	cancels [][]context.CancelFunc // cancels[key]: its subscriptions'; appended by Subscribe, before any Publish or Close
+}
+
+func newWatermillFanOut(keys int) workload.FanOutDesign {
+	d := &watermillFanOut{
+		watermillDesign: *newWatermill(keys).(*watermillDesign),
+		cancels:         make([][]context.CancelFunc, keys),
+	}
+	return d
+}
+
+func (d *watermillFanOut) Subscribe(key int) iter.Seq2[sse.Event, error] {
+	ctx, cancel := context.WithCancel(context.Background())
+	msgs, err := d.g.Subscribe(ctx, d.topics[key])
+	if err != nil {
+		cancel()
+		panic(err) // only after Shutdown
+	}
+	d.cancels[key] = append(d.cancels[key], cancel)
+	return func(yield func(sse.Event, error) bool) {
+		for msg := range msgs {
+			ok := yield(sse.Event{Name: msg.Metadata.Get("event"), Data: bytesToString(msg.Payload)}, nil)
+			msg.Ack()
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+func (d *watermillFanOut) Publish(key int, ev sse.Event) error {
+	return d.g.Publish(d.topics[key], d.message(ev))
+}
+
+func (d *watermillFanOut) Close(key int) error {
+	if len(d.cancels[key]) == 0 {
+		return errors.New("watermill: key has no subscriber")
+	}
+	for _, cancel := range d.cancels[key] {
+		cancel()
+	}
+	return nil
+}
+
+func (d *watermillFanOut) Shutdown() error {
+	for _, cs := range d.cancels {
+		for _, cancel := range cs {
 			cancel()
 		}
 	}

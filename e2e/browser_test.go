@@ -8,10 +8,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -21,20 +24,29 @@ type jobState struct {
 	ID         string   `json:"id"`
 	Progress   []int    `json:"progress"` // the data of every "progress" event, in order
 	Logs       []string `json:"logs"`     // the data of every "log" event, in order
+	IDs        []string `json:"ids"`      // the lastEventId of every "progress", "log" and "gap" event, in order
+	Gaps       []gap    `json:"gaps"`     // the data of every "gap" event, in order
 	Opens      int      `json:"opens"`    // "open" events
 	Errors     int      `json:"errors"`   // "error" events
 	Status     string   `json:"status"`   // what the page shows: connecting, running, reconnecting, done, failed
 	ReadyState int      `json:"readyState"`
 	Bar        int      `json:"bar"`   // the progress bar's aria-valuenow
 	Width      string   `json:"width"` // the progress bar's fill width
+	Watch      string   `json:"watch"` // the URL of the job's "Watch in another tab" link
+}
+
+// gap is the data of a "gap" event: the IDs of the events the page missed.
+type gap struct {
+	From uint64 `json:"from"`
+	To   uint64 `json:"to"`
 }
 
 // readyClosed is EventSource.CLOSED.
 const readyClosed = 2
 
-// Two jobs in two tabs at once: each tab gets every progress event of its
-// job in order, shows 100% and "done", and does not reconnect after the
-// stream's "close" event.
+// Two jobs in two tabs at once, each started in its tab: each tab follows
+// its own job only, gets every progress event of it in order, shows 100%
+// and "done", and does not reconnect after the stream's "close" event.
 func TestTwoTabs(t *testing.T) {
 	const steps = 20
 	chromium := findChromium(t)
@@ -107,10 +119,22 @@ func TestSeveralJobsOnOnePage(t *testing.T) {
 	}
 }
 
-// checkJob checks that a job's page got every progress event in order, shows
-// it done at 100%, and closed its EventSource after one connection.
+// checkJob checks that a job's page got every event of the job exactly
+// once and in order, with IDs <epoch>-1, <epoch>-2, … and no gap, every
+// progress event among them, shows it done at 100%, and closed its
+// EventSource after one connection.
 func checkJob(t *testing.T, job jobState, steps int) {
 	t.Helper()
+	if n := 2*steps + 3; len(job.IDs) != n || len(job.Gaps) != 0 {
+		t.Errorf("job %s: %d events and gaps %v, want %d events and no gap", job.ID, len(job.IDs), job.Gaps, n)
+	}
+	epoch, _, _ := strings.Cut(firstOr(job.IDs, ""), "-")
+	for i, id := range job.IDs {
+		if want := fmt.Sprintf("%s-%d", epoch, i+1); epoch == "" || id != want {
+			t.Errorf("job %s: event %d has id %q, want %q; ids %q", job.ID, i+1, id, want, job.IDs)
+			break
+		}
+	}
 	var want []int
 	for i := 1; i <= steps; i++ {
 		want = append(want, i*100/steps)
@@ -166,10 +190,10 @@ func waitFor(t *testing.T, tab context.Context, what string, cond func([]jobStat
 }
 
 // snapshot returns what the page knows of its jobs, in the order they were
-// started.
+// started or opened: none until the page's script has run.
 func snapshot(t *testing.T, tab context.Context) []jobState {
 	t.Helper()
-	jobs, err := chromedp.Run(tab, chromedp.Evaluate[[]jobState]("window.demo.snapshot()"))
+	jobs, err := chromedp.Run(tab, chromedp.Evaluate[[]jobState]("window.demo ? window.demo.snapshot() : []"))
 	if err != nil {
 		t.Fatalf("reading the page's state: %v", err)
 	}
@@ -193,6 +217,11 @@ func open(t *testing.T, tab context.Context, url string) {
 // that is not empty.
 func saveScreenshot(t *testing.T, tab context.Context, name, also string) {
 	t.Helper()
+	// A tab hidden behind another of its window gets no frames, and a
+	// screenshot of it would wait for ever: show it first.
+	if _, err := chromedp.Call(tab, page.BringToFront, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
 	// The page as a person sees it: no button under the mouse, and the
 	// whole page, cut to its content, at twice the pixel density.
 	if err := chromedp.Do(tab, chromedp.MouseEvent(input.DispatchMouseEventTypeMouseMoved, 0, 0)); err != nil {
@@ -291,4 +320,12 @@ func findChromium(t *testing.T) string {
 	}
 	t.Skip(msg)
 	return ""
+}
+
+// firstOr returns the first element of s, or def if s is empty.
+func firstOr[T any](s []T, def T) T {
+	if len(s) == 0 {
+		return def
+	}
+	return s[0]
 }

@@ -15,8 +15,9 @@ import (
 	"github.com/rocketqueue/sse"
 )
 
-// jobID names one job and its event queue: 16 random bytes, written in URLs
-// as 32 lowercase hex digits. Nobody can guess another user's job.
+// jobID names one job and its key in the broker: 16 random bytes, written
+// in URLs as 32 lowercase hex digits. Nobody can guess another user's job,
+// but whoever has its link can watch it.
 type jobID [16]byte
 
 // newJobID returns a random job ID.
@@ -70,14 +71,15 @@ func newJobs(ctx context.Context, broker *sse.Broker[jobID], steps int, step tim
 	return &jobs{broker: broker, steps: steps, step: step, ctx: ctx}
 }
 
-// routes returns the demo's HTTP handler: the page, POST /jobs to start a
-// job, and GET /jobs/{id}/events to stream a job's events.
+// routes returns the demo's HTTP handler: the page (at /?job={id}, it
+// follows that job), POST /jobs to start a job, and GET /jobs/{id}/events to
+// stream a job's events, to any number of clients at once.
 func (j *jobs) routes(page http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /", page)
 	mux.HandleFunc("POST /jobs", j.start)
 	// Only keys the broker holds are served: a request for a made-up or
-	// forgotten job gets 404 and creates no queue.
+	// forgotten job gets 404 and creates no key.
 	mux.Handle("GET /jobs/{id}/events", sse.Handler(j.broker, j.key, sse.WithKnownKeysOnly(), sse.WithLogger(slog.Default())))
 	return mux
 }
@@ -94,7 +96,7 @@ func (j *jobs) start(w http.ResponseWriter, r *http.Request) {
 	}
 	j.wg.Add(1)
 	j.mu.Unlock()
-	// The job's queue exists before the client learns its URL: the broker
+	// The job's key exists before the client learns its URL: the broker
 	// handles this Publish before the client's request for the stream.
 	if err := j.broker.Publish(r.Context(), id, sse.Event{Name: "log", Data: "Queued."}); err != nil {
 		j.wg.Done()

@@ -3,16 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/ssetest"
 	"go.uber.org/goleak"
 )
@@ -21,12 +22,19 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// newTestServer serves the demo with jobs of steps steps of 1ms.
-func newTestServer(t *testing.T, steps int) *httptest.Server {
+// newTestServer serves the demo with jobs of steps steps of the given
+// duration.
+func newTestServer(t *testing.T, steps int, step time.Duration) *httptest.Server {
+	t.Helper()
+	return newTestServerHistory(t, steps, step, 0)
+}
+
+// newTestServerHistory is newTestServer with the flag -history.
+func newTestServerHistory(t *testing.T, steps int, step time.Duration, history int) *httptest.Server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	broker := sse.New[jobID]()
-	jobs := newJobs(ctx, broker, steps, time.Millisecond)
+	broker := newBroker(history)
+	jobs := newJobs(ctx, broker, steps, step)
 	page, err := fs.Sub(static, "static")
 	if err != nil {
 		t.Fatal(err)
@@ -88,14 +96,10 @@ func startJob(t *testing.T, srv *httptest.Server) string {
 	return srv.URL + job.Events
 }
 
-// A job's stream carries every step's progress in order, then ends with
-// "close"; the job's events can be read once.
-func TestJobStream(t *testing.T) {
-	const steps = 4
-	srv := newTestServer(t, steps)
-	url := startJob(t, srv)
-
-	resp, body := get(t, url)
+// readStream reads a whole event stream, which must be a 200 response
+// that ends with "close", and returns its events before "close".
+func readStream(t *testing.T, resp *http.Response, body string) []ssetest.Event {
+	t.Helper()
 	if err := ssetest.CheckResponse(resp); err != nil {
 		t.Fatal(err)
 	}
@@ -103,11 +107,29 @@ func TestJobStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var progress []string
-	for i, ev := range events[:len(events)-1] {
-		// An ID is "<epoch>-<event ID>", the epoch naming the job's stream.
-		if epoch, id, _ := strings.Cut(ev.ID, "-"); epoch == "" || id != strconv.Itoa(i+1) {
-			t.Errorf("event %d: id %q, want <epoch>-%d", i, ev.ID, i+1)
+	if len(events) == 0 || events[len(events)-1].Type != "close" {
+		t.Fatalf("the stream does not end with close: %+v", events)
+	}
+	return events[:len(events)-1]
+}
+
+// checkEvents checks a job's whole stream: IDs "<epoch>-1", "<epoch>-2", …
+// with one epoch, the job's log from "Queued." to "Finished.", and every
+// step's progress in order. It returns the epoch.
+func checkEvents(t *testing.T, events []ssetest.Event, steps int) string {
+	t.Helper()
+	var progress, want []string
+	for i := 1; i <= steps; i++ {
+		want = append(want, strconv.Itoa(i*100/steps))
+	}
+	if n := 2*steps + 3; len(events) != n {
+		t.Fatalf("%d events, want %d: %+v", len(events), n, events)
+	}
+	epoch, _, _ := strings.Cut(events[0].ID, "-")
+	for i, ev := range events {
+		// An ID is "<epoch>-<event ID>", the epoch naming the job's key.
+		if e, id, _ := strings.Cut(ev.ID, "-"); epoch == "" || e != epoch || id != strconv.Itoa(i+1) {
+			t.Errorf("event %d: id %q, want %s-%d", i, ev.ID, epoch, i+1)
 		}
 		switch ev.Type {
 		case "progress":
@@ -117,21 +139,198 @@ func TestJobStream(t *testing.T) {
 			t.Errorf("event %d: unexpected type %q", i, ev.Type)
 		}
 	}
-	if got, want := strings.Join(progress, " "), "25 50 75 100"; got != want {
+	if got, want := strings.Join(progress, " "), strings.Join(want, " "); got != want {
 		t.Errorf("progress %q, want %q", got, want)
 	}
-	if last := events[len(events)-1]; last.Type != "close" {
-		t.Errorf("last event %+v, want close", last)
+	if first, last := events[0], events[len(events)-1]; first.Data != "Queued." || last.Data != "Finished." {
+		t.Errorf("the log goes from %q to %q, want Queued. to Finished.", first.Data, last.Data)
+	}
+	return epoch
+}
+
+// getFrom sends GET url with a Last-Event-ID header.
+func getFrom(t *testing.T, url, lastID string) (*http.Response, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Last-Event-ID", lastID)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(body)
+}
+
+// A job's stream carries every step's progress in order, then ends with
+// "close". The job keeps its events: a later stream, as from a tab that
+// opens the job after it ended, gets all of them again; one that resumes
+// gets those after its ID; one that has them all gets 204.
+func TestJobStream(t *testing.T) {
+	const steps = 4
+	srv := newTestServer(t, steps, time.Millisecond)
+	url := startJob(t, srv)
+
+	resp, body := get(t, url+"?lastEventId=0") // as the page asks
+	events := readStream(t, resp, body)
+	epoch := checkEvents(t, events, steps)
+	last := events[len(events)-1].ID
+
+	// Once the job has ended: the whole history, then "close".
+	for _, u := range []string{url, url + "?lastEventId=0"} {
+		resp, body := get(t, u)
+		if again := readStream(t, resp, body); !slices.Equal(again, events) {
+			t.Errorf("GET %s after the end: %+v, want the job's %d events again", u, again, len(events))
+		}
+	}
+	// An ID of another life of the key counts as 0.
+	resp, body = getFrom(t, url, "zz0-3")
+	if again := readStream(t, resp, body); !slices.Equal(again, events) {
+		t.Errorf("GET with Last-Event-ID zz0-3: %+v, want the job's %d events again", again, len(events))
+	}
+	// Resuming gets the rest.
+	mid := epoch + "-5"
+	resp, body = getFrom(t, url, mid)
+	if rest := readStream(t, resp, body); !slices.Equal(rest, events[5:]) {
+		t.Errorf("GET with Last-Event-ID %s: %+v, want %+v", mid, rest, events[5:])
+	}
+	// A browser that reconnects after the last event is told to stop.
+	if resp, body := getFrom(t, url, last); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("GET with Last-Event-ID %s (the last): status %d %q, want 204", last, resp.StatusCode, body)
+	}
+	if resp, body := get(t, url+"?lastEventId="+last); resp.StatusCode != http.StatusNoContent {
+		t.Errorf("GET ?lastEventId=%s (the last): status %d %q, want 204", last, resp.StatusCode, body)
+	}
+}
+
+// Several streams of one job at once, some from its start and one that
+// joins while it runs, each get every event, in order, and "close": none
+// takes events from another, and none is refused.
+func TestSeveralReaders(t *testing.T) {
+	const (
+		steps   = 20
+		readers = 4
+	)
+	srv := newTestServer(t, steps, 10*time.Millisecond)
+	url := startJob(t, srv) + "?lastEventId=0"
+
+	type result struct {
+		events []ssetest.Event
+		err    error
+	}
+	results := make(chan result, readers)
+	halfway := make(chan struct{}) // closed when reader 0 saw 50%
+	read := func(n int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			results <- result{err: err}
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			results <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		if err := ssetest.CheckResponse(resp); err != nil {
+			results <- result{err: err}
+			return
+		}
+		r := ssetest.NewReader(resp.Body)
+		var events []ssetest.Event
+		for {
+			ev, err := r.Next()
+			if err != nil {
+				results <- result{events, fmt.Errorf("reader %d: %w before close", n, err)}
+				return
+			}
+			if ev.Type == "close" {
+				results <- result{events, nil}
+				return
+			}
+			events = append(events, ev)
+			if n == 0 && ev.Type == "progress" && ev.Data == "50" {
+				close(halfway)
+			}
+		}
+	}
+	for n := range readers - 1 {
+		go read(n)
+	}
+	select {
+	case <-halfway:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the job did not reach 50% within 10s")
+	}
+	go read(readers - 1)
+
+	var first []ssetest.Event
+	for range readers {
+		r := <-results
+		if r.err != nil {
+			t.Error(r.err)
+			continue
+		}
+		checkEvents(t, r.events, steps)
+		if first == nil {
+			first = r.events
+		} else if !slices.Equal(r.events, first) {
+			t.Errorf("readers got different events:\n%+v\n%+v", first, r.events)
+		}
+	}
+}
+
+// With -history n, a job's key holds its newest n events: a stream that
+// starts from the first event after more have passed gets a "gap" event
+// that names those it missed, then the n newest, then "close".
+func TestHistoryBound(t *testing.T) {
+	const (
+		steps   = 10
+		history = 6
+	)
+	srv := newTestServerHistory(t, steps, time.Millisecond, history)
+	url := startJob(t, srv)
+	// Wait for the end: the stream ends with "close".
+	resp, body := get(t, url+"?lastEventId=0")
+	events := readStream(t, resp, body)
+	if len(events) == 0 {
+		t.Fatal("no events")
 	}
 
-	// Read to the end: a browser that reconnects is told to stop.
-	if resp, _ := get(t, url); resp.StatusCode != http.StatusNoContent {
-		t.Errorf("second GET: status %d, want 204", resp.StatusCode)
+	// Now the history holds only the newest events.
+	const total = 2*steps + 3
+	resp, body = get(t, url+"?lastEventId=0")
+	events = readStream(t, resp, body)
+	if len(events) != history+1 {
+		t.Fatalf("%d events, want a gap and %d events: %+v", len(events), history, events)
+	}
+	gap := events[0]
+	epoch, _, _ := strings.Cut(gap.ID, "-")
+	if want := fmt.Sprintf(`{"from":1,"to":%d}`, total-history); gap.Type != "gap" || gap.Data != want || gap.ID != fmt.Sprintf("%s-%d", epoch, total-history) {
+		t.Errorf("first event %+v, want a gap %s with id %s-%d", gap, want, epoch, total-history)
+	}
+	for i, ev := range events[1:] {
+		if want := fmt.Sprintf("%s-%d", epoch, total-history+1+i); ev.ID != want {
+			t.Errorf("event %d: id %q, want %q", i+1, ev.ID, want)
+		}
+	}
+	if last := events[len(events)-1]; last.Data != "Finished." {
+		t.Errorf("last event %+v, want the log line Finished.", last)
 	}
 }
 
 func TestRefusals(t *testing.T) {
-	srv := newTestServer(t, 1)
+	srv := newTestServer(t, 1, time.Millisecond)
 	id := strings.TrimSuffix(strings.TrimPrefix(startJob(t, srv), srv.URL+"/jobs/"), "/events")
 	for _, tc := range []struct {
 		path string
@@ -149,13 +348,20 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestPage(t *testing.T) {
-	srv := newTestServer(t, 1)
+	srv := newTestServer(t, 1, time.Millisecond)
 	for _, path := range []string{"/", "/app.js", "/style.css"} {
 		if resp, _ := get(t, srv.URL+path); resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: status %d, want 200", path, resp.StatusCode)
 		}
 	}
-	if _, body := get(t, srv.URL+"/"); !strings.Contains(body, `id="start"`) {
-		t.Errorf("GET /: no start button in %q", body)
+	// The page at /?job={id} follows that job: it is the same page, which
+	// tells that any number of tabs can watch a job.
+	for _, path := range []string{"/", "/?job=" + strings.Repeat("0", 32)} {
+		_, body := get(t, srv.URL+path)
+		for _, want := range []string{`id="start"`, `class="watch"`, "Any number of tabs can watch a job"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("GET %s: no %s in %q", path, want, body)
+			}
+		}
 	}
 }

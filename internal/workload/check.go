@@ -97,6 +97,14 @@ func (r *reader) fail(ev sse.Event, p, i int) {
 		r.n, p, i, want.Name, want.Data, ev.Name, ev.Data)
 }
 
+// lose records an error that a fan-out subscriber's reader loop yielded:
+// the subscriber lost events.
+func (r *reader) lose(err error) {
+	if r.err == nil {
+		r.err = fmt.Errorf("after message %d: %w", r.n, err)
+	}
+}
+
 // end records that the key's reader loop has ended.
 func (r *reader) end() { r.seen.Store(int64(r.n) + 1) }
 

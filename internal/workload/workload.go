@@ -19,6 +19,14 @@
 //     Mallocs) over that time divided by the messages, as fractions (unlike
 //     B/op and allocs/op, which round). They count every goroutine:
 //     producers, readers and the design's own.
+//
+// A [FanOutDesign] is one way to hand every event of a key to every one of
+// its subscribers. The fan-out workloads, [F1] to [F3], drive fresh
+// FanOutDesigns from a [FanOutFactory] and check that every subscriber got
+// every event of its key, in order; [EachFanOut] runs one as the
+// sub-benchmarks "subs=N/design=NAME", so that benchstat can project on
+// /subs and /design. They report the same metrics per delivery: an event
+// received by one subscriber (see [FanOutWorkload]).
 package workload
 
 import (

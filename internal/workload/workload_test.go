@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"errors"
 	"flag"
 	"iter"
 	"strings"
@@ -212,6 +213,130 @@ func TestWorkloadsFailMisdelivery(t *testing.T) {
 			if want := how != "honest"; failed != want {
 				t.Errorf("%s through a design that does %q: failed=%v, want %v", w.name, how, failed, want)
 			}
+		}
+	}
+}
+
+// fanChans is a minimal fan-out design for the harness's own tests: a
+// buffered channel per subscriber. With how set, it misdelivers: "drop",
+// "dup" or "swap" the first event(s) for the last subscriber of each key,
+// "err" ends every reader loop with an error, and "stalled" sends the first
+// subscriber of each key (F3's stalled one) nothing but the key's first
+// event.
+type fanChans struct {
+	buf  int                // each channel's capacity
+	how  string             // the misdelivery, or "" for none
+	subs [][]chan sse.Event // subs[key]: written by Subscribe, before any Publish
+	sent []int              // sent[key]: events published to key, by its producer
+	held []sse.Event        // held[key]: "swap"'s first event, by key's producer
+}
+
+func newFanChans(keys, buf int, how string) *fanChans {
+	return &fanChans{buf: buf, how: how, subs: make([][]chan sse.Event, keys), sent: make([]int, keys), held: make([]sse.Event, keys)}
+}
+
+func (d *fanChans) Subscribe(key int) iter.Seq2[sse.Event, error] {
+	ch := make(chan sse.Event, d.buf)
+	d.subs[key] = append(d.subs[key], ch)
+	return func(yield func(sse.Event, error) bool) {
+		for ev := range ch {
+			if !yield(ev, nil) {
+				return
+			}
+		}
+		if d.how == "err" {
+			yield(sse.Event{}, errors.New("lost events"))
+		}
+	}
+}
+
+func (d *fanChans) Publish(key int, ev sse.Event) error {
+	n := d.sent[key]
+	d.sent[key]++
+	subs := d.subs[key]
+	for i, ch := range subs {
+		last := i == len(subs)-1
+		switch {
+		case last && n == 0 && d.how == "drop":
+			continue
+		case last && n == 0 && d.how == "dup":
+			ch <- ev
+		case last && n == 0 && d.how == "swap":
+			d.held[key] = ev
+			continue
+		case last && n == 1 && d.how == "swap":
+			ch <- ev
+			ev = d.held[key]
+		case i == 0 && n > 0 && d.how == "stalled":
+			continue
+		}
+		ch <- ev
+	}
+	return nil
+}
+
+func (d *fanChans) Close(key int) error {
+	for _, ch := range d.subs[key] {
+		close(ch)
+	}
+	return nil
+}
+
+func (d *fanChans) Shutdown() error { return nil }
+
+// runFanOut runs w's shape once through testing.Benchmark, with subs
+// subscribers per key and -test.benchtime 16x, and returns the result and
+// whether the run failed.
+func runFanOut(t *testing.T, w FanOutWorkload, subs int, f FanOutFactory) (testing.BenchmarkResult, bool) {
+	t.Helper()
+	bt := flag.Lookup("test.benchtime")
+	defer flag.Set(bt.Name, bt.Value.String())
+	if err := flag.Set(bt.Name, "16x"); err != nil {
+		t.Fatal(err)
+	}
+	failed := false
+	r := testing.Benchmark(func(b *testing.B) {
+		defer func() { failed = failed || b.Failed() }() // Fatal ends the goroutine
+		w.shape.run(b, f, subs)
+	})
+	return r, failed
+}
+
+// TestFanOutWorkloadsFailMisdelivery runs every fan-out workload, with few
+// subscribers, through designs that drop, duplicate or swap events for one
+// subscriber, or whose reader loops yield an error, and checks that each
+// run fails; and through an honest design, and checks that it passes.
+func TestFanOutWorkloadsFailMisdelivery(t *testing.T) {
+	workloads := []struct {
+		name string
+		w    FanOutWorkload
+		subs int
+		buf  int // a channel's capacity: F3's stalled subscriber must not block
+	}{{"F1", F1, 3, 64}, {"F2", F2, 1, 64}, {"F3", F3, 3, 2 * stallEvents}}
+	for _, how := range []string{"", "drop", "dup", "swap", "err"} {
+		for _, w := range workloads {
+			_, failed := runFanOut(t, w.w, w.subs, func(keys int) FanOutDesign { return newFanChans(keys, w.buf, how) })
+			if want := how != ""; failed != want {
+				t.Errorf("%s through a design that does %q: failed=%v, want %v", w.name, how, failed, want)
+			}
+		}
+	}
+}
+
+// TestF3TellsBlockingFromDropping runs F3 through a design that blocks on
+// its stalled subscriber, which must pass with hol-blocked=1, and through
+// one that drops every event for it, which must pass with hol-blocked=0.
+func TestF3TellsBlockingFromDropping(t *testing.T) {
+	for _, c := range []struct {
+		how  string
+		want float64
+	}{{"", 1}, {"stalled", 0}} {
+		r, failed := runFanOut(t, F3, 3, func(keys int) FanOutDesign { return newFanChans(keys, 64, c.how) })
+		if failed {
+			t.Fatalf("F3 through a design that does %q failed", c.how)
+		}
+		if got := r.Extra["hol-blocked"]; got != c.want {
+			t.Errorf("F3 through a design that does %q: hol-blocked=%v, want %v", c.how, got, c.want)
 		}
 	}
 }

@@ -3,15 +3,19 @@
 // tables), from the files named as arguments or from standard input, and
 // writes the SVG to standard output or to -o.
 //
-// It expects the names of the sse benchmarks, BenchmarkW<n>/design=<name>,
-// followed, when GOMAXPROCS is not 1, by -<GOMAXPROCS>. For each GOMAXPROCS,
-// workload and design it draws the median of the runs (go test -count) as a
-// bar, with a thin line from the smallest to the largest run; each
-// workload's panel has its own linear scale, which ends at -clip times the
-// panel's smallest median (default 10; 0 fits every bar), so that one slow
-// design does not flatten the others: longer bars are cut, marked with a
-// break, and labelled with their value. Benchmarks without the metric are
-// left out.
+// It expects the names of the sse benchmarks, BenchmarkW<n>/design=<name>
+// or, for the fan-out workloads, BenchmarkF<n>/subs=<n>/design=<name>,
+// followed, when GOMAXPROCS is not 1, by -<GOMAXPROCS>. The parts of a name
+// other than the design name the workload ("F1 subs=100"). For each
+// GOMAXPROCS, workload and design it draws the median of the runs (go test
+// -count) as a bar, with a thin line from the smallest to the largest run;
+// each workload's panel has its own linear scale, which ends at -clip times
+// the panel's smallest median (default 10; 0 fits every bar), so that one
+// slow design does not flatten the others: longer bars are cut, marked with
+// a break, and labelled with their value. A design whose runs report
+// hol-blocked=1 (W7, F3) in any run has ✗ before its value: the stalled key
+// or subscriber blocked the others until the benchmark released it.
+// Benchmarks without the metric are left out.
 //
 //	go run ./cmd/chart -metric ns/msg -o results/ns-per-msg.svg results/raw.txt
 package main
@@ -69,9 +73,10 @@ func main() {
 // A run is one benchmark result line's value of the metric.
 type run struct {
 	procs    int
-	workload string // "W1"
+	workload string // "W1", or "F1 subs=100"
 	design   string // "broker-block"
 	value    float64
+	blocked  bool // the line reports hol-blocked above 0
 }
 
 // parse returns the runs in r that report metric.
@@ -84,15 +89,28 @@ func parse(r io.Reader, metric string) []run {
 			continue
 		}
 		name, procs := splitProcs(strings.TrimPrefix(f[0], "Benchmark"))
-		workload, design, _ := strings.Cut(name, "/")
-		design = strings.TrimPrefix(design, "design=")
+		var workload []string
+		design := ""
+		for part := range strings.SplitSeq(name, "/") {
+			if d, ok := strings.CutPrefix(part, "design="); ok {
+				design = d
+			} else {
+				workload = append(workload, part)
+			}
+		}
+		blocked := false
+		for i := 2; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil && f[i+1] == "hol-blocked" && v > 0 {
+				blocked = true
+			}
+		}
 		for i := 2; i+1 < len(f); i += 2 {
 			if f[i+1] != metric {
 				continue
 			}
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err == nil {
-				runs = append(runs, run{procs, workload, design, v})
+				runs = append(runs, run{procs, strings.Join(workload, " "), design, v, blocked})
 			}
 		}
 	}
@@ -120,6 +138,7 @@ func splitProcs(name string) (string, int) {
 type bar struct {
 	design           string
 	median, min, max float64
+	blocked          bool // some run reported hol-blocked
 }
 
 // A panel is one workload at one GOMAXPROCS.
@@ -136,6 +155,7 @@ func summarize(runs []run) []panel {
 		workload, design string
 	}
 	values := make(map[key][]float64)
+	blocked := make(map[key]bool)
 	var order []key
 	for _, r := range runs {
 		k := key{r.procs, r.workload, r.design}
@@ -143,6 +163,7 @@ func summarize(runs []run) []panel {
 			order = append(order, k)
 		}
 		values[k] = append(values[k], r.value)
+		blocked[k] = blocked[k] || r.blocked
 	}
 	var panels []panel
 	for _, k := range order {
@@ -157,7 +178,7 @@ func summarize(runs []run) []panel {
 		if len(v)%2 == 0 {
 			med = (v[len(v)/2-1] + v[len(v)/2]) / 2
 		}
-		panels[i].bars = append(panels[i].bars, bar{k.design, med, v[0], v[len(v)-1]})
+		panels[i].bars = append(panels[i].bars, bar{k.design, med, v[0], v[len(v)-1], blocked[k]})
 	}
 	slices.SortStableFunc(panels, func(a, b panel) int {
 		if a.procs != b.procs {
@@ -188,13 +209,18 @@ var palette = []string{"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#
 func draw(panels []panel, title, metric string, clip float64) string {
 	colour := make(map[string]string)
 	height := margin + titleH
+	anyBlocked := false
 	for _, p := range panels {
 		for _, b := range p.bars {
 			if _, ok := colour[b.design]; !ok {
 				colour[b.design] = palette[len(colour)%len(palette)]
 			}
+			anyBlocked = anyBlocked || b.blocked
 		}
 		height += headH + len(p.bars)*rowH + panelGap
+	}
+	if anyBlocked {
+		height += rowH
 	}
 	height += margin
 
@@ -234,10 +260,18 @@ func draw(panels []panel, title, metric string, clip float64) string {
 				fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black" stroke-width="1"/>`+"\n",
 					at(b.min), mid, at(b.max), mid)
 			}
-			fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" dominant-baseline="middle">%s</text>`+"\n", at(b.max)+6, mid, num(b.median))
+			label := num(b.median)
+			if b.blocked {
+				label = "✗ " + label
+			}
+			fmt.Fprintf(&s, `<text x="%.1f" y="%.1f" dominant-baseline="middle">%s</text>`+"\n", at(b.max)+6, mid, esc(label))
 			y += rowH
 		}
 		y += panelGap
+	}
+	if anyBlocked {
+		fmt.Fprintf(&s, `<text x="%d" y="%d">%s</text>`+"\n", margin, y+12,
+			esc("✗: hol-blocked; the stalled key (W7) or subscriber (F3) blocked the others until the benchmark released it after 0.5 s"))
 	}
 	s.WriteString("</svg>\n")
 	return s.String()

@@ -1,5 +1,7 @@
 // The demo page: a click on "Start a job" asks the server for a new job and
-// follows its event stream with an EventSource, one per job.
+// follows its event stream with an EventSource, one per job. The page at
+// ?job=<id> (each job's "Watch in another tab" link) follows that job too:
+// any number of tabs can watch one job, and each gets all of its events.
 'use strict';
 
 // jobs maps a job ID to what the page knows of that job. It is exposed, with
@@ -11,6 +13,7 @@ window.demo = { jobs, start: startJob, snapshot };
 const list = document.getElementById('jobs');
 const template = document.getElementById('job-template');
 document.getElementById('start').addEventListener('click', startJob);
+watchLinkedJobs();
 
 // startJob starts a job on the server and follows it. It returns the job ID.
 async function startJob() {
@@ -31,20 +34,47 @@ async function startJob() {
   }
 }
 
+// watchLinkedJobs follows the jobs that the page's URL names, as in
+// ?job=<id>: a job started in another tab, running or already ended.
+function watchLinkedJobs() {
+  const bad = [];
+  for (const id of new URLSearchParams(location.search).getAll('job')) {
+    if (!/^[0-9a-f]{32}$/.test(id)) {
+      bad.push(id);
+    } else if (!jobs.has(id)) {
+      follow(id, `jobs/${id}/events`);
+    }
+  }
+  if (bad.length > 0) {
+    const error = document.getElementById('error');
+    error.textContent = `Not a job ID: ${bad.join(', ')}`;
+    error.hidden = false;
+  }
+}
+
 // follow shows one job and updates it from its event stream at url.
 function follow(id, url) {
   const el = template.content.firstElementChild.cloneNode(true);
   el.querySelector('.job-number').textContent = `#${jobs.size + 1}`;
   el.querySelector('.job-id').textContent = id.slice(0, 8);
   el.querySelector('.job-id').title = id;
+  const watch = el.querySelector('.watch');
+  watch.href = `?job=${id}`;
+  watch.title = 'Open this job in a new tab: each tab gets every event of the job';
   list.prepend(el);
   document.getElementById('empty').hidden = true;
 
-  // lastEventId=0: if this first connection dies before any event arrives,
-  // the browser's reconnection (which then has no Last-Event-ID) still gets
-  // every event from the first.
+  // lastEventId=0: the stream starts at the job's first event, and if this
+  // first connection dies before any event arrives, the browser's
+  // reconnection (which then has no Last-Event-ID) still does. Later
+  // reconnections send the ID of the last event received, and resume after
+  // it.
   const es = new EventSource(url + '?lastEventId=0');
-  const job = { id, es, el, progress: [], logs: [], opens: 0, errors: 0, status: 'connecting' };
+  const job = {
+    id, url, es, el,
+    progress: [], logs: [], ids: [], gaps: [],
+    opens: 0, errors: 0, status: 'connecting',
+  };
   jobs.set(id, job);
 
   es.addEventListener('open', () => {
@@ -55,35 +85,87 @@ function follow(id, url) {
     // The browser reconnects by itself unless it gave up (readyState CLOSED).
     job.errors++;
     if (es.readyState === EventSource.CLOSED) {
-      setStatus(job, 'failed');
-      log(job, 'The connection failed.', true);
+      gaveUp(job);
     } else {
       setStatus(job, 'reconnecting');
     }
   });
   es.addEventListener('progress', (e) => {
+    job.ids.push(e.lastEventId);
     const pct = Number(e.data);
     job.progress.push(pct);
-    el.querySelector('.bar').setAttribute('aria-valuenow', String(pct));
-    el.querySelector('.fill').style.width = `${pct}%`;
-    el.querySelector('.percent').textContent = `${pct}%`;
+    showProgress(job, pct);
   });
   es.addEventListener('log', (e) => {
+    job.ids.push(e.lastEventId);
     job.logs.push(e.data);
     log(job, e.data, false);
+  });
+  // The server no longer holds events from and to (they are older than the
+  // job's history keeps): this tab will never see them. Every "progress"
+  // event carries the whole state, so the next one sets the bar right (and
+  // "close" tells that the job finished, if none comes); the log says what
+  // is missing.
+  es.addEventListener('gap', (e) => {
+    job.ids.push(e.lastEventId);
+    const { from, to } = JSON.parse(e.data);
+    job.gaps.push({ from, to });
+    const n = to - from + 1;
+    log(job, `${n} earlier event${n === 1 ? ' is' : 's are'} no longer held by the server: this tab missed them.`, true);
   });
   // The server ends a finished job's stream with an event "close". Without
   // es.close() the browser would reconnect.
   es.addEventListener('close', () => {
     es.close();
+    // A job's key is closed once all of its steps are done: a tab that
+    // missed the last progress events shows it too.
+    if (job.gaps.length > 0) showProgress(job, 100);
     setStatus(job, 'done');
   });
+}
+
+// gaveUp handles an EventSource that will not reconnect: the server answered
+// with something other than a stream. A 204 means that the job has ended and
+// that this tab has all of its events, which a connection lost between the
+// last event and "close" can lead to; the EventSource cannot tell a 204 from
+// a failure, so the page asks again itself.
+async function gaveUp(job) {
+  let status = 0;
+  if (job.ids.length > 0) {
+    const ctl = new AbortController();
+    try {
+      const res = await fetch(job.url, {
+        headers: { 'Last-Event-ID': job.ids[job.ids.length - 1] },
+        cache: 'no-store',
+        signal: ctl.signal,
+      });
+      status = res.status;
+    } catch {
+      // The server is unreachable.
+    } finally {
+      ctl.abort(); // a 200 is a stream: do not read it
+    }
+  }
+  if (status === 204) {
+    setStatus(job, 'done');
+    return;
+  }
+  setStatus(job, 'failed');
+  log(job, job.opens === 0
+    ? 'The connection failed: the server is unreachable, or the job is unknown or ended too long ago.'
+    : 'The connection failed.', true);
 }
 
 function setStatus(job, status) {
   job.status = status;
   job.el.dataset.status = status;
   job.el.querySelector('.status').textContent = status;
+}
+
+function showProgress(job, pct) {
+  job.el.querySelector('.bar').setAttribute('aria-valuenow', String(pct));
+  job.el.querySelector('.fill').style.width = `${pct}%`;
+  job.el.querySelector('.percent').textContent = `${pct}%`;
 }
 
 // log appends a line to a job's log and keeps the newest line in view.
@@ -98,18 +180,21 @@ function log(job, text, note) {
   box.scrollTop = box.scrollHeight;
 }
 
-// snapshot returns, in the order the jobs were started, what the page
-// received for each job and what it shows.
+// snapshot returns, in the order the jobs were started or opened, what the
+// page received for each job and what it shows.
 function snapshot() {
   return [...jobs.values()].map((job) => ({
     id: job.id,
     progress: job.progress,
     logs: job.logs,
+    ids: job.ids,
+    gaps: job.gaps,
     opens: job.opens,
     errors: job.errors,
     status: job.status,
     readyState: job.es.readyState,
     bar: Number(job.el.querySelector('.bar').getAttribute('aria-valuenow')),
     width: job.el.querySelector('.fill').style.width,
+    watch: job.el.querySelector('.watch').href,
   }));
 }
