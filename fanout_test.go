@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"runtime"
 	"net/http"
 	"strconv"
 	"sync"
@@ -467,6 +468,70 @@ func TestFanOutReadersKeepTheirKey(t *testing.T) {
 		synctest.Wait()
 		if s := b.Stats(); s.Closed != 0 {
 			t.Fatalf("stats %+v: want the key forgotten", s)
+		}
+	})
+}
+
+// TestFanOutCosts measures what FanOut keys cost and holds them to their
+// targets: a key with one small event and no reader under 1 KiB, a held
+// event at most 48 bytes plus its strings, a waiting reader under 1 KiB
+// plus its buffer. It logs the figures the README gives.
+func TestFanOutCosts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		heap := func() float64 {
+			var ms runtime.MemStats
+			runtime.GC()
+			runtime.GC()
+			runtime.ReadMemStats(&ms)
+			return float64(ms.HeapAlloc)
+		}
+		ctx := context.Background()
+		b := newFanOut[int](t)
+		must(t, b.Enqueue(ctx, -1, "warm up"))
+		b.Stats()
+
+		const keys = 10_000
+		before := heap()
+		for k := range keys {
+			must(t, b.Enqueue(ctx, k, "x"))
+		}
+		b.Stats()
+		perKey := (heap() - before) / keys
+
+		const events = 140_000 // 10,000 chunks
+		data := seq(1, 100)    // strings made before, shared by the events
+		before = heap()
+		for range events / 100 {
+			must(t, b.Enqueue(ctx, -2, data...))
+		}
+		b.Stats()
+		perEvent := (heap() - before) / events
+
+		// A reader's cost, less that of the goroutine it runs in, which is
+		// its caller's: measured first, blocked on a channel.
+		const readers = 1000
+		rctx, stop := context.WithCancel(ctx)
+		before = heap()
+		for range readers {
+			go func() { <-rctx.Done() }()
+		}
+		synctest.Wait()
+		goroutine := (heap() - before) / readers
+		before = heap()
+		for k := range readers {
+			go func() {
+				for range b.Events(rctx, k, Live()) {
+				}
+			}()
+		}
+		synctest.Wait() // every reader waits for its key's next event
+		perReader := (heap()-before)/readers - goroutine
+		stop()
+		synctest.Wait()
+
+		t.Logf("a key with one event and no reader: %.0f B; a held event: %.1f B plus its strings; a waiting reader: %.0f B (it has no buffer yet; one holds up to 4 KiB of events)", perKey, perEvent, perReader)
+		if perKey >= 1024 || perEvent > 48 || perReader >= 1024 {
+			t.Fatalf("over the targets: key %.0f B (< 1024), event %.1f B (≤ 48), reader %.0f B (< 1024)", perKey, perEvent, perReader)
 		}
 	})
 }

@@ -25,7 +25,7 @@ func TestShutdownWithManyStreams(t *testing.T) {
 	h := &tracked{h: Handler(b, queryKey)}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	streams := openStreams(t, srv.Listener.Addr().String(), conns, deadline)
+	streams := openStreams(t, srv.Listener.Addr().String(), conns, strconv.Itoa, deadline)
 	h.waitActive(t, conns)
 	for k := range conns {
 		key := strconv.Itoa(k)

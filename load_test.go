@@ -78,9 +78,9 @@ func (s *rawStream) expect(key string, n int) error {
 	return nil
 }
 
-// openStreams opens one stream per key 0..n-1, a few dials at a time so
-// that the listen backlog does not overflow.
-func openStreams(t *testing.T, addr string, n int, deadline time.Time) []*rawStream {
+// openStreams opens n streams, stream i of key keyOf(i), a few dials at a
+// time so that the listen backlog does not overflow.
+func openStreams(t *testing.T, addr string, n int, keyOf func(int) string, deadline time.Time) []*rawStream {
 	t.Helper()
 	streams := make([]*rawStream, n)
 	var wg sync.WaitGroup
@@ -90,7 +90,7 @@ func openStreams(t *testing.T, addr string, n int, deadline time.Time) []*rawStr
 		dials <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-dials }()
-			s, err := dialStream(addr, strconv.Itoa(k), deadline)
+			s, err := dialStream(addr, keyOf(k), deadline)
 			if err != nil {
 				failed.Store(err)
 				return
@@ -139,10 +139,22 @@ func peakRSS() string {
 // loopback, each on its own key, and checks that every client gets all its
 // events in order. It reports the time taken and the peak memory.
 func TestLoad(t *testing.T) {
-	const conns, events = 2000, 50
-	needFiles(t, 2*conns+100)
+	load(t, newBroker[string](t), 2000, 50, strconv.Itoa)
+}
+
+// TestLoadFanOut streams the 100 events of one FanOut key to each of 2,000
+// concurrent SSE connections on loopback, and checks that every client gets
+// them all in order. It reports the time taken and the peak memory.
+func TestLoadFanOut(t *testing.T) {
+	load(t, newBroker[string](t, WithMode(FanOut)), 2000, 100, func(int) string { return "k" })
+}
+
+// load opens conns streams on b's handler, stream i of key keyOf(i), sends
+// events events to every key, each with data "<key>/<ID>", closes the keys,
+// and checks that every stream got its key's events in order, then close.
+func load(t *testing.T, b *Broker[string], conns, events int, keyOf func(int) string) {
+	needFiles(t, uint64(2*conns+100))
 	deadline := time.Now().Add(50 * time.Second) // the test stops by itself
-	b := newBroker[string](t)
 	h := &tracked{h: Handler(b, queryKey, WithHeartbeat(0))}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -170,13 +182,16 @@ func TestLoad(t *testing.T) {
 	}()
 
 	start := time.Now()
-	streams := openStreams(t, srv.Listener.Addr().String(), conns, deadline)
+	streams := openStreams(t, srv.Listener.Addr().String(), conns, keyOf, deadline)
 	opened := time.Since(start)
 
 	var readers sync.WaitGroup
-	for k, s := range streams {
+	keys := make(map[string]bool)
+	for i, s := range streams {
+		key := keyOf(i)
+		keys[key] = true
 		readers.Go(func() {
-			if err := s.expect(strconv.Itoa(k), events); err != nil {
+			if err := s.expect(key, events); err != nil {
 				t.Error(err)
 			}
 		})
@@ -184,18 +199,17 @@ func TestLoad(t *testing.T) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for i := 1; i <= events; i++ {
-		for k := range conns {
-			key := strconv.Itoa(k)
+		for key := range keys {
 			must(t, b.Enqueue(ctx, key, key+"/"+strconv.Itoa(i)))
 		}
 	}
-	for k := range conns {
-		must(t, b.Close(ctx, strconv.Itoa(k)))
+	for key := range keys {
+		must(t, b.Close(ctx, key))
 	}
 	readers.Wait()
 	elapsed := time.Since(start)
 	h.waitIdle(t)
-	t.Logf("%d connections × %d events: %v in all (%v to connect), %.0f events/s; peak heap in use %.1f MiB, peak RSS %s",
-		conns, events, elapsed.Round(time.Millisecond), opened.Round(time.Millisecond),
+	t.Logf("%d connections, %d keys × %d events: %v in all (%v to connect), %.0f events/s delivered; peak heap in use %.1f MiB, peak RSS %s",
+		conns, len(keys), events, elapsed.Round(time.Millisecond), opened.Round(time.Millisecond),
 		float64(conns*events)/elapsed.Seconds(), float64(peakHeap.Load())/(1<<20), peakRSS())
 }

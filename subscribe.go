@@ -144,14 +144,13 @@ func (b *Broker[K]) subscribe(ctx context.Context, key K, req SubscribeRequest, 
 	if err := b.checkKey(key); err != nil {
 		return nil, err
 	}
-	s := &subscription[K]{
-		b:     b,
-		key:   key,
-		req:   req,
-		start: from,
-		local: inProcess,
-		done:  make(chan struct{}),
-		ready: make(chan answer, 2),
+	s := &subscription[K]{b: b, key: key, req: req, start: from, local: inProcess}
+	if b.cfg.mode == Queue {
+		// A takeover tells a waiting Subscribe the abort function, then the
+		// outcome; and it closes done.
+		s.ready, s.done = make(chan answer, 2), make(chan struct{})
+	} else {
+		s.ready = make(chan answer, 1) // the outcome only; no takeover
 	}
 	select {
 	case <-b.done:
@@ -199,8 +198,8 @@ type subscription[K comparable] struct {
 	req   SubscribeRequest // immutable
 	start start            // immutable
 	local bool             // immutable: a reader in process, not a connection (see subscribe)
-	ready chan answer      // capacity 2: the loop's answers to Subscribe
-	done  chan struct{}    // closed by the loop on takeover (Queue mode)
+	ready chan answer      // the loop's answers to Subscribe: capacity 2 in Queue mode, 1 in FanOut mode
+	done  chan struct{}    // Queue mode: closed by the loop on takeover; nil in FanOut mode
 
 	// Set by the loop before it answers on ready, then read-only.
 	t      *topic[K]

@@ -293,3 +293,34 @@ func TestResumeAfterLastEventGets204(t *testing.T) {
 	state.Errors = 0
 	checkJob(t, state, steps)
 }
+
+// A page opened on a job the server does not hold (never started, or
+// forgotten after its retention time) shows it failed and says why, without
+// retrying; a link with a malformed job ID shows an error and follows
+// nothing.
+func TestUnknownJob(t *testing.T) {
+	chromium := findChromium(t)
+	d := startDemo(t)
+	tab := newBrowser(t, chromium)
+	unknown := strings.Repeat("0", 32)
+	open(t, tab, d.url+"?job="+unknown+"&job=nope")
+	waitFor(t, tab, "the unknown job to fail", func(jobs []jobState) bool {
+		return len(jobs) == 1 && jobs[0].Status == "failed"
+	})
+	time.Sleep(500 * time.Millisecond) // time to reconnect, which it must not
+	job := snapshot(t, tab)[0]
+	if job.ID != unknown || job.Opens != 0 || job.Errors != 1 || job.ReadyState != readyClosed || len(job.IDs) != 0 {
+		t.Errorf("the page shows %+v; want job %s failed after one error, and no event", job, unknown)
+	}
+	texts, err := chromedp.Run(tab, chromedp.Evaluate[[]string](
+		"[document.querySelector('.log .note')?.textContent ?? '', document.getElementById('error').hidden ? '' : document.getElementById('error').textContent]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "the job is unknown or ended too long ago"; !strings.Contains(texts[0], want) {
+		t.Errorf("the job's log says %q, want %q", texts[0], want)
+	}
+	if want := "Not a job ID: nope"; texts[1] != want {
+		t.Errorf("the page's error says %q, want %q", texts[1], want)
+	}
+}

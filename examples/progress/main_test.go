@@ -211,9 +211,9 @@ func TestJobStream(t *testing.T) {
 	}
 }
 
-// Several streams of one job at once, some from its start and one that
-// joins while it runs, each get every event, in order, and "close": none
-// takes events from another, and none is refused.
+// Several streams of one job at once, three from its start and one that
+// starts once another has seen 50%, each get every event, in order, and
+// "close": none takes events from another, and none is refused.
 func TestSeveralReaders(t *testing.T) {
 	const (
 		steps   = 20
