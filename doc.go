@@ -1,12 +1,12 @@
-// Package sse hands messages from a server to many clients: one FIFO queue
-// per key, read in process from a channel or by a browser over Server-Sent
-// Events.
+// Package sse hands messages from a server to many clients: one stream per
+// key, read in process or by a browser over Server-Sent Events, as a queue
+// whose events are each read once or as a history that every reader reads.
 //
-// A server starts long work (a job, an import, a chat reply) and streams its
-// progress to the client that asked for it. A [Broker] keeps one queue per
-// key, such as a job ID or a user ID; any goroutine may [Broker.Enqueue] or
-// [Broker.Publish] into it, and a reader ranges over [Broker.Stream] until
-// [Broker.Close] ends the queue:
+// A server starts long work (a job, an import, a chat reply), or has news
+// for someone (a dashboard, a user's notifications), and streams it to
+// whoever is watching. A [Broker] keeps one stream per key, such as a job
+// ID or a user ID; any goroutine may [Broker.Enqueue] or [Broker.Publish]
+// into it, and readers read it until [Broker.Close] ends it:
 //
 //	b := sse.New[string]()
 //	defer b.Shutdown(ctx)
@@ -25,25 +25,39 @@
 //
 // # The model
 //
-// Each key names one queue. Events enqueued before any reader arrives wait
-// for it. Each event is received once: every call to Stream for a key returns
-// the same channel, so several readers of one key compete for its events.
-// Close means "no more events": readers receive everything enqueued before
-// it, then the channel is closed, so a range over it ends. There is no
-// sentinel message in process.
+// A broker has one of two modes ([WithMode]), and producers call Enqueue,
+// Publish and Close the same way in both.
 //
-// The broker numbers each key's events 1, 2, 3, … in queue order and puts
-// the number in [Event].ID.
+// In [Queue] mode, the default, each key names a FIFO queue. Events
+// enqueued before any reader arrives wait for it. Each event is received
+// once: every call to Stream for a key returns the same channel, so several
+// readers of one key compete for its events, and a key has one SSE
+// connection at a time.
+//
+// In [FanOut] mode each key keeps a bounded history of its events
+// ([WithHistory]), stored once, and every reader reads it from its own
+// position with [Broker.Events], in process, or over SSE, with any number
+// of connections per key: each gets every event, from the oldest held, from
+// after an ID, or live. A reader that falls further behind than the history
+// holds is told which events it lost ([GapError], or a "gap" event over
+// SSE), never silently skipped; it never slows the loop, the producers or
+// another reader.
+//
+// In both modes Close means "no more events": readers receive everything
+// published before it, then their range ends. There is no sentinel message
+// in process. The broker numbers each key's events 1, 2, 3, … in order and
+// puts the number in [Event].ID; over SSE the ID also carries the key's
+// epoch, which names this life of the key (see Resuming).
 //
 // # Ordering
 //
-// A key's queue is in the order in which the broker's loop receives
-// commands. Calls made one after another by one goroutine are received in
-// that order, so its events are queued in call order. The events of one
-// Enqueue or Publish call are one batch: they stay contiguous, with
-// consecutive IDs. Calls made concurrently from several goroutines are
-// ordered in some interleaving of whole calls. There is no order between
-// keys.
+// A key's events are in the order in which the broker's loop receives
+// commands, and every reader of a FanOut key sees that same order. Calls
+// made one after another by one goroutine are received in that order, so
+// its events are in call order. The events of one Enqueue or Publish call
+// are one batch: they stay contiguous, with consecutive IDs. Calls made
+// concurrently from several goroutines are ordered in some interleaving of
+// whole calls. There is no order between keys.
 //
 // # What is asynchronous
 //
@@ -52,7 +66,8 @@
 // has accepted them, before the events reach the queue, with no round trip
 // per message. An error from them means the command was not accepted, and
 // nothing of it happens. A nil error means it will be carried out, even if
-// Shutdown follows at once. Stream and Stats wait for the loop's answer.
+// Shutdown follows at once. Stream, Stats and the start of a range over
+// Events wait for the loop's answer.
 //
 // Events and keys are checked in the caller's goroutine before anything is
 // sent: a Name with CR, LF or NUL, a Name or Data that is not valid UTF-8,
@@ -64,11 +79,16 @@
 //
 // # What blocks
 //
-// The loop never blocks on a reader. It hands events to a key's channel
-// without waiting; when the channel is full, the events wait in the key's
-// overflow, and a goroutine that lives only while the key is backlogged
-// moves them into the channel as the reader drains it. A key whose reader is
-// slow or gone never delays any other key.
+// The loop never blocks on a reader. In Queue mode it hands events to a
+// key's channel without waiting; when the channel is full, the events wait
+// in the key's overflow, and a goroutine that lives only while the key is
+// backlogged moves them into the channel as the reader drains it. In FanOut
+// mode it appends each event to the key's history once, whatever the
+// number of readers, and wakes the readers that wait by closing one
+// channel; each reader copies batches out of the history by atomics alone,
+// so the loop never waits for one, and does no work per reader. A key whose
+// reader is slow or gone never delays any other key, nor, in FanOut mode,
+// the key's other readers.
 //
 // Enqueue, Publish and Close wait only when the inbox is full (it holds 1024
 // commands and as many events; a larger batch enters the empty inbox
@@ -82,9 +102,15 @@
 // Near the [WithMaxKeys] bound, Enqueue and Publish to a new key wait for
 // the loop's answer. By default overflow is unbounded and nothing is
 // dropped; [DropOldest] and [DropNewest] bound it by dropping events,
-// counted in [Stats].Dropped.
+// counted in [Stats].Dropped. In FanOut mode producers never wait for
+// readers, and WithMaxPending is refused: the history's bounds drop its
+// oldest events instead, and readers behind them are told.
 //
 // # Who closes which channel
+//
+// In FanOut mode there is no channel: a reader's range ends after the last
+// event of a closed key, or with its context. The rest of this section is
+// about Queue mode, except the retention time, which both have.
 //
 // Only the broker closes a key's channel. It does so after every event
 // enqueued before the key's Close has been handed to it, and readers never
@@ -99,8 +125,10 @@
 // event a reader took: a reader that keeps reading is never cut short, a
 // late reader sees an ended stream, and an abandoned key does not stay
 // forever. Then it is forgotten, and the key may start afresh, with IDs
-// from 1. Events sent to a closed key are discarded and counted in
-// [Stats].Discarded. [WithIdleTimeout] closes keys that nobody has touched.
+// from 1 and a new epoch. A closed FanOut key is kept while readers read
+// it, and for the retention time after the last one leaves. Events sent to
+// a closed key are discarded and counted in [Stats].Discarded.
+// [WithIdleTimeout] closes keys that nobody has touched, and nobody reads.
 //
 // # Shutdown
 //
@@ -119,10 +147,18 @@
 //
 // # Server-Sent Events
 //
-// [Handler] streams one key's queue to a browser's EventSource, or any SSE
-// client, over HTTP/1.1 or HTTP/2; docs/protocol.md describes what it
-// sends. It reads through a [Source], which [*Broker] implements with
-// [Broker.Subscribe]. A key has at most one attached connection: a request
+// [Handler] streams one key to a browser's EventSource, or any SSE client,
+// over HTTP/1.1 or HTTP/2; docs/protocol.md describes what it sends. It
+// reads through a [Source], which [*Broker] implements with
+// [Broker.Subscribe].
+//
+// In FanOut mode a key has any number of connections, each reading the
+// history from its own position: the oldest event held, or the event after
+// its Last-Event-ID. There is no 409 and no takeover; a request with no ID
+// on a closed key gets the held history, then "close", and only a client
+// whose Last-Event-ID is the key's last gets 204.
+//
+// In Queue mode a key has at most one attached connection: a request
 // that resumes (it carries a Last-Event-ID header, as a reconnecting
 // browser sends) takes the key over from an older connection, which ends
 // before the new one takes any event (a write of it blocked on a client
@@ -144,6 +180,18 @@
 // server key.
 //
 // # Resuming
+//
+// Over SSE an ID is "<epoch>-<n>": the epoch names this life of the key, so
+// that a Last-Event-ID from an earlier life (the key forgotten and created
+// again, or the server restarted) is never taken for a position in this
+// one: such a client, like one that sends "0", gets the current life from
+// its start, with a "gap" for what can no longer be sent. The [Source]
+// gives the epoch, so that sources shared by several servers can give the
+// same one everywhere.
+//
+// In FanOut mode a client resumes out of the key's history: every event
+// after its ID, or a "gap" for those the history no longer holds, then the
+// rest. What follows is about Queue mode.
 //
 // An event a connection has taken from the queue may still be lost with
 // the connection: between the handler's write and the client's parser it
@@ -187,10 +235,14 @@
 //
 // # Costs
 //
-// An open idle key at default settings costs under 1 KiB: its channel holds
-// [DefaultBuffer] events. Its overflow, feeder goroutine, replay window and
-// timers cost nothing until they are needed, and timers cost O(1) per key,
-// never a scan of all keys. A key that SSE streams holds up to its replay
-// window in memory (16 MiB at the defaults) once that much has streamed.
-// The loop's map of keys, and its inbox, shrink back after a burst.
+// An open idle Queue key at default settings costs under 1 KiB: its
+// channel holds [DefaultBuffer] events. Its overflow, feeder goroutine,
+// replay window and timers cost nothing until they are needed, and timers
+// cost O(1) per key, never a scan of all keys. A key that SSE streams holds
+// up to its replay window in memory (16 MiB at the defaults) once that much
+// has streamed. A FanOut key with an event and no reader costs under 1 KiB;
+// each event it holds, 48 bytes plus its strings, up to its history's
+// bounds; a reader, under 1 KiB plus a buffer of up to 4 KiB of events
+// while it ranges, and no goroutine of the broker's. The loop's map of
+// keys, and its inbox, shrink back after a burst.
 package sse

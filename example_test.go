@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"time"
 
@@ -196,4 +197,63 @@ func ExampleHandler() {
 	// id=1 event=progress data="50"
 	// id=2 event=progress data="100"
 	// id=2 event=close data=""
+}
+
+// In FanOut mode every reader gets every event of a key: here a logger and
+// a dashboard read the same build, each from the start of its history.
+func ExampleWithMode() {
+	ctx := context.Background()
+	events := sse.New[string](sse.WithMode(sse.FanOut))
+	defer events.Shutdown(ctx)
+
+	events.Publish(ctx, "build-7",
+		sse.Event{Name: "log", Data: "compiling"},
+		sse.Event{Name: "log", Data: "linking"},
+	)
+	events.Close(ctx, "build-7")
+
+	for _, reader := range []string{"logger", "dashboard"} {
+		for ev, err := range events.Events(ctx, "build-7") {
+			if err != nil {
+				panic(err)
+			}
+			fmt.Println(reader, ev.ID, ev.Data)
+		}
+	}
+	// Output:
+	// logger 1 compiling
+	// logger 2 linking
+	// dashboard 1 compiling
+	// dashboard 2 linking
+}
+
+// A FanOut reader that falls further behind than its key's history is told
+// which events it missed, with a *GapError, then goes on with the oldest
+// event held. Here the history holds 3 events, and the reader starts after
+// event 2.
+func ExampleGapError() {
+	ctx := context.Background()
+	events := sse.New[string](sse.WithMode(sse.FanOut), sse.WithHistory(3, 1<<20, 0))
+	defer events.Shutdown(ctx)
+	for i := 1; i <= 10; i++ {
+		events.Enqueue(ctx, "ticker", strconv.Itoa(i))
+	}
+	events.Close(ctx, "ticker")
+
+	for ev, err := range events.Events(ctx, "ticker", sse.After(2)) {
+		var gap *sse.GapError
+		if errors.As(err, &gap) {
+			fmt.Printf("missed %d to %d: reload what they carried\n", gap.From, gap.To)
+			continue
+		}
+		if err != nil {
+			panic(err)
+		}
+		fmt.Println(ev.ID, ev.Data)
+	}
+	// Output:
+	// missed 3 to 7: reload what they carried
+	// 8 8
+	// 9 9
+	// 10 10
 }

@@ -16,7 +16,7 @@
 // "Watch in another tab" link) follows that job. In FanOut mode the broker
 // keeps each job's events, so every stream of a job gets all of them, from
 // the first, whenever it starts: while the job runs, it then gets the live
-// events; after the job ended (for the broker's retention time, 5 minutes),
+// events; after the job ended (for at least the retention time, 5 minutes),
 // it gets the whole history and "close".
 //
 // Flags:
