@@ -27,16 +27,19 @@ import (
 //   - Beyond [WithMaxStreams] the answer is an empty stream with a "retry"
 //     field: come back later. A request that takes a key over from a
 //     stream of this handler inherits that stream's place.
-//   - The request attaches to the key's queue ([Source.Subscribe]): a closed
-//     key whose events have all been read gets 204, which makes a browser
-//     stop reconnecting; a key another connection holds gets 409 or is taken
-//     over (see [WithTakeover]); a key the server did not create gets 404
-//     with [WithKnownKeysOnly]; a key the source cannot hold gets 400; a
-//     shut down or full source gets the empty stream with a "retry" field,
-//     so that the client comes back, perhaps to another server.
+//   - The request attaches to the key ([Source.Subscribe]): a closed key
+//     whose events the client has all received gets 204, which makes a
+//     browser stop reconnecting; in Queue mode a key another connection
+//     holds gets 409 or is taken over (see [WithTakeover]), while in FanOut
+//     mode every request gets its own stream; a key the server did not
+//     create gets 404 with [WithKnownKeysOnly]; a key the source cannot hold
+//     gets 400; a shut down or full source gets the empty stream with a
+//     "retry" field, so that the client comes back, perhaps to another
+//     server.
 //   - Otherwise the response is 200 with the headers flushed at once. Each
-//     event is written whole, as "id", "event" (if it has a Name) and one
-//     "data" line per line of Data (a CR or CRLF in Data reaches the client
+//     event is written whole, as "id" ("<epoch>-<ID>", see
+//     [Subscription].Epoch), "event" (if it has a Name) and one "data" line
+//     per line of Data (a CR or CRLF in Data reaches the client
 //     as LF: the format cannot tell them apart); everything that is ready is
 //     written before one flush, up to 32 KiB or the replay window's size,
 //     in writes of at most 32 KiB. After a closed key's last event comes an
@@ -48,13 +51,15 @@ import (
 // them back.
 //
 // A request that carries a Last-Event-ID header, or a lastEventId query
-// parameter (the header wins), resumes: it first gets the events after that
-// ID that an earlier connection took but the client did not confirm, then
-// the live queue. Whenever the client would otherwise see a jump in IDs
-// (events no longer retained, events an overflow policy dropped, or events
-// another reader took), an event named "gap" comes first: its data is
-// {"from":F,"to":T}, the missing IDs, and its id is T. A value that is not a
-// decimal event ID is ignored.
+// parameter (the header wins), resumes: in Queue mode it first gets the
+// events after that ID that an earlier connection took but the client did
+// not confirm, then the live queue; in FanOut mode, the key's history after
+// that ID, then the live events. An ID of another life of the key (another
+// epoch, or a plain number other than 0) counts as 0. Whenever the client
+// would otherwise see a jump in IDs (events no longer retained, events an
+// overflow policy dropped, or events another reader took), an event named
+// "gap" comes first: its data is {"from":F,"to":T}, the missing IDs, and its
+// id is T's. A value that is not an event ID is ignored.
 //
 // While idle, the stream carries a comment line as a heartbeat. Every write
 // has its own deadline, so a client that stops reading is dropped, while
