@@ -1,7 +1,6 @@
 package sse
 
 import (
-	"iter"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -369,17 +368,6 @@ func (q *fifo) clear() {
 
 // at returns the ith event, oldest first.
 func (q *fifo) at(i int) Event { return q.buf[(q.head+i)&(len(q.buf)-1)] }
-
-// all yields the events, oldest first. The fifo must not change meanwhile.
-func (q *fifo) all() iter.Seq[Event] {
-	return func(yield func(Event) bool) {
-		for i := range q.n {
-			if !yield(q.buf[(q.head+i)&(len(q.buf)-1)]) {
-				return
-			}
-		}
-	}
-}
 
 func (q *fifo) grow() {
 	buf := make([]Event, max(2*len(q.buf), 64))
