@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"reflect"
 	"sync"
@@ -21,6 +22,9 @@ var (
 	// Only key types that can hold such values (floats, complex numbers,
 	// interfaces, or arrays and structs of them) are checked.
 	ErrInvalidKey = errors.New("sse: invalid key")
+	// ErrClosed is returned by [Broker.Open] for a key that is closed and
+	// still remembered (see [WithRetention]).
+	ErrClosed = errors.New("sse: key closed")
 	// ErrDropped is wrapped by the error [Broker.Shutdown] returns when its
 	// context ended before every event had reached a channel.
 	ErrDropped = errors.New("sse: events dropped at shutdown")
@@ -64,6 +68,7 @@ type Broker[K comparable] struct {
 	replayed atomic.Int64 // bytes held by every key's replay window, against WithReplayBudget
 
 	feeders sync.WaitGroup // the backlogged keys' feeder goroutines
+	log     *brokerLog     // with WithLogger: the goroutine that writes the loop's log records
 	final   Stats          // written by the loop before done is closed
 
 	// backlogs recycles backlogs and their buffers between backlog episodes,
@@ -97,6 +102,9 @@ func New[K comparable](opts ...Option) *Broker[K] {
 	if cfg.policy == Block {
 		b.flows = make(map[K]*flow)
 	}
+	if cfg.logger != nil {
+		b.log = newBrokerLog(cfg.logger)
+	}
 	b.loop.init(b)
 	go b.loop.run()
 	return b
@@ -114,7 +122,7 @@ func New[K comparable](opts ...Option) *Broker[K] {
 // an error wrapping [ErrInvalidKey].
 func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 	for i, s := range data {
-		if err := validateData("", s); err != nil {
+		if err := validateData("", s, b.cfg.maxEventSize); err != nil {
 			return fmt.Errorf("%w: message %d: %s", ErrInvalidEvent, i, err)
 		}
 	}
@@ -131,7 +139,7 @@ func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 // return an error wrapping [ErrInvalidEvent] and enqueue nothing.
 func (b *Broker[K]) Publish(ctx context.Context, key K, events ...Event) error {
 	for i := range events {
-		if err := validate(&events[i]); err != nil {
+		if err := validate(&events[i], b.cfg.maxEventSize); err != nil {
 			return fmt.Errorf("%w: event %d: %s", ErrInvalidEvent, i, err)
 		}
 	}
@@ -139,6 +147,40 @@ func (b *Broker[K]) Publish(ctx context.Context, key K, events ...Event) error {
 		return err
 	}
 	return b.send(ctx, command[K]{op: opPublish, key: key, n: int32(len(events))}, nil, events)
+}
+
+// Open creates key, if it is new, before its first event: a server key, so
+// that a request for it is served at once (with [WithKnownKeysOnly], 200
+// rather than 404) and a job can be registered as soon as it is accepted.
+// It returns [ErrTooManyKeys] at the [WithMaxKeys] bound, [ErrClosed] if
+// the key is closed and still remembered, an error wrapping
+// [ErrInvalidKey] for a key the broker cannot hold, and [ErrShutdown]
+// after Shutdown; on an open key it does nothing but count as activity.
+// Unlike Enqueue, it waits for the loop's answer.
+//
+// Under [WithIdleTimeout], a key that was opened and then neither received
+// an event nor was read before its idle time passed is forgotten, not
+// closed: a browser's first request for it finds no key (404 with
+// WithKnownKeysOnly) rather than a finished one (204).
+func (b *Broker[K]) Open(ctx context.Context, key K) error {
+	if err := b.checkKey(key); err != nil {
+		return err
+	}
+	select {
+	case <-b.done:
+		return ErrShutdown
+	default:
+	}
+	reply := make(chan error, 1)
+	b.post(command[K]{op: opOpen, key: key, arg: reply})
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.done:
+		return ErrShutdown
+	}
 }
 
 // Close marks key as finished: readers receive every event enqueued before
@@ -388,6 +430,7 @@ const (
 	opSubscribe             // attach an SSE connection to key
 	opUnsubscribe           // detach it
 	opHolds                 // reply whether key exists
+	opOpen                  // create key, and reply
 )
 
 // A command is one request to the loop. It is small: the inbox copies it.
@@ -397,7 +440,7 @@ type command[K comparable] struct {
 	n   int32 // opPublish: number of events
 	// arg is the key's *flow for opPublish under the Block policy, chan
 	// streamAnswer[K] for opStream, chan Stats for opStats, chan bool for
-	// opHolds, *topic[K] for opFed, *subscription[K] for opSubscribe and
+	// opHolds, chan error for opOpen, *topic[K] for opFed, *subscription[K] for opSubscribe and
 	// opUnsubscribe.
 	arg any
 }
@@ -440,6 +483,7 @@ func (l *loop[K]) init(b *Broker[K]) {
 func (l *loop[K]) run() {
 	b := l.b
 	defer close(b.done)
+	defer b.log.stop()
 	defer b.feeders.Wait()
 	quit := b.quit
 	for {
@@ -462,6 +506,7 @@ func (l *loop[K]) run() {
 			l.shutdown()
 			if n := l.abandon(); n > 0 {
 				b.shutdownErr = fmt.Errorf("%w: %d events: %w", ErrDropped, n, b.abortCause)
+				b.log.emit("sse: Shutdown's deadline passed, events dropped", slog.Uint64("dropped", n))
 			}
 			b.final = l.snapshot()
 			return
@@ -528,6 +573,8 @@ func (l *loop[K]) drain() bool {
 		case opHolds:
 			t := l.topics[c.key]
 			c.arg.(chan bool) <- t != nil && t.server
+		case opOpen:
+			c.arg.(chan error) <- l.openKey(c.key)
 		}
 	}
 	// Keep the slices for the next swap, unless a large batch grew them:

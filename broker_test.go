@@ -7,6 +7,8 @@ import (
 	"iter"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"runtime"
 	"strconv"
@@ -1309,5 +1311,113 @@ func TestEventsErrors(t *testing.T) {
 	must(t, b.Shutdown(context.Background()))
 	if err := first(b.Events(context.Background(), "held")); !errors.Is(err, ErrShutdown) {
 		t.Errorf("after Shutdown: %v", err)
+	}
+}
+
+// TestOpen: a key opened before its first event is a server key at once;
+// Open reports a closed key and the key bound; an opened key nobody used is
+// forgotten, not closed, when its idle time passes, so that a browser's
+// first request does not get 204.
+func TestOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t, WithMaxKeys(2), WithIdleTimeout(time.Minute))
+		ctx := context.Background()
+		h := Handler(b, queryKey, WithKnownKeysOnly(), WithHeartbeat(0))
+		status := func(key string) int {
+			rctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			rec := &flushRecorder{header: http.Header{}}
+			code := make(chan int, 1)
+			w := statusRecorder{rec, code}
+			go h.ServeHTTP(w, httptest.NewRequestWithContext(rctx, http.MethodGet, "/?key="+key, nil))
+			synctest.Wait()
+			select {
+			case c := <-code:
+				return c
+			default:
+				return http.StatusOK // streaming: only the headers were flushed
+			}
+		}
+		must(t, b.Open(ctx, "job"))
+		if got := status("job"); got != http.StatusOK {
+			t.Fatalf("an opened key: %d, want a stream", got)
+		}
+		must(t, b.Open(ctx, "job")) // open: nothing to do
+		must(t, b.Open(ctx, "idle"))
+		if err := b.Open(ctx, "third"); !errors.Is(err, ErrTooManyKeys) {
+			t.Fatalf("a third key at WithMaxKeys(2): %v", err)
+		}
+		time.Sleep(2 * time.Minute) // "idle" was never used
+		synctest.Wait()
+		if got := status("idle"); got != http.StatusNotFound {
+			t.Fatalf("an opened key never used, after its idle time: %d, want 404 (not 204)", got)
+		}
+		must(t, b.Close(ctx, "job"))
+		if err := b.Open(ctx, "job"); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Open of a closed key: %v, want ErrClosed", err)
+		}
+		if err := b.Open(ctx, "third"); err != nil { // "idle" was forgotten: room
+			t.Fatal(err)
+		}
+	})
+}
+
+// statusRecorder sends the status a handler writes.
+type statusRecorder struct {
+	*flushRecorder
+	code chan int
+}
+
+func (s statusRecorder) WriteHeader(code int) {
+	if code != http.StatusOK {
+		s.code <- code
+	}
+}
+func (s statusRecorder) Flush() { s.flushRecorder.Flush() }
+
+// TestBadArgumentsPanic: a handler with nothing to read, or options out of
+// range, panic when they are made, as New's options do.
+func TestBadArgumentsPanic(t *testing.T) {
+	var nilBroker *Broker[string]
+	for name, f := range map[string]func(){
+		"nil key function":   func() { Handler[string](newBroker[string](t), nil) },
+		"nil source":         func() { Handler[string](nil, queryKey) },
+		"nil broker":         func() { Handler[string](nilBroker, queryKey) },
+		"negative heartbeat": func() { WithHeartbeat(-1) },
+		"negative retry":     func() { WithRetry(-time.Second) },
+		"negative timeout":   func() { WithWriteTimeout(-1) },
+		"negative streams":   func() { WithMaxStreams(-1) },
+		"event size 0":       func() { WithMaxEventSize(0) },
+		"history of 0":       func() { WithHistory(0, 1, 0) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", name)
+				}
+			}()
+			f()
+		}()
+	}
+}
+
+// TestMaxEventSize: events larger than the bound are refused whole, before
+// they enter the broker.
+func TestMaxEventSize(t *testing.T) {
+	b := newBroker[string](t, WithMaxEventSize(10))
+	ctx := context.Background()
+	if err := b.Enqueue(ctx, "k", "fine", "01234567890"); !errors.Is(err, ErrInvalidEvent) {
+		t.Fatalf("11 bytes of data: %v", err)
+	}
+	if err := b.Publish(ctx, "k", Event{Name: "named", Data: "123456"}); !errors.Is(err, ErrInvalidEvent) {
+		t.Fatalf("11 bytes of name and data: %v", err)
+	}
+	must(t, b.Publish(ctx, "k", Event{Name: "named", Data: "12345"}))
+	must(t, b.Enqueue(ctx, "k", "0123456789"))
+	if s := b.Stats(); s.Enqueued != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+	if DefaultMaxEventSize != 1<<20 {
+		t.Fatalf("DefaultMaxEventSize is %d, documented as 1 MiB", DefaultMaxEventSize)
 	}
 }

@@ -46,12 +46,14 @@ const (
 // ErrInvalidEvent is returned (wrapped, with the reason) for an event that
 // cannot be sent: a Name with CR, LF or NUL, a Name or Data that is not
 // valid UTF-8, a reserved Name ([EventClose], [EventGap], or one that starts
-// with [ReservedPrefix]), or an unnamed event whose Data is [TerminateData].
-// Nothing of the call that carried it is enqueued.
+// with [ReservedPrefix]), an unnamed event whose Data is [TerminateData], or
+// a Name and Data larger together than [WithMaxEventSize] allows. Nothing
+// of the call that carried it is enqueued.
 var ErrInvalidEvent = errors.New("sse: invalid event")
 
-// validate checks an event before it enters the inbox.
-func validate(ev *Event) error {
+// validate checks an event before it enters the inbox: its Name, and its
+// Data as validateData does.
+func validate(ev *Event, maxSize int) error {
 	ascii := true
 	for i := 0; i < len(ev.Name); i++ {
 		switch c := ev.Name[i]; {
@@ -67,11 +69,15 @@ func validate(ev *Event) error {
 	if reserved(ev.Name) {
 		return fmt.Errorf("name %q is reserved for the library's own events", ev.Name)
 	}
-	return validateData(ev.Name, ev.Data)
+	return validateData(ev.Name, ev.Data, maxSize)
 }
 
-// validateData checks the Data of an event named name.
-func validateData(name, data string) error {
+// validateData checks the Data of an event named name, and the event's
+// size against maxSize.
+func validateData(name, data string, maxSize int) error {
+	if n := len(name) + len(data); n > maxSize {
+		return fmt.Errorf("%d bytes of Name and Data, more than WithMaxEventSize allows (%d)", n, maxSize)
+	}
 	if !utf8.ValidString(data) {
 		return errors.New("data is not valid UTF-8")
 	}

@@ -38,7 +38,7 @@ func FuzzEncoderRoundTrip(f *testing.F) {
 			if !errors.Is(err, ErrInvalidEvent) {
 				t.Fatal(err)
 			}
-			if validate(&Event{Name: name, Data: data}) == nil {
+			if validate(&Event{Name: name, Data: data}, DefaultMaxEventSize) == nil {
 				t.Fatalf("refused a valid event: %v", err)
 			}
 			return

@@ -2,6 +2,7 @@ package sse
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -28,7 +29,9 @@ type config struct {
 	historyBytes  int           // FanOut: bytes (see eventSize) each key's history holds
 	historyAge    time.Duration // FanOut: how long an event stays in a history; 0: no bound
 	maxKeys       int           // bound on keys, open and closed; 0: none
+	maxEventSize  int           // bound on an event's Name and Data together, in bytes
 	checkKeys     bool          // the key type can hold values that fail checkKey; set by New
+	logger        *slog.Logger  // nil: silent
 	onWake        func()        // tests only: called by the loop before it takes the inbox
 }
 
@@ -55,6 +58,7 @@ func defaults() config {
 		buffer:        DefaultBuffer,
 		maxPending:    -1,
 		retention:     DefaultRetention,
+		maxEventSize:  DefaultMaxEventSize,
 		inbox:         1024,
 		replayEvents:  DefaultReplay,
 		replayBytes:   DefaultReplayBytes,
@@ -247,6 +251,22 @@ func WithReplayBudget(n int64) Option {
 		panic("sse: WithReplayBudget: negative budget")
 	}
 	return optionFunc(func(c *config) { c.replayBudget = n })
+}
+
+// DefaultMaxEventSize is the most bytes an event's Name and Data may hold
+// together unless [WithMaxEventSize] says otherwise.
+const DefaultMaxEventSize = 1 << 20
+
+// WithMaxEventSize bounds an event's Name and Data, together, to n bytes:
+// Enqueue and Publish refuse a larger event with [ErrInvalidEvent] before
+// it enters the broker, so that one call cannot fill a replay window, a
+// history or the memory of every client. The default is
+// [DefaultMaxEventSize]. n must be ≥ 1.
+func WithMaxEventSize(n int) Option {
+	if n < 1 {
+		panic("sse: WithMaxEventSize: bound below 1")
+	}
+	return optionFunc(func(c *config) { c.maxEventSize = n })
 }
 
 // WithIdleTimeout closes, as [Broker.Close] does, every key that has seen no

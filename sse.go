@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -19,11 +20,15 @@ import (
 //
 // Each request, in order:
 //   - Methods other than GET get 405.
-//   - If key returns an error, the response is 400 with the error's text,
-//     or the error's own status if it has a method StatusCode() int that
-//     returns a 4xx or 5xx code (use it for 401, 403 or 404).
-//   - If the ResponseWriter cannot flush, the response is 500 and the queue
-//     is not touched.
+//   - If key returns an error, the response is 400, or the error's own status
+//     if it has a method StatusCode() int that returns a 4xx or 5xx code (use
+//     it for 401, 403 or 404). The body is the status text, or the error's
+//     PublicMessage if it is a [PublicError]: the rest of what the error
+//     says (a database address, say) goes only to the logger
+//     ([WithLogger]), and so does a recovered panic's value.
+//   - If the ResponseWriter cannot flush, the response is 500, saying that
+//     a middleware that wraps the ResponseWriter must implement Unwrap() (as
+//     [http.ResponseController] expects), and the key is not touched.
 //   - Beyond [WithMaxStreams] the answer is an empty stream with a "retry"
 //     field: come back later. A request that takes a key over from a
 //     stream of this handler inherits that stream's place.
@@ -76,7 +81,17 @@ import (
 // stream end without a "close" event, and reconnect. Shut the server down
 // before the [Broker]: Broker.Shutdown closes every key, and its clients
 // get "close" after their last event, which tells them the keys are done.
+//
+// Handler panics if src or key is nil, as options out of range make it
+// panic (see each option), so that a mistake shows when the server starts
+// rather than as a 500 on every request.
 func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), opts ...HandlerOption) http.Handler {
+	if src == nil || key == nil {
+		panic("sse: Handler: nil source or key function")
+	}
+	if v := reflect.ValueOf(src); v.Kind() == reflect.Pointer && v.IsNil() {
+		panic("sse: Handler: nil source")
+	}
 	h := &handler[K]{src: src, key: key, cfg: handlerDefaults()}
 	for _, o := range opts {
 		o.applyHandler(&h.cfg)
@@ -98,6 +113,7 @@ var errTooManyStreams = errors.New("sse: too many streams")
 // empty stream that tells the client when to come back: any status but 200
 // would make a browser give up for good.
 func (h *handler[K]) tryLater(w http.ResponseWriter, r *http.Request, err error) {
+	h.cfg.metrics.refuse(RefusedRetryLater)
 	h.log(r.Context(), slog.LevelWarn, "sse: request refused for now", r, slog.Any("error", err))
 	retry := h.cfg.retry
 	if retry <= 0 {
@@ -117,16 +133,24 @@ const DefaultBusyRetry = 5 * time.Second
 func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		h.refuse(w, r, http.StatusMethodNotAllowed, errors.New("sse: only GET streams events"))
+		h.refuse(w, r, http.StatusMethodNotAllowed, RefusedMethod, errOnlyGet)
 		return
 	}
 	key, err := h.keyOf(r)
 	if err != nil {
-		h.refuse(w, r, statusOf(err, http.StatusBadRequest), err)
+		status := statusOf(err, http.StatusBadRequest)
+		reason := RefusedByKey
+		switch {
+		case status == http.StatusBadRequest:
+			reason = RefusedBadRequest
+		case errors.As(err, new(panicError)):
+			reason = RefusedInternal
+		}
+		h.refuse(w, r, status, reason, err)
 		return
 	}
 	if !canFlush(w) {
-		h.refuse(w, r, http.StatusInternalServerError, errors.New("sse: the ResponseWriter cannot flush"))
+		h.refuse(w, r, http.StatusInternalServerError, RefusedInternal, errCannotFlush)
 		return
 	}
 	req := SubscribeRequest{Takeover: h.cfg.takeover == TakeOverAlways, Known: h.cfg.known}
@@ -150,17 +174,18 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrFinished):
+		h.cfg.metrics.refuse(RefusedFinished)
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusNoContent)
 		return
 	case errors.Is(err, ErrBusy) && !req.Takeover:
-		h.refuse(w, r, http.StatusConflict, err)
+		h.refuse(w, r, http.StatusConflict, RefusedConflict, err)
 		return
 	case errors.Is(err, ErrUnknownKey):
-		h.refuse(w, r, http.StatusNotFound, err)
+		h.refuse(w, r, http.StatusNotFound, RefusedNotFound, err)
 		return
 	case errors.Is(err, ErrInvalidKey):
-		h.refuse(w, r, http.StatusBadRequest, err)
+		h.refuse(w, r, http.StatusBadRequest, RefusedBadRequest, err)
 		return
 	case errors.Is(err, ErrBusy), errors.Is(err, ErrShutdown), errors.Is(err, ErrTooManyKeys), r.Context().Err() != nil:
 		// A newer takeover won, the source is going away or full, or the
@@ -169,12 +194,30 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.tryLater(w, r, err)
 		return
 	default:
-		h.refuse(w, r, statusOf(err, http.StatusInternalServerError), err)
+		status := statusOf(err, http.StatusInternalServerError)
+		reason := RefusedByKey
+		if status == http.StatusInternalServerError {
+			reason = RefusedInternal
+		}
+		h.refuse(w, r, status, reason, err)
 		return
 	}
 	defer sub.Close()
+	if m := h.cfg.metrics; m != nil {
+		m.streamsServed.Add(1)
+		m.streamsOpen.Add(1)
+		defer m.streamsOpen.Add(-1)
+		if req.Resume {
+			m.resumes.Add(1)
+		}
+	}
 	h.stream(w, r, c, sub)
 }
+
+var (
+	errOnlyGet     = errors.New("sse: only GET streams events")
+	errCannotFlush = errors.New("sse: the ResponseWriter cannot flush: a middleware that wraps it must implement Unwrap() http.ResponseWriter, or Flush")
+)
 
 // keyOf calls the key function, turning a panic into an error, except
 // http.ErrAbortHandler, which aborts the request as it should.
@@ -229,6 +272,7 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		heartbeat = beat.C
 	}
 	epoch := sub.Epoch()
+	m := h.cfg.metrics
 	var evs []Event
 	for {
 		var gap Gap
@@ -242,9 +286,10 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		for _, ev := range evs {
 			buf = appendEvent(buf, epoch, ev)
 		}
+		ping := false
 		switch {
 		case err == nil:
-			if len(buf) == 0 {
+			if ping = len(buf) == 0; ping {
 				buf = append(buf, ": ping\n\n"...)
 			}
 		case errors.Is(err, io.EOF):
@@ -254,14 +299,38 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 			// learns what happened.
 			h.log(ctx, slog.LevelWarn, "sse: stream cut short", r, slog.Any("error", err))
 		case errors.Is(err, ErrReplaced):
+			if m != nil {
+				m.takeovers.Add(1)
+			}
 			h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
 			return
-		default: // the client went away, or the server is shutting down
+		case errors.Is(context.Cause(ctx), errServerShutdown):
+			// Graceful ends the stream: tell the client when to come back,
+			// each a different time, so that they do not all come at once.
+			buf = append(buf[:0], "retry: "...)
+			buf = strconv.AppendInt(buf, retryMillis(shutdownRetry()), 10)
+			buf = append(buf, "\n\n"...)
+			c.write(buf)
+			return
+		default: // the client went away
 			return
 		}
 		if werr := c.write(buf); werr != nil {
+			if m != nil && !errors.Is(werr, errAborted) {
+				m.dropped.Add(1)
+			}
 			h.failed(ctx, r, werr)
 			return
+		}
+		if m != nil {
+			m.bytes.Add(uint64(len(buf)))
+			m.events.Add(uint64(len(evs)))
+			if gap != (Gap{}) {
+				m.gaps.Add(1)
+			}
+			if ping {
+				m.heartbeats.Add(1)
+			}
 		}
 		if err != nil {
 			return
@@ -281,15 +350,51 @@ func (h *handler[K]) failed(ctx context.Context, r *http.Request, err error) {
 	h.log(ctx, level, "sse: write failed", r, slog.Any("error", err))
 }
 
-// refuse answers a request that gets no stream, and logs why.
-func (h *handler[K]) refuse(w http.ResponseWriter, r *http.Request, status int, err error) {
+// refuse answers a request that gets no stream, and logs why. The client
+// sees the error's public message, if it has one, or the library's own
+// text for the library's errors; for any other error, which the key
+// function may have built from a database address or the like, only the
+// status text. The logger gets the whole error.
+func (h *handler[K]) refuse(w http.ResponseWriter, r *http.Request, status int, reason Reason, err error) {
+	h.cfg.metrics.refuse(reason)
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelError
 	}
-	h.log(r.Context(), level, "sse: request refused", r, slog.Int("status", status), slog.Any("error", err))
+	h.log(r.Context(), level, "sse: request refused", r, slog.Int("status", status), slog.String("reason", reason.String()), slog.Any("error", err))
 	w.Header().Set("Cache-Control", "no-store")
-	http.Error(w, err.Error(), status)
+	http.Error(w, publicMessage(err, status), status)
+}
+
+// A PublicError is an error whose message may be shown to clients. An
+// error the key function returns reaches the client only through its
+// PublicMessage: anything else the error says stays in the server's log.
+type PublicError interface {
+	error
+	PublicMessage() string
+}
+
+// publicMessage is what a client may read of err.
+func publicMessage(err error, status int) string {
+	var pub PublicError
+	switch {
+	case errors.As(err, &pub):
+		return pub.PublicMessage()
+	case ours(err) != nil:
+		return ours(err).Error()
+	}
+	return http.StatusText(status)
+}
+
+// ours returns the library's own error that err is, if any: its text says
+// nothing of the application (what wraps it might).
+func ours(err error) error {
+	for _, e := range []error{errOnlyGet, errCannotFlush, ErrBusy, ErrUnknownKey, ErrInvalidKey, ErrFinished} {
+		if errors.Is(err, e) {
+			return e
+		}
+	}
+	return nil
 }
 
 func (h *handler[K]) log(ctx context.Context, level slog.Level, msg string, r *http.Request, attrs ...slog.Attr) {
@@ -418,126 +523,3 @@ func appendEvent(buf []byte, epoch string, ev Event) []byte {
 	buf = append(buf, data...)
 	return append(buf, "\n\n"...)
 }
-
-// A HandlerOption configures [Handler].
-type HandlerOption interface{ applyHandler(*handlerConfig) }
-
-type handlerOptionFunc func(*handlerConfig)
-
-func (f handlerOptionFunc) applyHandler(c *handlerConfig) { f(c) }
-
-// handlerConfig is a handler's configuration, fixed by Handler.
-type handlerConfig struct {
-	heartbeat    time.Duration
-	retry        time.Duration
-	writeTimeout time.Duration
-	end          string // written after a closed key's last event
-	takeover     Takeover
-	logger       *slog.Logger // nil: silent
-	maxStreams   int          // 0: no bound
-	known        bool         // refuse keys the source does not have
-}
-
-// DefaultHeartbeat and DefaultWriteTimeout are [Handler]'s heartbeat
-// interval and write deadline unless [WithHeartbeat] and [WithWriteTimeout]
-// say otherwise.
-const (
-	DefaultHeartbeat    = 15 * time.Second
-	DefaultWriteTimeout = 30 * time.Second
-)
-
-func handlerDefaults() handlerConfig {
-	return handlerConfig{
-		heartbeat:    DefaultHeartbeat,
-		writeTimeout: DefaultWriteTimeout,
-		end:          "event: close\ndata: \n\n",
-	}
-}
-
-// WithHeartbeat sets how long a stream may be idle before the handler
-// writes a comment line, so that proxies and load balancers do not cut it.
-// The default is [DefaultHeartbeat]; 0 turns heartbeats off.
-func WithHeartbeat(d time.Duration) HandlerOption {
-	return handlerOptionFunc(func(c *handlerConfig) { c.heartbeat = max(d, 0) })
-}
-
-// WithRetry sends a "retry" field when a stream starts: how long the client
-// waits before it reconnects. By default none is sent and the browser picks
-// (a few seconds).
-func WithRetry(d time.Duration) HandlerOption {
-	return handlerOptionFunc(func(c *handlerConfig) { c.retry = max(d, 0) })
-}
-
-// WithWriteTimeout bounds each write to the client, so that a client that
-// stops reading is dropped rather than holding the handler. The default is
-// [DefaultWriteTimeout]; 0 means no bound.
-func WithWriteTimeout(d time.Duration) HandlerOption {
-	return handlerOptionFunc(func(c *handlerConfig) { c.writeTimeout = max(d, 0) })
-}
-
-// WithTerminateMessage ends a closed key's stream with the data line
-// "---terminate---", as Rocket.Libraries.ServerSentEvents does, instead of
-// the "close" event, for clients written for that library.
-func WithTerminateMessage() HandlerOption {
-	return handlerOptionFunc(func(c *handlerConfig) { c.end = "data: ---terminate---\n\n" })
-}
-
-// WithLogger sends the handler's refusals (4xx and 5xx answers), write
-// errors and takeovers to l. By default the handler logs nothing.
-func WithLogger(l *slog.Logger) HandlerOption {
-	return handlerOptionFunc(func(c *handlerConfig) { c.logger = l })
-}
-
-// WithMaxStreams bounds how many streams the handler serves at once. A
-// request beyond the bound is answered at once, without touching its
-// queue: status 200, a "retry" field ([WithRetry], or [DefaultBusyRetry])
-// and the end of the stream, so that a browser tries again later. A request
-// that takes a key over (see [Takeover]) from a stream this handler serves
-// is admitted at the bound and inherits that stream's place: a client can
-// always replace its own stale connection. By default there is no bound;
-// n ≤ 0 means none.
-func WithMaxStreams(n int) HandlerOption {
-	return handlerOptionFunc(func(c *handlerConfig) { c.maxStreams = n })
-}
-
-// WithKnownKeysOnly serves only server keys: keys the server created with
-// Enqueue, Publish, Stream or Close (see [Broker.Subscribe]); any other key
-// gets 404. Use it when clients choose the URL: otherwise a request for a
-// random key creates an empty queue and waits on it.
-func WithKnownKeysOnly() HandlerOption {
-	return handlerOptionFunc(func(c *handlerConfig) { c.known = true })
-}
-
-// WithTakeover sets what happens when a request arrives for a key that
-// another connection is streaming. See [Takeover].
-func WithTakeover(t Takeover) HandlerOption {
-	return handlerOptionFunc(func(c *handlerConfig) { c.takeover = t })
-}
-
-// Takeover is the handler's policy for a second connection to a key that
-// has one.
-//
-// Keys are meant per client. A client that lost its connection reconnects
-// with Last-Event-ID, often before the server has noticed the old
-// connection is dead: that request must win. A request without an ID is
-// more likely a second reader, such as another tab: if it won, the first
-// tab would reconnect with its ID and win back, and the two would take the
-// key from each other forever.
-type Takeover int
-
-const (
-	// TakeOverOnResume, the default, lets a request that carries a
-	// Last-Event-ID header, as a reconnecting browser sends, take the key
-	// over: the older response ends first (a write of it blocked on a dead
-	// client fails at once), then the new one streams. A lastEventId query
-	// parameter does not take a key over: every request of a page's
-	// EventSource carries it, another tab's too. A request without the
-	// header gets 409 Conflict, which makes a browser stop instead of
-	// competing.
-	TakeOverOnResume Takeover = iota
-	// TakeOverAlways lets every new request take the key over, the newest
-	// connection winning. Use it when a client may lose its connection before
-	// it has received any event, and so reconnects without an ID; two tabs
-	// on one key will then take it from each other.
-	TakeOverAlways
-)

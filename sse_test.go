@@ -31,6 +31,13 @@ type statusError int
 func (e statusError) Error() string   { return http.StatusText(int(e)) }
 func (e statusError) StatusCode() int { return int(e) }
 
+// publicError is a key function's error that may be shown to the client.
+type publicError struct{ msg string }
+
+func (e publicError) Error() string         { return "session expired in db 10.0.0.7: " + e.msg }
+func (e publicError) PublicMessage() string { return e.msg }
+func (e publicError) StatusCode() int       { return http.StatusUnauthorized }
+
 // queryKey takes the key from the "key" query parameter.
 func queryKey(r *http.Request) (string, error) {
 	switch k := r.URL.Query().Get("key"); k {
@@ -40,6 +47,8 @@ func queryKey(r *http.Request) (string, error) {
 		return "", fmt.Errorf("no access: %w", statusError(http.StatusForbidden))
 	case "panic":
 		panic("key function exploded")
+	case "login":
+		return "", publicError{"please log in"}
 	default:
 		return k, nil
 	}
@@ -331,11 +340,14 @@ func TestHandlerRefusals(t *testing.T) {
 		status        int
 		body          string
 	}{
-		{http.MethodPost, "?key=k", http.StatusMethodNotAllowed, "only GET"},
+		{http.MethodPost, "?key=k", http.StatusMethodNotAllowed, "sse: only GET streams events"},
 		{http.MethodHead, "?key=k", http.StatusMethodNotAllowed, ""},
-		{http.MethodGet, "", http.StatusBadRequest, "missing key parameter"},
-		{http.MethodGet, "?key=secret", http.StatusForbidden, "no access: Forbidden"},
-		{http.MethodGet, "?key=panic", http.StatusInternalServerError, "key function panicked"},
+		// The key function's own words stay in the log: the client reads
+		// the status text, or the error's public message.
+		{http.MethodGet, "", http.StatusBadRequest, "Bad Request"},
+		{http.MethodGet, "?key=secret", http.StatusForbidden, "Forbidden"},
+		{http.MethodGet, "?key=panic", http.StatusInternalServerError, "Internal Server Error"},
+		{http.MethodGet, "?key=login", http.StatusUnauthorized, "please log in"},
 	} {
 		req, _ := http.NewRequest(c.method, srv.URL+c.query, nil)
 		resp, err := srv.Client().Do(req)
@@ -344,7 +356,7 @@ func TestHandlerRefusals(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != c.status || !strings.Contains(string(body), c.body) {
+		if resp.StatusCode != c.status || strings.TrimSpace(string(body)) != c.body {
 			t.Errorf("%s %s: %d %q, want %d %q", c.method, c.query, resp.StatusCode, body, c.status, c.body)
 		}
 		if c.status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != "GET" {
@@ -354,7 +366,7 @@ func TestHandlerRefusals(t *testing.T) {
 	if s := b.Stats(); s.Keys != 0 {
 		t.Errorf("refused requests created %d keys", s.Keys)
 	}
-	for _, want := range []string{"status=403", "status=500", "panicked"} {
+	for _, want := range []string{"status=403", "status=500", "missing key parameter", "no access", "exploded", "10.0.0.7"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
@@ -379,8 +391,8 @@ func TestHandlerNeedsFlush(t *testing.T) {
 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(noFlush{rec}, httptest.NewRequest(http.MethodGet, "/?key=k", nil))
-	if rec.Code != http.StatusInternalServerError {
-		t.Fatalf("a writer that cannot flush got %d, want 500", rec.Code)
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "must implement Unwrap() http.ResponseWriter") {
+		t.Fatalf("a writer that cannot flush got %d %q, want 500 saying what a wrapper must do", rec.Code, rec.Body.String())
 	}
 	// Nothing was taken: the events are still there for a writer that can.
 	rec = httptest.NewRecorder()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"log/slog"
 )
 
 // Stream returns key's channel, creating the key's queue if it is new: the
@@ -213,6 +214,7 @@ func (l *loop[K]) stream(key K) streamAnswer[K] {
 	if t == nil {
 		return streamAnswer[K]{err: ErrTooManyKeys}
 	}
+	t.used = true // a reader holds its channel
 	return streamAnswer[K]{t: t}
 }
 
@@ -235,6 +237,7 @@ func (l *loop[K]) publish(key K, evs []Event, f *flow) {
 	if t.flow == nil && f != nil {
 		t.flow = f // before the key's first feeder starts: it reads t.flow
 	}
+	t.used = true
 	l.stats.Enqueued += uint64(len(evs))
 	for i := range evs {
 		t.seq++
@@ -262,7 +265,7 @@ func (l *loop[K]) publish(key K, evs []Event, f *flow) {
 		// these events may go straight into the channel again.
 		sent = sendReady(t.ch, evs)
 	}
-	bl.queue.push(l.admit(bl, evs[sent:])...)
+	bl.queue.push(l.admit(t, bl, evs[sent:])...)
 	start := !bl.feeding && bl.queue.len() > 0
 	bl.feeding = bl.feeding || start
 	feeding := bl.feeding
@@ -292,7 +295,7 @@ func sendReady(ch chan Event, evs []Event) int {
 // most the bound, and the feeder holds at most one more event, on its way
 // into the channel; under DropNewest that one counts against the bound. The
 // caller holds bl.mu.
-func (l *loop[K]) admit(bl *backlog, evs []Event) []Event {
+func (l *loop[K]) admit(t *topic[K], bl *backlog, evs []Event) []Event {
 	cfg := l.b.cfg
 	if !cfg.dropping() {
 		return evs
@@ -308,17 +311,16 @@ func (l *loop[K]) admit(bl *backlog, evs []Event) []Event {
 	switch cfg.policy {
 	case DropNewest:
 		excess = min(excess, len(evs))
-		l.stats.Dropped += uint64(excess)
+		l.noteDropped(t, excess)
 		return evs[:len(evs)-excess]
 	default: // DropOldest
+		l.noteDropped(t, excess)
 		if len(evs) > cfg.maxPending {
-			l.stats.Dropped += uint64(len(evs) - cfg.maxPending)
 			excess -= len(evs) - cfg.maxPending
 			evs = evs[len(evs)-cfg.maxPending:]
 		}
 		for ; excess > 0; excess-- {
 			bl.queue.dropOldest()
-			l.stats.Dropped++
 		}
 		return evs
 	}
@@ -415,6 +417,9 @@ func (l *loop[K]) fed(t *topic[K]) {
 		dropped := int(bl.unsent.Load()) + waiting
 		l.stats.Dropped += uint64(dropped)
 		t.truncated = dropped > 0
+		if dropped > 0 {
+			l.b.log.emit("sse: key forgotten with events its readers never took", slog.Any("key", t.key), slog.Int("dropped", dropped))
+		}
 		t.flow.release(dropped, l.b.cfg.low())
 		bl.mu.Lock()
 		bl.queue.clear()
@@ -429,6 +434,7 @@ func (l *loop[K]) endBacklog(t *topic[K]) {
 	bl := t.backlog
 	t.backlog = nil
 	delete(l.backlogged, t)
+	l.endDropping(t)
 	if t.closed {
 		close(t.ch)
 	}

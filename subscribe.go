@@ -387,6 +387,7 @@ func (l *loop[K]) subscribe(key K, s *subscription[K]) {
 		}
 	}
 	l.touch(t)
+	t.used = true
 	s.t = t
 	if t.session == nil {
 		t.session = &session[K]{}

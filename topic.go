@@ -44,7 +44,12 @@ type topic[K comparable] struct {
 	// take at stamp.
 	left int
 
+	// dropping is how many events an overflow policy has dropped since the
+	// key last had none waiting, for WithLogger (see noteDropped).
+	dropping int
+
 	closed    bool // no more events are accepted
+	used      bool // it received an event, or its channel or history was handed to a reader (see expire)
 	server    bool // the server created the key, or sent it an event or a Close (see Broker.Subscribe)
 	forgotten bool // the key is no longer in the map
 	truncated bool // written before ch is closed: events were dropped rather than handed to ch
@@ -122,6 +127,21 @@ func (l *loop[K]) touch(t *topic[K]) {
 		l.idle.remove(t)
 		l.idle.pushBack(t, l.clock())
 	}
+}
+
+// openKey handles opOpen.
+func (l *loop[K]) openKey(key K) error {
+	t := l.topics[key]
+	switch {
+	case t != nil && t.closed:
+		return ErrClosed
+	case t == nil && l.quitting:
+		return ErrShutdown
+	}
+	if l.open(key, true) == nil {
+		return ErrTooManyKeys
+	}
+	return nil
 }
 
 func (l *loop[K]) close(key K) {
@@ -209,6 +229,7 @@ func (l *loop[K]) forget(t *topic[K]) {
 	if t.backlog != nil {
 		l.stopFeeder(t)
 	}
+	l.endDropping(t)
 	if ss := t.session; ss != nil && ss.attached == nil && ss.waiting == nil {
 		ss.window.release(&l.b.replayed)
 	}
@@ -226,6 +247,13 @@ func (l *loop[K]) expire() {
 			if t.attached() { // an SSE connection keeps its key open
 				l.idle.remove(t)
 				l.idle.pushBack(t, now)
+				continue
+			}
+			if !t.used && !t.attached() {
+				// Opened, and never used: closing it would make a first
+				// request get 204 for a key that never started.
+				l.idle.remove(t)
+				l.forget(t)
 				continue
 			}
 			l.closeTopic(t)

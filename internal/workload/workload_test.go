@@ -284,14 +284,14 @@ func (d *fanChans) Close(key int) error {
 
 func (d *fanChans) Shutdown() error { return nil }
 
-// runFanOut runs w's shape once through testing.Benchmark, with subs
-// subscribers per key and -test.benchtime 16x, and returns the result and
-// whether the run failed.
-func runFanOut(t *testing.T, w FanOutWorkload, subs int, f FanOutFactory) (testing.BenchmarkResult, bool) {
+// runFanOut runs w's shape through testing.Benchmark, with subs subscribers
+// per key and -test.benchtime benchtime, and returns the result and whether
+// a run failed.
+func runFanOut(t *testing.T, w FanOutWorkload, subs int, benchtime string, f FanOutFactory) (testing.BenchmarkResult, bool) {
 	t.Helper()
 	bt := flag.Lookup("test.benchtime")
 	defer flag.Set(bt.Name, bt.Value.String())
-	if err := flag.Set(bt.Name, "16x"); err != nil {
+	if err := flag.Set(bt.Name, benchtime); err != nil {
 		t.Fatal(err)
 	}
 	failed := false
@@ -315,7 +315,7 @@ func TestFanOutWorkloadsFailMisdelivery(t *testing.T) {
 	}{{"F1", F1, 3, 64}, {"F2", F2, 1, 64}, {"F3", F3, 3, 2 * stallEvents}}
 	for _, how := range []string{"", "drop", "dup", "swap", "err"} {
 		for _, w := range workloads {
-			_, failed := runFanOut(t, w.w, w.subs, func(keys int) FanOutDesign { return newFanChans(keys, w.buf, how) })
+			_, failed := runFanOut(t, w.w, w.subs, "16x", func(keys int) FanOutDesign { return newFanChans(keys, w.buf, how) })
 			if want := how != ""; failed != want {
 				t.Errorf("%s through a design that does %q: failed=%v, want %v", w.name, how, failed, want)
 			}
@@ -326,12 +326,13 @@ func TestFanOutWorkloadsFailMisdelivery(t *testing.T) {
 // TestF3TellsBlockingFromDropping runs F3 through a design that blocks on
 // its stalled subscriber, which must pass with hol-blocked=1, and through
 // one that drops every event for it, which must pass with hol-blocked=0.
+// It runs once (1x), as a blocked run takes a second.
 func TestF3TellsBlockingFromDropping(t *testing.T) {
 	for _, c := range []struct {
 		how  string
 		want float64
 	}{{"", 1}, {"stalled", 0}} {
-		r, failed := runFanOut(t, F3, 3, func(keys int) FanOutDesign { return newFanChans(keys, 64, c.how) })
+		r, failed := runFanOut(t, F3, 3, "1x", func(keys int) FanOutDesign { return newFanChans(keys, 64, c.how) })
 		if failed {
 			t.Fatalf("F3 through a design that does %q failed", c.how)
 		}
