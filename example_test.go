@@ -14,6 +14,7 @@ import (
 	"github.com/rocketqueue/sse/ssetest"
 )
 
+//readme:writer
 // JobID names the queue of one job. Any comparable type can be a key.
 type JobID string
 
@@ -31,10 +32,12 @@ func doLongProcess(ctx context.Context, events *sse.Broker[JobID], job JobID) er
 	// Closing the queue: the reader's range ends after the last message.
 	return events.Close(ctx, job)
 }
+//readme:end
 
 // A long-running process enqueues progress for its job's key and closes it;
 // a reader ranges over the key's channel until the end.
 func Example() {
+	//readme:reader
 	ctx := context.Background()
 	events := sse.New[JobID]()
 	defer events.Shutdown(ctx)
@@ -45,6 +48,7 @@ func Example() {
 	for ev := range events.Stream(job) {
 		fmt.Println(ev.ID, ev.Data)
 	}
+	//readme:end
 	// Output:
 	// 1 Starting process.
 	// 2 Message One
@@ -162,11 +166,13 @@ func ExampleHandler() {
 	events := sse.New[JobID]()
 	defer events.Shutdown(ctx)
 
+	//readme:handler
 	mux := http.NewServeMux()
 	mux.Handle("GET /jobs/{id}/events", sse.Handler(events,
 		func(r *http.Request) (JobID, error) { return JobID(r.PathValue("id")), nil },
 		sse.WithKnownKeysOnly(), // unknown jobs get 404
 	))
+	//readme:end
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -203,6 +209,7 @@ func ExampleHandler() {
 // a dashboard read the same build, each from the start of its history.
 func ExampleWithMode() {
 	ctx := context.Background()
+	//readme:fanout
 	events := sse.New[string](sse.WithMode(sse.FanOut))
 	defer events.Shutdown(ctx)
 
@@ -220,6 +227,7 @@ func ExampleWithMode() {
 			fmt.Println(reader, ev.ID, ev.Data)
 		}
 	}
+	//readme:end
 	// Output:
 	// logger 1 compiling
 	// logger 2 linking
