@@ -15,6 +15,7 @@ import (
 )
 
 //readme:writer
+
 // JobID names the queue of one job. Any comparable type can be a key.
 type JobID string
 
@@ -32,6 +33,7 @@ func doLongProcess(ctx context.Context, events *sse.Broker[JobID], job JobID) er
 	// Closing the queue: the reader's range ends after the last message.
 	return events.Close(ctx, job)
 }
+
 //readme:end
 
 // A long-running process enqueues progress for its job's key and closes it;

@@ -44,7 +44,7 @@ func TestReadmeShowsCompiledCode(t *testing.T) {
 }
 
 // readmeRegion returns the lines of file between "//readme:name" and
-// "//readme:end".
+// "//readme:end", without blank lines at either end.
 func readmeRegion(file, name string) (string, error) {
 	src, err := os.ReadFile(file)
 	if err != nil {
@@ -59,7 +59,9 @@ func readmeRegion(file, name string) (string, error) {
 			continue
 		case "//readme:end":
 			if in {
-				return out.String(), nil
+				// Blank lines that gofmt keeps next to the markers are not
+				// the code's.
+				return strings.Trim(out.String(), "\n") + "\n", nil
 			}
 		}
 		if in {
