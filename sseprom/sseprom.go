@@ -67,7 +67,7 @@ type Collector struct {
 	brokers []NamedBroker // immutable
 
 	streamsOpen, streams, refused, takeovers, resumes, gaps, events, bytes, dropped, heartbeats *prometheus.Desc
-	keys, closed, pending, replay, enqueued, discarded, brokerDropped                          *prometheus.Desc
+	keys, closed, pending, replay, enqueued, discarded, brokerDropped                           *prometheus.Desc
 }
 
 // New returns a Collector of m (nil for none) and of brokers, with metric
