@@ -267,3 +267,78 @@ func ExampleGapError() {
 	// 9 9
 	// 10 10
 }
+
+// tenantSource is a Source of one tenant's keys in a broker that all
+// tenants share: it prefixes every key with the tenant's name, so that no
+// tenant can read another's keys, whatever URL it asks for.
+type tenantSource struct {
+	broker *sse.Broker[string]
+	tenant string
+}
+
+func (s tenantSource) Subscribe(ctx context.Context, key string, req sse.SubscribeRequest) (sse.Subscription, error) {
+	return s.broker.Subscribe(ctx, s.tenant+"/"+key, req)
+}
+
+func (s tenantSource) Mode() sse.Mode { return s.broker.Mode() }
+
+// A custom Source: Handler streams whatever implements Subscribe and Mode.
+// Here each tenant's handler sees only its own keys of a shared broker.
+func ExampleSource() {
+	ctx := context.Background()
+	events := sse.New[string](sse.WithMode(sse.FanOut))
+	defer events.Shutdown(ctx)
+	events.Enqueue(ctx, "acme/report", "acme's")
+	events.Enqueue(ctx, "globex/report", "globex's")
+	events.Close(ctx, "acme/report")
+	events.Close(ctx, "globex/report")
+
+	key := func(r *http.Request) (string, error) { return r.URL.Query().Get("key"), nil }
+	acme := httptest.NewServer(sse.Handler[string](tenantSource{events, "acme"}, key))
+	defer acme.Close()
+
+	resp, err := http.Get(acme.URL + "?key=report")
+	if err != nil {
+		panic(err)
+	}
+	defer resp.Body.Close()
+	received, err := ssetest.ReadAll(resp.Body)
+	if err != nil {
+		panic(err)
+	}
+	for _, ev := range received {
+		fmt.Printf("event=%s data=%q\n", ev.Type, ev.Data)
+	}
+	// Output:
+	// event= data="acme's"
+	// event=close data=""
+}
+
+// WithTakeover(TakeOverAlways) lets every new request take a Queue key over
+// from the connection that has it: the newest wins, even without a
+// Last-Event-ID (the default gives such a request 409).
+func ExampleWithTakeover() {
+	ctx := context.Background()
+	events := sse.New[string]()
+	defer events.Shutdown(ctx)
+	key := func(r *http.Request) (string, error) { return r.URL.Query().Get("key"), nil }
+
+	for _, policy := range []sse.Takeover{sse.TakeOverOnResume, sse.TakeOverAlways} {
+		srv := httptest.NewServer(sse.Handler(events, key, sse.WithTakeover(policy)))
+		first, err := http.Get(srv.URL + "?key=k")
+		if err != nil {
+			panic(err)
+		}
+		second, err := http.Get(srv.URL + "?key=k") // another tab, with no ID
+		if err != nil {
+			panic(err)
+		}
+		fmt.Printf("%s: the second request gets %d\n", map[sse.Takeover]string{sse.TakeOverOnResume: "TakeOverOnResume", sse.TakeOverAlways: "TakeOverAlways"}[policy], second.StatusCode)
+		second.Body.Close()
+		first.Body.Close()
+		srv.Close()
+	}
+	// Output:
+	// TakeOverOnResume: the second request gets 409
+	// TakeOverAlways: the second request gets 200
+}
