@@ -7,11 +7,12 @@ import (
 	"testing"
 )
 
-// TestReadmeShowsCompiledCode checks that every Go and JavaScript block in
-// README.md is, byte for byte, a marked region of a file that is compiled
-// or run by the tests: the block follows a line "<!-- readme: FILE REGION
-// -->", and FILE holds the block between the lines "//readme:REGION" and
-// "//readme:end". So the README cannot show code that does not build.
+// TestReadmeShowsCompiledCode checks that every Go, JavaScript and nginx
+// block in README.md is, byte for byte, a marked region of a file that is
+// compiled or run by the tests: the block follows a line "<!-- readme: FILE
+// REGION -->", and FILE holds the block between the comment lines
+// "//readme:REGION" (or "#readme:REGION") and "//readme:end". So the README
+// cannot show code that does not build or that the tests do not run.
 func TestReadmeShowsCompiledCode(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
@@ -21,7 +22,7 @@ func TestReadmeShowsCompiledCode(t *testing.T) {
 	checked := 0
 	for _, b := range blocks {
 		file, region, lang, code := b[2], b[3], b[4], b[5]
-		if lang != "go" && lang != "js" {
+		if lang != "go" && lang != "js" && lang != "nginx" {
 			continue
 		}
 		if file == "" {
@@ -44,7 +45,8 @@ func TestReadmeShowsCompiledCode(t *testing.T) {
 }
 
 // readmeRegion returns the lines of file between "//readme:name" and
-// "//readme:end", without blank lines at either end.
+// "//readme:end", without blank lines at either end or the indentation
+// they all share.
 func readmeRegion(file, name string) (string, error) {
 	src, err := os.ReadFile(file)
 	if err != nil {
@@ -53,15 +55,16 @@ func readmeRegion(file, name string) (string, error) {
 	var out strings.Builder
 	in := false
 	for line := range strings.Lines(string(src)) {
-		switch strings.TrimSpace(line) {
-		case "//readme:" + name:
+		// A marker is a comment, "//" or "#", alone on its line.
+		switch strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(line), "//"), "#") {
+		case "readme:" + name:
 			in = true
 			continue
-		case "//readme:end":
+		case "readme:end":
 			if in {
 				// Blank lines that gofmt keeps next to the markers are not
-				// the code's.
-				return strings.Trim(out.String(), "\n") + "\n", nil
+				// the code's, nor is the indentation all its lines share.
+				return dedent(strings.Trim(out.String(), "\n") + "\n"), nil
 			}
 		}
 		if in {
@@ -69,4 +72,29 @@ func readmeRegion(file, name string) (string, error) {
 		}
 	}
 	return "", &os.PathError{Op: "region " + name, Path: file, Err: os.ErrNotExist}
+}
+
+// dedent removes from every line of s the leading spaces and tabs that all
+// its non-blank lines share.
+func dedent(s string) string {
+	prefix := ""
+	first := true
+	for line := range strings.Lines(s) {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+		if first {
+			prefix, first = indent, false
+			continue
+		}
+		for !strings.HasPrefix(indent, prefix) {
+			prefix = prefix[:len(prefix)-1]
+		}
+	}
+	var out strings.Builder
+	for line := range strings.Lines(s) {
+		out.WriteString(strings.TrimPrefix(line, prefix))
+	}
+	return out.String()
 }
