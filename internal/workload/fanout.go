@@ -107,8 +107,9 @@ var (
 	// on, to its key's end, once the others have all finished, or once they
 	// have made no progress for half a second: then the design let one
 	// stalled subscriber block the others, and the run reports
-	// hol-blocked=1 (ns/msg then includes that half second, a lower bound
-	// on a slowdown that would otherwise be unbounded). A design that drops
+	// hol-blocked=1 (ns/msg then includes that half second, and the rest of
+	// the warm-up, which such a design delivers only then: a lower bound on
+	// a slowdown that would otherwise be unbounded). A design that drops
 	// events for the stalled subscriber, or tells it of a gap, passes.
 	// Compare F3 with F1 for each design:
 	//
