@@ -1,0 +1,69 @@
+package sseclient
+
+import (
+	"math"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestDelayBounds: with full jitter each delay lies in [0, min(max,
+// base·2ⁿ)], never below the server's retry or Retry-After, and spreads
+// over its range.
+func TestDelayBounds(t *testing.T) {
+	c := newConfig([]Option{WithBackoff(100*time.Millisecond, 3*time.Second)})
+	for _, tc := range []struct {
+		failures          int
+		retry, retryAfter time.Duration
+		lo, hi            time.Duration
+	}{
+		{0, 0, 0, 0, 100 * time.Millisecond},
+		{3, 0, 0, 0, 800 * time.Millisecond},
+		{5, 0, 0, 0, 3 * time.Second},
+		{1000, 0, 0, 0, 3 * time.Second}, // no overflow
+		{0, time.Second, 0, time.Second, time.Second},
+		{5, time.Second, 0, time.Second, 3 * time.Second},
+		{0, 0, 10 * time.Second, 10 * time.Second, 10 * time.Second},
+		{5, time.Minute, 10 * time.Second, time.Minute, time.Minute},
+	} {
+		var least, most time.Duration = math.MaxInt64, 0
+		for range 1000 {
+			d := c.delay(tc.failures, tc.retry, tc.retryAfter)
+			if d < tc.lo || d > tc.hi {
+				t.Fatalf("%+v: delay %v, want it in [%v, %v]", tc, d, tc.lo, tc.hi)
+			}
+			least, most = min(least, d), max(most, d)
+		}
+		if spread := tc.hi - tc.lo; most-least < spread/2 {
+			t.Errorf("%+v: delays from %v to %v: too little jitter", tc, least, most)
+		}
+	}
+	huge := newConfig([]Option{WithBackoff(time.Hour, math.MaxInt64), WithoutJitter()})
+	if d := huge.delay(100, 0, 0); d != math.MaxInt64 {
+		t.Fatalf("delay %v, want the ceiling", d)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"0", 0},
+		{"120", 2 * time.Minute},
+		{"99999999999999999999", 0}, // not a number Go can hold
+		{"9999999999999", math.MaxInt64},
+		{"-1", 0},
+		{"1.5", 0},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
+		{"Thursday, 02-Jan-25 03:05:05 GMT", time.Minute}, // RFC 850
+		{"soon", 0},
+	} {
+		if got := parseRetryAfter(tc.in, now); got != tc.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
