@@ -30,13 +30,15 @@ func ExampleEvents() {
 		sse.Event{Name: "progress", Data: "100"})
 	broker.Close(ctx, "42")
 
+	//readme:client
 	for ev, err := range sseclient.Events(ctx, srv.URL+"/jobs/42/events") {
 		if err != nil {
-			fmt.Println("error:", err)
+			fmt.Println("error:", err) // the only error, and the last value
 			return
 		}
 		fmt.Printf("%s %q\n", ev.Name, ev.Data)
 	}
+	//readme:end
 	fmt.Println("done")
 	// Output:
 	// progress "50"
