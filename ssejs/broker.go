@@ -1,0 +1,388 @@
+package ssejs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rocketqueue/sse"
+)
+
+// A Broker keeps keyed streams of events in NATS JetStream, shared by
+// every process that makes a Broker with the same name: any of them may
+// publish to a key, and any of them may serve it to readers and SSE
+// clients. Create one with [New]; the zero value is not usable. All
+// methods are safe for concurrent use.
+//
+// A Broker implements [sse.Publisher], [sse.Reader] and [sse.Source], so
+// that [sse.Handler] serves it unchanged.
+type Broker[K comparable] struct {
+	cfg     config              // immutable after New
+	codec   Codec[K]            // immutable
+	js      jetstream.JetStream // immutable
+	nc      *nats.Conn          // immutable
+	stream  jetstream.Stream    // immutable
+	kv      jetstream.KeyValue  // immutable; nil in FanOut mode
+	prefix  string              // immutable: "sse.<name>.e."
+	id      string              // immutable: this broker's name in Queue leases
+	maxBody int                 // immutable: the most body bytes of one message
+
+	mu      sync.Mutex
+	pubs    map[string]*pubKey  // guarded by mu: each key's publishing state, by token
+	qkeys   map[string]*qkey[K] // guarded by mu: Queue keys this process reads, by token
+	down    chan struct{}       // guarded by mu: closed while NATS is unreachable
+	subs    int                 // guarded by mu: open subscriptions
+	subsEnd chan struct{}       // guarded by mu: closed when subs drops to 0 after Shutdown began
+	stopped bool                // guarded by mu: Shutdown has begun
+
+	quit  chan struct{}  // closed when Shutdown begins
+	calls sync.WaitGroup // flushers, purges and other goroutines of calls
+	bg    sync.WaitGroup // the status watcher and the lease renewer
+
+	stopOnce sync.Once
+
+	// dropAcks, in tests, makes the next publishes act as if their
+	// acknowledgement was lost after the server stored them; afterDrop
+	// runs then.
+	dropAcks  int          // guarded by mu
+	afterDrop func(*batch) // guarded by mu
+}
+
+// Compile-time checks: a Broker is what sse.Handler and application code
+// expect.
+var (
+	_ sse.Publisher[string] = (*Broker[string])(nil)
+	_ sse.Reader[string]    = (*Broker[string])(nil)
+	_ sse.Source[string]    = (*Broker[string])(nil)
+	_ sse.Stopper           = (*Broker[string])(nil)
+)
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// metaMode is the stream metadata entry that records the broker's mode.
+const metaMode = "ssejs.mode"
+
+// New returns a Broker on js: it creates, or updates to opts, the stream
+// "SSE_<name>" and, in [sse.Queue] mode, the KV bucket "SSE_<name>_keys"
+// (see the package documentation). ctx bounds those calls. New fails if
+// the stream exists with another mode, if K is neither a string nor an
+// integer kind and no [WithCodec] is given, or if the options contradict
+// each other. Call [Broker.Shutdown] to stop it; the connection stays the
+// caller's.
+func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Option) (*Broker[K], error) {
+	cfg := defaults()
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if !validName.MatchString(cfg.name) {
+		return nil, fmt.Errorf("ssejs: name %q: want 1 to 32 ASCII letters, digits, - or _", cfg.name)
+	}
+	var codec Codec[K]
+	switch c := cfg.codec.(type) {
+	case nil:
+		if codec = defaultCodec[K](); codec == nil {
+			var zero K
+			return nil, fmt.Errorf("ssejs: keys of type %T need WithCodec", zero)
+		}
+	case Codec[K]:
+		codec = c
+	default:
+		var zero K
+		return nil, fmt.Errorf("ssejs: WithCodec's key type is not %T", zero)
+	}
+	if cfg.age() < cfg.dupWindow {
+		return nil, fmt.Errorf("ssejs: max age %v is less than the duplicate window %v", cfg.age(), cfg.dupWindow)
+	}
+	b := &Broker[K]{
+		cfg:    cfg,
+		codec:  codec,
+		js:     js,
+		nc:     js.Conn(),
+		prefix: "sse." + cfg.name + ".e.",
+		id:     nuid.Next(),
+		pubs:   make(map[string]*pubKey),
+		qkeys:  make(map[string]*qkey[K]),
+		down:   make(chan struct{}),
+		quit:   make(chan struct{}),
+	}
+	// A message's headers take a few hundred bytes; the rest is its body.
+	b.maxBody = int(b.nc.MaxPayload()) - 1024
+	if b.maxBody < 4096 {
+		return nil, fmt.Errorf("ssejs: the server's max payload (%d) is too small", b.nc.MaxPayload())
+	}
+	if b.cfg.maxEvent > b.maxBody-16 {
+		b.cfg.maxEvent = b.maxBody - 16
+	}
+	name := "SSE_" + cfg.name
+	if info, err := js.Stream(ctx, name); err == nil {
+		if m := info.CachedInfo().Config.Metadata[metaMode]; m != "" && m != cfg.mode.String() {
+			return nil, fmt.Errorf("ssejs: stream %s holds %s keys, not %s", name, m, cfg.mode)
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("ssejs: looking up stream %s: %w", name, err)
+	}
+	sc := jetstream.StreamConfig{
+		Name:              name,
+		Description:       "Server-Sent Events keys of github.com/rocketqueue/sse/ssejs",
+		Subjects:          []string{b.prefix + ">"},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           cfg.storage,
+		Replicas:          cfg.replicas,
+		MaxAge:            cfg.age(),
+		MaxMsgsPerSubject: -1,
+		Duplicates:        cfg.dupWindow,
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
+		Metadata:          map[string]string{metaMode: cfg.mode.String()},
+	}
+	if cfg.mode == sse.FanOut {
+		// One more, so that the Close's message does not push an
+		// event's out.
+		sc.MaxMsgsPerSubject = cfg.history + 1
+	}
+	s, err := js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("ssejs: creating stream %s: %w", name, err)
+	}
+	b.stream = s
+	if cfg.mode == sse.Queue {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name + "_keys",
+			Description: "Queue leases and read floors of stream " + name,
+			History:     1,
+			// An entry outlives the events it covers (see leases).
+			TTL:      cfg.age() + time.Minute,
+			Storage:  cfg.storage,
+			Replicas: cfg.replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ssejs: creating bucket %s_keys: %w", name, err)
+		}
+		b.kv = kv
+	}
+	if !b.nc.IsConnected() {
+		close(b.down)
+	}
+	status := b.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	b.bg.Add(1)
+	go b.watch(status)
+	if cfg.mode == sse.Queue {
+		b.bg.Add(1)
+		go b.renew()
+	}
+	return b, nil
+}
+
+// Mode returns the broker's mode; it implements [sse.Source].
+func (b *Broker[K]) Mode() sse.Mode { return b.cfg.mode }
+
+// watch follows the connection's status: while it is not connected, down
+// is closed, so that open subscriptions end and new ones are refused.
+func (b *Broker[K]) watch(status chan nats.Status) {
+	defer b.bg.Done()
+	for {
+		select {
+		case st := <-status:
+			b.setDown(st != nats.CONNECTED || !b.nc.IsConnected())
+		case <-b.quit:
+			b.nc.RemoveStatusListener(status)
+			return
+		}
+	}
+}
+
+func (b *Broker[K]) setDown(down bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case <-b.down:
+		if !down {
+			b.down = make(chan struct{})
+		}
+	default:
+		if down {
+			close(b.down)
+		}
+	}
+}
+
+// downChan returns the channel closed while NATS is unreachable.
+func (b *Broker[K]) downChan() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.down
+}
+
+// ErrUnavailable is wrapped by the errors of calls that could not reach
+// NATS: a subscription's Next when the connection dropped, and Subscribe
+// while it is down. Subscribe's error also matches [sse.ErrShutdown], so
+// that [sse.Handler] answers "retry later" and the client comes back,
+// perhaps to another replica.
+var ErrUnavailable = errors.New("ssejs: NATS is unreachable")
+
+// unavailable is Subscribe's error while NATS is unreachable.
+type unavailable struct{ cause error }
+
+func (e unavailable) Error() string {
+	if e.cause != nil {
+		return ErrUnavailable.Error() + ": " + e.cause.Error()
+	}
+	return ErrUnavailable.Error()
+}
+func (e unavailable) Is(target error) bool {
+	return target == ErrUnavailable || target == sse.ErrShutdown
+}
+func (e unavailable) Unwrap() error { return e.cause }
+
+// callCtx bounds ctx by the broker's timeout if it has no deadline.
+func (b *Broker[K]) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, b.cfg.timeout)
+}
+
+// subject returns key's token and subject.
+func (b *Broker[K]) subject(key K) (token, subject string, err error) {
+	token, err = Token(b.codec, key)
+	return token, b.prefix + token, err
+}
+
+// last returns the last message stored for subject, or nil if none is.
+func (b *Broker[K]) last(ctx context.Context, subject string) (*batch, error) {
+	m, err := b.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseBatch(m.Sequence, m.Header, m.Data)
+}
+
+// nextFrom returns the first message stored for subject at sequence seq or
+// after, or nil if none is.
+func (b *Broker[K]) nextFrom(ctx context.Context, subject string, seq uint64) (*batch, error) {
+	m, err := b.stream.GetMsg(ctx, max(seq, 1), jetstream.WithGetMsgSubject(subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseBatch(m.Sequence, m.Header, m.Data)
+}
+
+// locate returns the sequence of the message that holds event id, or of
+// the first message held if that is later; last is the subject's last
+// message, whose events are after id. It asks O(log n) direct gets.
+func (b *Broker[K]) locate(ctx context.Context, subject string, last *batch, id uint64) (uint64, error) {
+	if last.first <= id {
+		return last.seq, nil
+	}
+	first, err := b.nextFrom(ctx, subject, 1)
+	if err != nil || first == nil {
+		return last.seq, err
+	}
+	if first.first > id || first.next() > id {
+		return first.seq, nil
+	}
+	lo, hi := first.seq, last.seq // the message at lo starts at or before id
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		m, err := b.nextFrom(ctx, subject, mid)
+		if err != nil {
+			return 0, err
+		}
+		if m == nil || m.first > id {
+			hi = mid - 1
+			continue
+		}
+		if m.next() > id {
+			return m.seq, nil
+		}
+		lo = m.seq
+	}
+	return lo, nil
+}
+
+// Shutdown stops the broker: new calls return [sse.ErrShutdown] at once,
+// calls in progress finish (their events are stored, or their outcome
+// unknown), open subscriptions end (their Next returns ErrShutdown, and
+// [sse.Handler] ends the stream without "close", so that clients
+// reconnect, perhaps to another replica), and Queue leases are released.
+// Unlike [sse.Broker.Shutdown] it closes no key: the keys belong to every
+// replica. It returns ctx's error if ctx ended first; every call returns
+// when the broker's own goroutines have stopped or ctx ended.
+func (b *Broker[K]) Shutdown(ctx context.Context) error {
+	b.stopOnce.Do(func() {
+		b.mu.Lock()
+		b.stopped = true
+		b.subsEnd = make(chan struct{})
+		if b.subs == 0 {
+			close(b.subsEnd)
+		}
+		b.mu.Unlock()
+		close(b.quit)
+	})
+	b.mu.Lock()
+	subsEnd := b.subsEnd
+	b.mu.Unlock()
+	select {
+	case <-subsEnd:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	done := make(chan struct{})
+	go func() {
+		b.calls.Wait()
+		b.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// track counts a new subscription, or fails after Shutdown.
+func (b *Broker[K]) track() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return sse.ErrShutdown
+	}
+	b.subs++
+	return nil
+}
+
+// untrack counts a subscription's end.
+func (b *Broker[K]) untrack() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.subs--
+	if b.subs == 0 && b.subsEnd != nil {
+		close(b.subsEnd)
+	}
+}
+
+// sleep waits d, or until ctx ends or the broker stops; it reports whether
+// it waited d.
+func (b *Broker[K]) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,67 @@
+package ssejs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"iter"
+
+	"github.com/rocketqueue/sse"
+)
+
+// readBytes bounds what an in-process reader takes at once, as
+// [sse.Subscription].Next counts events.
+const readBytes = 4 << 10
+
+// Events ranges over key's events, in process; it implements [sse.Reader].
+//
+// In [sse.Queue] mode it takes events in turn with the process's other
+// readers and SSE connection of the key, each event once across every
+// process: it takes the key's lease over from another process, whose
+// readers then end with [sse.ErrReplaced]. In [sse.FanOut] mode it reads the
+// key's history from its own position: the oldest message held, or as from
+// says ([sse.After], [sse.Live]), and yields a [*sse.GapError], then goes
+// on, for events the history no longer holds.
+//
+// The range ends after the last event of a closed key, with no error; or
+// with an error, once, last: ctx's, [sse.ErrReplaced], an error wrapping
+// [ErrUnavailable] when NATS became unreachable, [sse.ErrShutdown], or
+// [sse.ErrTruncated] when the key's life ended and another began.
+func (b *Broker[K]) Events(ctx context.Context, key K, from ...sse.ReadOption) iter.Seq2[sse.Event, error] {
+	return func(yield func(sse.Event, error) bool) {
+		var req sse.SubscribeRequest
+		live := false
+		if len(from) > 0 && b.cfg.mode == sse.FanOut {
+			req.LastID, req.Resume, live = from[len(from)-1].Start()
+		}
+		s, err := b.subscribe(ctx, key, req, true, live)
+		switch {
+		case errors.Is(err, sse.ErrFinished):
+			return
+		case err != nil:
+			yield(sse.Event{}, err)
+			return
+		}
+		defer s.Close()
+		var buf []sse.Event
+		for {
+			evs, gap, err := s.Next(ctx, buf, nil, readBytes)
+			if gap != (sse.Gap{}) && !yield(sse.Event{}, &sse.GapError{Gap: gap}) {
+				return
+			}
+			for _, ev := range evs {
+				if !yield(ev, nil) {
+					return
+				}
+			}
+			switch {
+			case err == io.EOF:
+				return
+			case err != nil:
+				yield(sse.Event{}, err)
+				return
+			}
+			buf = evs
+		}
+	}
+}

@@ -1,0 +1,201 @@
+package ssejs
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rocketqueue/sse"
+)
+
+// An Option configures [New].
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// Defaults of [New]'s options.
+const (
+	// DefaultName is the name of the broker's stream and bucket unless
+	// [WithName] says otherwise.
+	DefaultName = "sse"
+	// DefaultHistory is how many messages a FanOut key's history holds (see
+	// [WithHistory]).
+	DefaultHistory = 10_000
+	// DefaultReplay is how many events a Queue key keeps below its floor,
+	// to send again to a client that resumes (see [WithReplay]).
+	DefaultReplay = 10_000
+	// DefaultQueueAge is how long a Queue key's events are kept (see
+	// [WithMaxAge]); a FanOut key's default is [sse.DefaultHistoryAge].
+	DefaultQueueAge = 24 * time.Hour
+	// DefaultDuplicateWindow is the stream's duplicate window, and the
+	// least [WithDuplicateWindow] accepts: an idempotency key is honoured
+	// for that long.
+	DefaultDuplicateWindow = 10 * time.Minute
+	// DefaultTimeout bounds a call whose context has no deadline.
+	DefaultTimeout = 5 * time.Second
+	// DefaultLease is how long a process owns a Queue key without renewing
+	// its lease (see [WithLease]).
+	DefaultLease = 15 * time.Second
+)
+
+type config struct {
+	name       string
+	mode       sse.Mode
+	history    int64
+	replay     uint64
+	maxAge     time.Duration // 0: the mode's default
+	storage    jetstream.StorageType
+	replicas   int
+	dupWindow  time.Duration
+	timeout    time.Duration
+	lease      time.Duration
+	maxEvent   int
+	codec      any // a Codec[K], or nil
+	pubMaxWait time.Duration
+}
+
+func defaults() config {
+	return config{
+		name:      DefaultName,
+		mode:      sse.Queue,
+		history:   DefaultHistory,
+		replay:    DefaultReplay,
+		storage:   jetstream.FileStorage,
+		replicas:  1,
+		dupWindow: DefaultDuplicateWindow,
+		timeout:   DefaultTimeout,
+		lease:     DefaultLease,
+		maxEvent:  sse.DefaultMaxEventSize,
+	}
+}
+
+// age returns the stream's MaxAge.
+func (c *config) age() time.Duration {
+	switch {
+	case c.maxAge > 0:
+		return c.maxAge
+	case c.mode == sse.FanOut:
+		return sse.DefaultHistoryAge
+	}
+	return DefaultQueueAge
+}
+
+// WithName names the broker's stream ("SSE_" + name), subjects
+// ("sse." + name + ".e.<key>") and Queue bucket ("SSE_" + name + "_keys").
+// Brokers with the same name, on any process, share their keys; they must
+// have the same mode. name is ASCII letters, digits, "-" and "_", at most
+// 32 of them; [New] fails otherwise. The default is [DefaultName].
+func WithName(name string) Option { return optionFunc(func(c *config) { c.name = name }) }
+
+// WithMode chooses [sse.Queue] (the default: each event is read once,
+// across every process) or [sse.FanOut] (every reader on every process
+// gets every event).
+func WithMode(m sse.Mode) Option {
+	if m != sse.Queue && m != sse.FanOut {
+		panic("ssejs: WithMode: unknown Mode")
+	}
+	return optionFunc(func(c *config) { c.mode = m })
+}
+
+// WithHistory bounds a [sse.FanOut] key's history to its newest messages
+// messages (the stream's MaxMsgsPerSubject). A message is one Enqueue,
+// Publish or Close call (a batch of events), or a part of one split at the
+// server's max payload, so the bound counts calls, not events. The default
+// is [DefaultHistory]; it must be ≥ 1. Queue mode ignores it.
+func WithHistory(messages int64) Option {
+	if messages < 1 {
+		panic("ssejs: WithHistory: bound out of range")
+	}
+	return optionFunc(func(c *config) { c.history = messages })
+}
+
+// WithReplay sets how many events a [sse.Queue] key keeps, below the last
+// one handed out, to send again to a client that resumes after a lost
+// connection (on any replica): the replay window. Older events are purged.
+// The default is [DefaultReplay]; 0 turns replay off. FanOut mode ignores
+// it.
+func WithReplay(events int) Option {
+	if events < 0 {
+		panic("ssejs: WithReplay: negative bound")
+	}
+	return optionFunc(func(c *config) { c.replay = uint64(events) })
+}
+
+// WithMaxAge bounds how long an event is kept (the stream's MaxAge): in
+// FanOut mode, the history's age ([sse.DefaultHistoryAge] by default); in
+// Queue mode, how long an event waits for its reader ([DefaultQueueAge] by
+// default). A key none of whose messages is younger than that is forgotten
+// with them: its next event starts a new life, with a new epoch and IDs
+// from 1. It must be at least the duplicate window.
+func WithMaxAge(d time.Duration) Option {
+	if d <= 0 {
+		panic("ssejs: WithMaxAge: age out of range")
+	}
+	return optionFunc(func(c *config) { c.maxAge = d })
+}
+
+// WithStorage chooses where the stream and bucket keep their messages:
+// [jetstream.FileStorage], the default, or [jetstream.MemoryStorage].
+func WithStorage(s jetstream.StorageType) Option {
+	return optionFunc(func(c *config) { c.storage = s })
+}
+
+// WithReplicas sets the stream's and bucket's replicas: 1, the default, or
+// 3 in a production cluster (see the package documentation).
+func WithReplicas(n int) Option {
+	if n < 1 || n > 5 {
+		panic("ssejs: WithReplicas: out of range")
+	}
+	return optionFunc(func(c *config) { c.replicas = n })
+}
+
+// WithDuplicateWindow sets how long the stream remembers a message ID, so
+// that a call retried with the same idempotency key ([WithIdempotencyKey])
+// stores its events once. It must be at least [DefaultDuplicateWindow],
+// the default. The server keeps each ID for that long: about 100 bytes per
+// message published in the window.
+func WithDuplicateWindow(d time.Duration) Option {
+	if d < DefaultDuplicateWindow {
+		panic(fmt.Sprintf("ssejs: WithDuplicateWindow: less than %v", DefaultDuplicateWindow))
+	}
+	return optionFunc(func(c *config) { c.dupWindow = d })
+}
+
+// WithTimeout bounds each call whose context has no deadline. The default
+// is [DefaultTimeout].
+func WithTimeout(d time.Duration) Option {
+	if d <= 0 {
+		panic("ssejs: WithTimeout: out of range")
+	}
+	return optionFunc(func(c *config) { c.timeout = d })
+}
+
+// WithLease sets how long a process owns a [sse.Queue] key after its last
+// renewal: a process that died unnoticed keeps it that long from a request
+// that does not take keys over (409). Owners renew at a third of it. The
+// default is [DefaultLease].
+func WithLease(d time.Duration) Option {
+	if d < 100*time.Millisecond {
+		panic("ssejs: WithLease: out of range")
+	}
+	return optionFunc(func(c *config) { c.lease = d })
+}
+
+// WithMaxEventSize bounds an event's Name and Data together, as
+// [sse.WithMaxEventSize] does; the default is [sse.DefaultMaxEventSize],
+// lowered at [New] to what the server's max payload can carry.
+func WithMaxEventSize(n int) Option {
+	if n < 1 {
+		panic("ssejs: WithMaxEventSize: out of range")
+	}
+	return optionFunc(func(c *config) { c.maxEvent = n })
+}
+
+// WithCodec sets how keys become subject tokens, for a key type other than
+// strings and integers, which need none. [New] fails if K is not the
+// codec's key type.
+func WithCodec[K comparable](c Codec[K]) Option {
+	return optionFunc(func(cfg *config) { cfg.codec = c })
+}

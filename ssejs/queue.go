@@ -1,0 +1,618 @@
+package ssejs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/rocketqueue/sse"
+)
+
+// A lease is a Queue key's entry in the bucket: who owns the key, until
+// when, and how far its events were handed out. Every write is a compare
+// and set on the entry's revision, so a process that lost the lease cannot
+// write it, and so cannot hand out another event.
+type lease struct {
+	Owner    string `json:"o,omitempty"` // the owning broker's ID; "" when free
+	Until    int64  `json:"u,omitempty"` // Unix milliseconds: owned until then unless renewed
+	Epoch    string `json:"e,omitempty"` // the key's life that Floor counts in
+	Floor    uint64 `json:"f,omitempty"` // the last event ID handed out to a reader or connection
+	FloorSeq uint64 `json:"s,omitempty"` // the stream sequence of the message that holds Floor
+	Local    uint64 `json:"l,omitempty"` // the last event ID an in-process reader took
+	Nonce    string `json:"n,omitempty"` // random per write: tells a write whose ack was lost
+}
+
+// errLost is what a lease write returns when another process owns the key.
+var errLost = errors.New("ssejs: the key's lease was taken over")
+
+// A qkey is a Queue key that this process reads: its lease, and the feed
+// its connection and in-process readers take events from, in turn.
+type qkey[K comparable] struct {
+	b              *Broker[K]    // immutable
+	token, subject string        // immutable
+	sem            chan struct{} // one slot: held while setting up, and while taking events
+	lost           chan struct{} // closed when another process took the lease
+	lostOnce       sync.Once
+
+	lmu      sync.Mutex
+	lease    lease  // guarded by lmu
+	rev      uint64 // guarded by lmu: the entry's revision that lease was written at
+	owned    bool   // guarded by lmu
+	released bool   // guarded by lmu: the last reader left; no more renewals
+
+	// Guarded by sem.
+	feed    *feed
+	batches []*batch // messages read from feed that still have events to take
+	off     uint64   // the ID of the next event to take (Floor+1)
+	ended   bool     // the key's Close was taken
+	spans   []span   // messages wholly taken, not yet purged
+	purging atomic.Bool
+
+	// Guarded by Broker.mu.
+	refs int          // subscriptions using it, and those setting up
+	conn *queueSub[K] // the attached SSE connection, if any
+}
+
+// A span is a message wholly taken: its sequence and last event ID.
+type span struct{ seq, last uint64 }
+
+func (qk *qkey[K]) isLost() bool {
+	select {
+	case <-qk.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+func (qk *qkey[K]) markLost() { qk.lostOnce.Do(func() { close(qk.lost) }) }
+
+// qkeyFor returns this process's qkey for token, holding a reference.
+func (b *Broker[K]) qkeyFor(token, subject string) *qkey[K] {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	qk := b.qkeys[token]
+	if qk == nil || qk.isLost() {
+		qk = &qkey[K]{b: b, token: token, subject: subject, sem: make(chan struct{}, 1), lost: make(chan struct{})}
+		b.qkeys[token] = qk
+	}
+	qk.refs++
+	return qk
+}
+
+// unref drops a reference to qk: the last one stops its feed and releases
+// its lease.
+func (b *Broker[K]) unref(qk *qkey[K]) {
+	b.mu.Lock()
+	qk.refs--
+	if qk.refs > 0 {
+		b.mu.Unlock()
+		return
+	}
+	if b.qkeys[qk.token] == qk {
+		delete(b.qkeys, qk.token)
+	}
+	b.mu.Unlock()
+	qk.sem <- struct{}{}
+	defer func() { <-qk.sem }()
+	b.closeFeed(qk.feed)
+	qk.feed = nil
+	if !b.nc.IsConnected() {
+		return // the lease expires by itself
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	qk.purge(ctx, 1)
+	qk.lmu.Lock()
+	owned := qk.owned && !qk.isLost()
+	qk.released = true
+	qk.lmu.Unlock()
+	if owned {
+		qk.write(ctx, true, func(l *lease) { l.Owner, l.Until = "", 0 })
+	}
+}
+
+// write writes qk's lease, changed by change, if the entry is still at the
+// revision qk last wrote; it fails with errLost, and marks qk lost, if
+// another process wrote it since. release is set for the write that
+// releases the lease; other writes do nothing once it is done.
+func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease)) error {
+	qk.lmu.Lock()
+	defer qk.lmu.Unlock()
+	if qk.released && !release {
+		return errLost
+	}
+	nl := qk.lease
+	nl.Owner = qk.b.id
+	nl.Until = time.Now().Add(qk.b.cfg.lease).UnixMilli()
+	nl.Nonce = nuid.Next()
+	if change != nil {
+		change(&nl)
+	}
+	data, _ := json.Marshal(nl)
+	rev, err := qk.b.kv.Update(ctx, qk.token, data, qk.rev)
+	if err == nil {
+		qk.lease, qk.rev = nl, rev
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
+		return err
+	}
+	// Someone wrote since; perhaps this write, whose ack was lost.
+	e, gerr := qk.b.kv.Get(ctx, qk.token)
+	if gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound) {
+		return gerr
+	}
+	if gerr == nil {
+		var cur lease
+		if json.Unmarshal(e.Value(), &cur) == nil && cur.Nonce == nl.Nonce {
+			qk.lease, qk.rev = cur, e.Revision()
+			return nil
+		}
+	}
+	qk.markLost()
+	return errLost
+}
+
+// acquire takes key's lease for this process: at once if it is free,
+// expired or this process's; from another process only with takeover.
+// last is the subject's last message: a lease of another life starts
+// afresh.
+func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) error {
+	b := qk.b
+	for range 16 {
+		e, err := b.kv.Get(ctx, qk.token)
+		var cur lease
+		var rev uint64
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return err
+		default:
+			if json.Unmarshal(e.Value(), &cur) != nil {
+				cur = lease{}
+			}
+			rev = e.Revision()
+		}
+		now := time.Now()
+		if cur.Owner != "" && cur.Owner != b.id && cur.Until > now.UnixMilli() && !takeover {
+			return sse.ErrBusy
+		}
+		nl := cur
+		if nl.Epoch != last.epoch {
+			nl = lease{Epoch: last.epoch}
+		}
+		nl.Owner, nl.Until, nl.Nonce = b.id, now.Add(b.cfg.lease).UnixMilli(), nuid.Next()
+		data, _ := json.Marshal(nl)
+		if rev == 0 {
+			rev, err = b.kv.Create(ctx, qk.token, data)
+		} else {
+			rev, err = b.kv.Update(ctx, qk.token, data, rev)
+		}
+		switch {
+		case err == nil:
+			qk.lmu.Lock()
+			qk.lease, qk.rev, qk.owned = nl, rev, true
+			qk.lmu.Unlock()
+			return nil
+		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), wrongLastSeq(err):
+			continue // written meanwhile: look again
+		default:
+			return err
+		}
+	}
+	return sse.ErrBusy
+}
+
+// queueSub is a subscription in Queue mode: first the replay of what
+// earlier connections took and the client did not confirm, read by direct
+// gets, then the key's events, taken in turn with the process's other
+// readers of the key.
+type queueSub[K comparable] struct {
+	qk       *qkey[K]             // immutable
+	req      sse.SubscribeRequest // immutable
+	local    bool                 // immutable: an in-process reader, not a connection
+	epoch    string               // immutable
+	down     <-chan struct{}      // immutable: closed when NATS becomes unreachable
+	done     chan struct{}        // closed when a newer connection of this process took the key over
+	doneOnce sync.Once
+
+	// Owned by the goroutine that calls Next and Close.
+	started bool
+	gap     sse.Gap // the gap before the replay
+	rpos    uint64  // the next event ID to replay
+	rend    uint64  // the last event ID to replay
+	rseq    uint64  // the stream sequence to read the replay from
+	closed  sync.Once
+}
+
+func (b *Broker[K]) subscribeQueue(ctx context.Context, key K, token, subject string, req sse.SubscribeRequest, local bool) (subscription, error) {
+	qk := b.qkeyFor(token, subject)
+	s, err := qk.attach(ctx, key, req, local)
+	if err != nil {
+		b.unref(qk)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, local bool) (*queueSub[K], error) {
+	b := qk.b
+	select {
+	case qk.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-qk.sem }()
+	if qk.isLost() {
+		return nil, sse.ErrBusy
+	}
+	last, err := b.life(ctx, key, qk.subject, req.Known)
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	old := qk.conn
+	b.mu.Unlock()
+	if !local && old != nil && !req.Takeover {
+		return nil, sse.ErrBusy
+	}
+	qk.lmu.Lock()
+	owned, l := qk.owned, qk.lease
+	qk.lmu.Unlock()
+	switch {
+	case !owned:
+		if err := qk.acquire(ctx, req.Takeover || local, last); err != nil {
+			return nil, err
+		}
+	case l.Epoch != last.epoch:
+		// The key's life ended and another began since this process took it.
+		err := qk.write(ctx, false, func(l *lease) { *l = lease{Owner: l.Owner, Until: l.Until, Nonce: l.Nonce, Epoch: last.epoch} })
+		if err != nil {
+			return nil, err
+		}
+		b.closeFeed(qk.feed)
+		qk.feed, qk.batches, qk.spans, qk.ended = nil, nil, nil, false
+	}
+	qk.lmu.Lock()
+	l = qk.lease
+	qk.lmu.Unlock()
+	if qk.feed == nil {
+		if qk.feed, err = b.startFeed(ctx, qk.subject, l.FloorSeq); err != nil {
+			return nil, err
+		}
+		qk.off, qk.batches = l.Floor+1, nil
+	}
+	s := &queueSub[K]{qk: qk, req: req, local: local, epoch: l.Epoch, down: b.downChan(), done: make(chan struct{})}
+	s.rpos, s.rend = 1, 0
+	if id, ok := resumeAt(req, last, local); ok && id < l.Floor {
+		from := max(id, l.Local) + 1
+		if w := b.cfg.replay; l.Floor >= w {
+			from = max(from, l.Floor-w+1)
+		}
+		if from > id+1 {
+			s.gap = sse.Gap{From: id + 1, To: from - 1}
+		}
+		if from <= l.Floor {
+			s.rpos, s.rend = from, l.Floor
+			if s.rseq, err = b.locate(ctx, qk.subject, last, from); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if last.closed && l.Floor+1 == last.next() && s.rpos > s.rend && s.gap == (sse.Gap{}) {
+		return nil, sse.ErrFinished
+	}
+	if !local {
+		b.mu.Lock()
+		qk.conn = s
+		b.mu.Unlock()
+		if old != nil {
+			old.replace()
+			if old.req.Abort != nil {
+				old.req.Abort()
+			}
+		}
+	}
+	return s, nil
+}
+
+func (s *queueSub[K]) replace() { s.doneOnce.Do(func() { close(s.done) }) }
+
+func (s *queueSub[K]) Epoch() string { return s.epoch }
+
+func (s *queueSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
+	buf = buf[:0]
+	var gap sse.Gap
+	if !s.started {
+		s.started = true
+		gap = s.gap
+	}
+	if s.rpos <= s.rend {
+		return s.replay(ctx, buf, gap, limit)
+	}
+	if gap != (sse.Gap{}) {
+		return buf, gap, nil
+	}
+	return s.qk.take(ctx, s, buf, tick, limit)
+}
+
+// replay reads the next events to send again out of the stream.
+func (s *queueSub[K]) replay(ctx context.Context, buf []sse.Event, gap sse.Gap, limit int) ([]sse.Event, sse.Gap, error) {
+	b := s.qk.b
+	size := 0
+	for s.rpos <= s.rend {
+		bt, err := b.nextFrom(ctx, s.qk.subject, s.rseq)
+		if err != nil {
+			return buf, gap, unavailable{err}
+		}
+		if bt == nil || bt.epoch != s.epoch {
+			s.rpos = s.rend + 1
+			break
+		}
+		if bt.first > s.rpos {
+			if len(buf) > 0 || gap != (sse.Gap{}) {
+				return buf, gap, nil
+			}
+			gap = sse.Gap{From: s.rpos, To: min(bt.first-1, s.rend)}
+			s.rpos = bt.first
+			continue
+		}
+		evs, err := bt.events(nil, s.rpos)
+		if err != nil {
+			return buf, gap, err
+		}
+		for _, ev := range evs {
+			if ev.ID > s.rend {
+				break
+			}
+			if len(buf) > 0 && size+eventSize(ev) > limit {
+				return buf, gap, nil
+			}
+			buf = append(buf, ev)
+			size += eventSize(ev)
+			s.rpos = ev.ID + 1
+		}
+		if s.rpos >= bt.next() {
+			s.rseq = bt.seq + 1
+		}
+	}
+	return buf, gap, nil
+}
+
+// take hands s the next events of the key: it waits for them, advances
+// the key's floor past them in the bucket, and only then returns them.
+func (qk *qkey[K]) take(ctx context.Context, s *queueSub[K], buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
+	b := qk.b
+	select {
+	case qk.sem <- struct{}{}:
+	case <-tick:
+		return nil, sse.Gap{}, nil
+	case <-ctx.Done():
+		return nil, sse.Gap{}, ctx.Err()
+	case <-s.done:
+		return nil, sse.Gap{}, sse.ErrReplaced
+	case <-qk.lost:
+		return nil, sse.Gap{}, sse.ErrReplaced
+	case <-s.down:
+		return nil, sse.Gap{}, ErrUnavailable
+	case <-b.quit:
+		return nil, sse.Gap{}, sse.ErrShutdown
+	}
+	defer func() { <-qk.sem }()
+	for {
+		select {
+		case <-s.done:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-qk.lost:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		default:
+		}
+		qk.lmu.Lock()
+		epoch := qk.lease.Epoch
+		qk.lmu.Unlock()
+		if epoch != s.epoch {
+			return nil, sse.Gap{}, sse.ErrTruncated
+		}
+		if qk.ended {
+			return nil, sse.Gap{}, io.EOF
+		}
+		if len(qk.batches) > 0 {
+			break
+		}
+		select {
+		case bt := <-qk.feed.msgs:
+			qk.add(bt)
+		case <-tick:
+			return nil, sse.Gap{}, nil
+		case <-ctx.Done():
+			return nil, sse.Gap{}, ctx.Err()
+		case <-s.done:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-qk.lost:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-s.down:
+			return nil, sse.Gap{}, ErrUnavailable
+		case err := <-qk.feed.errs:
+			return nil, sse.Gap{}, unavailable{err}
+		case <-b.quit:
+			return nil, sse.Gap{}, sse.ErrShutdown
+		}
+	}
+	for more := true; more; { // what else is ready
+		select {
+		case bt := <-qk.feed.msgs:
+			qk.add(bt)
+		default:
+			more = false
+		}
+	}
+	// A connection takes no more than the replay window at once, so that a
+	// write that fails loses nothing the window does not hold.
+	maxEvents := uint64(1<<63 - 1)
+	if !s.local && b.cfg.replay > 0 {
+		maxEvents = b.cfg.replay
+	}
+	var gap sse.Gap
+	off, size, used, ended := qk.off, 0, 0, false
+	var floorSeq uint64
+	for i, bt := range qk.batches {
+		if bt.first > off && (bt.count > 0 || bt.closed) {
+			if len(buf) > 0 {
+				break
+			}
+			gap = sse.Gap{From: off, To: bt.first - 1} // expired before anyone took them
+			off, floorSeq = bt.first, bt.seq
+		}
+		evs, err := bt.events(nil, off)
+		if err != nil {
+			return nil, sse.Gap{}, err
+		}
+		full := false
+		for _, ev := range evs {
+			if len(buf) > 0 && (size+eventSize(ev) > limit || uint64(len(buf)) >= maxEvents) {
+				full = true
+				break
+			}
+			buf = append(buf, ev)
+			size += eventSize(ev)
+			off, floorSeq = ev.ID+1, bt.seq
+		}
+		if full {
+			break
+		}
+		used = i + 1
+		if bt.closed {
+			ended = true
+			break
+		}
+	}
+	if off > qk.off {
+		floor := off - 1
+		err := qk.write(ctx, false, func(l *lease) {
+			l.Floor, l.FloorSeq = floor, floorSeq
+			if s.local {
+				l.Local = floor
+			}
+		})
+		switch {
+		case errors.Is(err, errLost):
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case err != nil:
+			return nil, sse.Gap{}, unavailable{err}
+		}
+	}
+	for _, bt := range qk.batches[:used] {
+		qk.spans = append(qk.spans, span{bt.seq, bt.next() - 1})
+	}
+	qk.batches = qk.batches[used:]
+	qk.off, qk.ended = off, ended
+	if len(qk.spans) >= 32 {
+		qk.purge(nil, 16)
+	}
+	if ended && len(buf) == 0 && gap == (sse.Gap{}) {
+		return nil, sse.Gap{}, io.EOF
+	}
+	return buf, gap, nil
+}
+
+// add keeps a message read from the feed if it has events not yet taken,
+// or the key's Close.
+func (qk *qkey[K]) add(bt *batch) {
+	if bt.next() <= qk.off && !bt.closed {
+		return
+	}
+	qk.batches = append(qk.batches, bt)
+}
+
+// purge deletes the messages whose events are all older than the replay
+// window below the floor, if at least min of them are, keeping the
+// subject's last message (its metadata). With a nil ctx it runs in the
+// background. It is called with sem held.
+func (qk *qkey[K]) purge(ctx context.Context, min int) {
+	b := qk.b
+	qk.lmu.Lock()
+	floor := qk.lease.Floor
+	qk.lmu.Unlock()
+	if floor < b.cfg.replay || len(qk.spans) < 2 {
+		return
+	}
+	keep := floor - b.cfg.replay // events up to keep may go
+	cut := 0
+	for cut < len(qk.spans)-1 && qk.spans[cut].last <= keep {
+		cut++
+	}
+	if cut < min {
+		return
+	}
+	seq := qk.spans[cut].seq // purge below it
+	if ctx != nil {
+		b.stream.Purge(ctx, jetstream.WithPurgeSubject(qk.subject), jetstream.WithPurgeSequence(seq))
+		qk.spans = qk.spans[cut:]
+		return
+	}
+	if !qk.purging.CompareAndSwap(false, true) {
+		return
+	}
+	qk.spans = append([]span(nil), qk.spans[cut:]...)
+	b.calls.Add(1)
+	go func() {
+		defer b.calls.Done()
+		defer qk.purging.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b.stream.Purge(ctx, jetstream.WithPurgeSubject(qk.subject), jetstream.WithPurgeSequence(seq))
+	}()
+}
+
+func (s *queueSub[K]) Close() {
+	s.closed.Do(func() {
+		b := s.qk.b
+		b.mu.Lock()
+		if s.qk.conn == s {
+			s.qk.conn = nil
+		}
+		b.mu.Unlock()
+		b.unref(s.qk)
+		b.untrack()
+	})
+}
+
+// renew renews, a third of the lease time apart, the leases of the keys
+// this process reads; a lease another process took marks its key lost, so
+// that its readers end.
+func (b *Broker[K]) renew() {
+	defer b.bg.Done()
+	t := time.NewTicker(b.cfg.lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-b.quit:
+			return
+		}
+		b.mu.Lock()
+		keys := make([]*qkey[K], 0, len(b.qkeys))
+		for _, qk := range b.qkeys {
+			keys = append(keys, qk)
+		}
+		b.mu.Unlock()
+		for _, qk := range keys {
+			qk.lmu.Lock()
+			owned := qk.owned
+			qk.lmu.Unlock()
+			if !owned || qk.isLost() || !b.nc.IsConnected() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.lease/3)
+			qk.write(ctx, false, nil)
+			cancel()
+		}
+	}
+}
