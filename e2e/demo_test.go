@@ -41,20 +41,21 @@ var build struct {
 	err  error
 }
 
-// demoBinary builds the demo once per test run, in the library's module as
-// `go run ./examples/progress` does, with the race detector if the tests
-// have it, and returns its path.
+// demoBinary builds the demo once per test run, in the examples module as
+// `go run -C examples ./progress` does (with the library of this checkout,
+// which examples/go.mod replaces), with the race detector if the tests have
+// it, and returns its path.
 func demoBinary(t *testing.T) string {
 	t.Helper()
 	build.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		build.path = filepath.Join(buildDir, "progress")
-		args := []string{"build", "-C", "..", "-o", build.path}
+		args := []string{"build", "-C", filepath.Join("..", "examples"), "-o", build.path}
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		args = append(args, "./examples/progress")
+		args = append(args, "./progress")
 		build.out, build.err = exec.CommandContext(ctx, "go", args...).CombinedOutput()
 	})
 	if build.err != nil {

@@ -1,17 +1,27 @@
 // Package e2e tests the demo in examples/progress end to end: it builds the
-// demo's binary, runs it, and drives it with a headless Chromium and with
-// plain HTTP clients. It is a module of its own, so that the library does
-// not depend on a browser driver. One test drives the library's handler
-// directly instead, with Chromium reading its stream through a proxy that
-// keeps cutting the connection.
+// demo's binary from the examples module, runs it, and drives it with a
+// headless Chromium, with plain HTTP clients, and through a real nginx. It
+// is a module of its own, so that the library does not depend on a browser
+// driver. One test drives the library's handler directly instead, with
+// Chromium reading its stream through a proxy that keeps cutting the
+// connection.
+//
+// What it covers besides the demo's page: the README's follow.js snippet in
+// Chromium (events, "close", a gap, a failure, a reconnection); the demo
+// behind nginx configured with docs/nginx.conf (events arrive live, a cut
+// client resumes through it); the demo's /metrics as streams open, resume
+// and close; its graceful shutdown.
 //
 // Run it with:
 //
 //	cd e2e && go test -race ./...
 //
 // The browser tests need Chromium (the Debian package chromium, or the
-// CHROMIUM environment variable naming its binary); without it they skip,
-// unless CI=true, where they fail. They save screenshots into $E2E_ARTIFACTS,
-// or into e2e/artifacts. With UPDATE_SCREENSHOT=1 they also write
-// docs/demo.png, the README's picture of the demo.
+// CHROMIUM environment variable naming its binary), and the nginx tests
+// need nginx (the Debian package nginx, or NGINX naming its binary; it runs
+// as the test's user, or as nobody under root, in a temporary directory);
+// without them they skip, unless CI=true, where they fail. The browser
+// tests save screenshots into $E2E_ARTIFACTS, or into e2e/artifacts. With
+// UPDATE_SCREENSHOT=1 they also write docs/demo.png, the README's picture
+// of the demo.
 package e2e

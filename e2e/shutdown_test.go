@@ -10,11 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/ssetest"
 )
 
 // On SIGTERM, the demo ends every open stream and exits promptly and
-// cleanly, although its jobs are far from done.
+// cleanly, although its jobs are far from done. It shuts down with
+// sse.Graceful: each stream ends without "close" (the job is not done) and
+// with a retry field between sse.ShutdownRetryMin and ShutdownRetryMax, so
+// that clients come back spread out.
 func TestGracefulShutdown(t *testing.T) {
 	const streams = 3
 	d := startDemo(t, "-step", "20ms", "-steps", "100000")
@@ -25,6 +29,7 @@ func TestGracefulShutdown(t *testing.T) {
 	type result struct {
 		events []ssetest.Event
 		err    error
+		retry  time.Duration // the last retry field; 0: none
 	}
 	results := make(chan result, streams)
 	live := make(chan struct{}, streams) // one per stream that delivered progress
@@ -48,7 +53,8 @@ func TestGracefulShutdown(t *testing.T) {
 			for progressed := false; ; {
 				ev, err := r.Next()
 				if err != nil {
-					results <- result{events, err}
+					retry, _ := r.Retry()
+					results <- result{events, err, retry}
 					return
 				}
 				events = append(events, ev)
@@ -99,7 +105,10 @@ func TestGracefulShutdown(t *testing.T) {
 				t.Errorf("stream %d got a close event", i)
 			}
 		}
-		t.Logf("stream %d: %d events before the end", i, len(r.events))
+		if r.retry < sse.ShutdownRetryMin || r.retry > sse.ShutdownRetryMax {
+			t.Errorf("stream %d ended with retry %v, want between %v and %v", i, r.retry, sse.ShutdownRetryMin, sse.ShutdownRetryMax)
+		}
+		t.Logf("stream %d: %d events before the end, then retry %v", i, len(r.events), r.retry)
 	}
 	if !strings.Contains(d.stderr.String(), "shutting down") {
 		t.Errorf("the demo did not log its shutdown")

@@ -59,6 +59,7 @@ type jobs struct {
 	steps  int           // steps in a job
 	step   time.Duration // duration of one step
 	ctx    context.Context
+	logger *slog.Logger
 	wg     sync.WaitGroup // running jobs
 
 	mu       sync.Mutex
@@ -67,21 +68,8 @@ type jobs struct {
 
 // newJobs returns a jobs that publishes into broker. Its jobs stop early
 // when ctx ends.
-func newJobs(ctx context.Context, broker *sse.Broker[jobID], steps int, step time.Duration) *jobs {
-	return &jobs{broker: broker, steps: steps, step: step, ctx: ctx}
-}
-
-// routes returns the demo's HTTP handler: the page (at /?job={id}, it
-// follows that job), POST /jobs to start a job, and GET /jobs/{id}/events to
-// stream a job's events, to any number of clients at once.
-func (j *jobs) routes(page http.Handler) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /", page)
-	mux.HandleFunc("POST /jobs", j.start)
-	// Only keys the broker holds are served: a request for a made-up or
-	// forgotten job gets 404 and creates no key.
-	mux.Handle("GET /jobs/{id}/events", sse.Handler(j.broker, j.key, sse.WithKnownKeysOnly(), sse.WithLogger(slog.Default())))
-	return mux
+func newJobs(ctx context.Context, logger *slog.Logger, broker *sse.Broker[jobID], steps int, step time.Duration) *jobs {
+	return &jobs{broker: broker, steps: steps, step: step, ctx: ctx, logger: logger}
 }
 
 // start handles POST /jobs: it starts a job and answers 201 Created with the
@@ -96,11 +84,13 @@ func (j *jobs) start(w http.ResponseWriter, r *http.Request) {
 	}
 	j.wg.Add(1)
 	j.mu.Unlock()
-	// The job's key exists before the client learns its URL: the broker
-	// handles this Publish before the client's request for the stream.
-	if err := j.broker.Publish(r.Context(), id, sse.Event{Name: "log", Data: "Queued."}); err != nil {
+	// Open creates the job's key before its first event, and returns once
+	// the broker holds it: the handler, which serves only the keys the
+	// server created, streams the job as soon as the client has its URL.
+	if err := j.broker.Open(r.Context(), id); err != nil {
 		j.wg.Done()
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		j.logger.Error("cannot start a job", "job", id.String(), "error", err)
+		http.Error(w, "cannot start a job now", http.StatusServiceUnavailable)
 		return
 	}
 	go func() {
@@ -130,13 +120,16 @@ var tasks = []string{
 	"writing the report", "compressing output", "uploading results",
 }
 
-// run is one job: every step it publishes its progress (an event "progress"
-// with the percentage done) and a line of log (an event "log"), then it
-// closes the job's key. It stops early, leaving the key open, when the
-// server shuts down.
+// run is one job: it logs that it was queued and started, then every step
+// it publishes its progress (an event "progress" with the percentage done)
+// and a line of log (an event "log"), then it closes the job's key. It
+// stops early, leaving the key open, when the server shuts down.
 func (j *jobs) run(id jobID) {
 	ctx := j.ctx
-	err := j.broker.Publish(ctx, id, sse.Event{Name: "log", Data: fmt.Sprintf("Started: %d steps.", j.steps)})
+	err := j.broker.Publish(ctx, id,
+		sse.Event{Name: "log", Data: "Queued."},
+		sse.Event{Name: "log", Data: fmt.Sprintf("Started: %d steps.", j.steps)},
+	)
 	tick := time.NewTicker(j.step)
 	defer tick.Stop()
 	for i := 1; err == nil && i <= j.steps; i++ {
@@ -157,7 +150,7 @@ func (j *jobs) run(id jobID) {
 		err = j.broker.Close(ctx, id)
 	}
 	if err != nil && ctx.Err() == nil {
-		slog.Error("job failed", "job", id.String(), "error", err)
+		j.logger.Error("job failed", "job", id.String(), "error", err)
 	}
 }
 

@@ -4,7 +4,7 @@
 //
 // Run it from the repository's root and open the URL it prints:
 //
-//	go run ./examples/progress
+//	go run -C examples ./progress
 //
 // Each click on "Start a job" sends POST /jobs. The server makes a random
 // job ID, a key of an [sse.Broker] in [sse.FanOut] mode, and runs the job in
@@ -19,6 +19,23 @@
 // events; after the job ended (for at least the retention time, 5 minutes),
 // it gets the whole history and "close".
 //
+// It is set up as a server in production would be:
+//
+//   - only the jobs the server created are streamed ([sse.WithKnownKeysOnly]):
+//     POST /jobs creates the job's key with [sse.Broker.Open] before it
+//     answers, so that the stream is served even before the job's first
+//     event, and a request for any other ID gets 404 and creates nothing;
+//   - GET /metrics serves Prometheus metrics: what the handler serves
+//     (streams, resumes, events, refusals: an [sse.Metrics]) and the
+//     broker's figures, through the nested module
+//     github.com/rocketqueue/sse/sseprom, and the Go runtime's;
+//   - the broker and the handler log to stderr, with log/slog
+//     ([sse.WithLogger]);
+//   - on SIGINT or SIGTERM, [sse.Graceful] ends the open streams, each with
+//     a random "retry" and no "close", so that clients come back later
+//     (perhaps to another replica), stops the server, then the broker; the
+//     running jobs stop, and the program exits.
+//
 // Flags:
 //
 //	-addr     address to listen on (default localhost:8080)
@@ -28,8 +45,7 @@
 //	          default); with fewer than a job's events, a tab that opens
 //	          the job late is told of the events it missed
 //
-// On SIGINT or SIGTERM the server stops accepting connections, ends the open
-// streams and the running jobs, and exits.
+// The terminal client in ./watch follows a job too.
 package main
 
 import (
@@ -39,7 +55,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -47,7 +63,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/sseprom"
 )
 
 // static holds the page: plain HTML, CSS and JavaScript, with no build step.
@@ -58,28 +78,36 @@ var static embed.FS
 // shutdownTimeout bounds the wait for connections and jobs to end.
 const shutdownTimeout = 5 * time.Second
 
+// config is the demo's settings, from its flags.
+type config struct {
+	steps   int           // steps in a job
+	step    time.Duration // duration of one step
+	history int           // events each job's history holds; 0: the library's default
+}
+
 func main() {
 	addr := flag.String("addr", "localhost:8080", "address to listen on")
-	step := flag.Duration("step", 250*time.Millisecond, "duration of one step of a job")
-	steps := flag.Int("steps", 30, "number of steps of a job")
-	history := flag.Int("history", 0, "events each job's history holds (0: the library's default)")
+	var cfg config
+	flag.DurationVar(&cfg.step, "step", 250*time.Millisecond, "duration of one step of a job")
+	flag.IntVar(&cfg.steps, "steps", 30, "number of steps of a job")
+	flag.IntVar(&cfg.history, "history", 0, "events each job's history holds (0: the library's default)")
 	flag.Parse()
-	if *step <= 0 || *steps <= 0 || *history < 0 || flag.NArg() > 0 {
+	if cfg.step <= 0 || cfg.steps <= 0 || cfg.history < 0 || flag.NArg() > 0 {
 		flag.Usage()
 		os.Exit(2)
 	}
 
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr, *steps, *step, *history); err != nil {
-		log.Fatal(err)
+	if err := run(ctx, logger, *addr, cfg); err != nil {
+		logger.Error("exiting", "error", err)
+		os.Exit(1)
 	}
 }
 
 // run serves the demo on addr until ctx ends, then shuts down gracefully.
-// history bounds the events each job's history holds; 0 leaves the
-// library's default.
-func run(ctx context.Context, addr string, steps int, step time.Duration, history int) error {
+func run(ctx context.Context, logger *slog.Logger, addr string, cfg config) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -87,24 +115,18 @@ func run(ctx context.Context, addr string, steps int, step time.Duration, histor
 	// Listening first means that the server is ready once this is printed.
 	fmt.Printf("Listening on http://%s/\n", ln.Addr())
 
-	// Streams never end by themselves, and http.Server.Shutdown waits for
-	// every handler: the handlers' context ends when Shutdown begins, so
-	// that the streams end. The jobs stop with it.
-	base, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	broker := newBroker(history)
-	jobs := newJobs(base, broker, steps, step)
-	page, err := fs.Sub(static, "static")
-	if err != nil {
-		return err
-	}
+	jobsCtx, stopJobs := context.WithCancel(context.Background())
+	defer stopJobs()
+	d := newDemo(jobsCtx, logger, cfg)
 	srv := &http.Server{
-		Handler:           jobs.routes(http.FileServerFS(page)),
-		BaseContext:       func(net.Listener) context.Context { return base },
+		Handler:           d.handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	srv.RegisterOnShutdown(cancel)
+	// Called before Serve: shutdown ends the streams (a stream never ends
+	// by itself, and http.Server.Shutdown waits for every handler), stops
+	// the server, then the broker.
+	shutdown := sse.Graceful(srv, d.broker)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -112,27 +134,63 @@ func run(ctx context.Context, addr string, steps int, step time.Duration, histor
 	select {
 	case serveErr = <-served: // the listener failed
 	case <-ctx.Done():
-		log.Print("shutting down")
+		logger.Info("shutting down")
 	}
 
-	ctx, stop := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer stop()
-	err = srv.Shutdown(ctx)
-	jobs.wait()
-	// Every stream and every job has ended. In FanOut mode the broker has
-	// no queue to drain: Shutdown closes the jobs' keys and stops at once.
-	return errors.Join(serveErr, err, broker.Shutdown(ctx))
+	stopJobs()
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err = shutdown(ctx)
+	d.jobs.wait()
+	return errors.Join(serveErr, err)
 }
 
-// newBroker returns the demo's broker. In FanOut mode each job's key keeps
-// a history of its events, and every stream of the job, from any number of
-// tabs, reads all of it from its own position: none takes events from
-// another, and a tab that opens a job late still gets its first events.
-// history, if not 0, bounds the events a history holds.
-func newBroker(history int) *sse.Broker[jobID] {
-	opts := []sse.Option{sse.WithMode(sse.FanOut)}
-	if history > 0 {
-		opts = append(opts, sse.WithHistory(history, sse.DefaultReplayBytes, sse.DefaultHistoryAge))
+// A demo is the server's side of the demo.
+type demo struct {
+	broker  *sse.Broker[jobID]
+	jobs    *jobs
+	handler http.Handler // the page, POST /jobs, the streams and /metrics
+}
+
+// newDemo returns the demo's broker, its jobs, which stop early when ctx
+// ends, and its HTTP handler.
+func newDemo(ctx context.Context, logger *slog.Logger, cfg config) *demo {
+	// In FanOut mode each job's key keeps a history of its events, and
+	// every stream of the job, from any number of tabs, reads all of it
+	// from its own position: none takes events from another, and a tab
+	// that opens a job late still gets its first events.
+	opts := []sse.Option{sse.WithMode(sse.FanOut), sse.WithLogger(logger)}
+	if cfg.history > 0 {
+		opts = append(opts, sse.WithHistory(cfg.history, sse.DefaultReplayBytes, sse.DefaultHistoryAge))
 	}
-	return sse.New[jobID](opts...)
+	broker := sse.New[jobID](opts...)
+	jobs := newJobs(ctx, logger, broker, cfg.steps, cfg.step)
+
+	// The handler counts what it serves in metrics; the registry exports
+	// it with the broker's figures, as progress_streams_open,
+	// progress_broker_keys{broker="jobs"} and so on.
+	var metrics sse.Metrics
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		sseprom.New("progress", &metrics, sseprom.Broker("jobs", broker)),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+
+	page, err := fs.Sub(static, "static")
+	if err != nil {
+		panic(err) // cannot happen: "static" is a valid path
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /", http.FileServerFS(page))
+	mux.HandleFunc("POST /jobs", jobs.start)
+	mux.Handle("GET /jobs/{id}/events", sse.Handler(broker, jobs.key,
+		sse.WithKnownKeysOnly(), // a made-up or forgotten job gets 404
+		sse.WithMetrics(&metrics),
+		sse.WithLogger(logger),
+	))
+	// A real server would serve its metrics where only Prometheus can
+	// reach them: on another port, or behind authentication.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return &demo{broker: broker, jobs: jobs, handler: mux}
 }

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -33,20 +33,16 @@ func newTestServer(t *testing.T, steps int, step time.Duration) *httptest.Server
 func newTestServerHistory(t *testing.T, steps int, step time.Duration, history int) *httptest.Server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	broker := newBroker(history)
-	jobs := newJobs(ctx, broker, steps, step)
-	page, err := fs.Sub(static, "static")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(jobs.routes(http.FileServerFS(page)))
+	logger := slog.New(slog.NewTextHandler(t.Output(), nil))
+	d := newDemo(ctx, logger, config{steps: steps, step: step, history: history})
+	srv := httptest.NewServer(d.handler)
 	t.Cleanup(func() {
 		srv.Close()
 		cancel()
-		jobs.wait()
+		d.jobs.wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := broker.Shutdown(ctx); err != nil {
+		if err := d.broker.Shutdown(ctx); err != nil {
 			t.Errorf("broker.Shutdown: %v", err)
 		}
 	})
@@ -362,6 +358,36 @@ func TestPage(t *testing.T) {
 			if !strings.Contains(body, want) {
 				t.Errorf("GET %s: no %s in %q", path, want, body)
 			}
+		}
+	}
+}
+
+// GET /metrics serves the handler's and the broker's figures in
+// Prometheus's text format.
+func TestMetrics(t *testing.T) {
+	const steps = 2
+	srv := newTestServer(t, steps, time.Millisecond)
+	url := startJob(t, srv)
+	resp, body := get(t, url+"?lastEventId=0")
+	events := readStream(t, resp, body)
+	get(t, srv.URL+"/jobs/"+strings.Repeat("0", 32)+"/events") // 404
+
+	resp, body = get(t, srv.URL+"/metrics")
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET /metrics: status %d, Content-Type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, want := range []string{
+		"progress_streams_open 0",
+		"progress_streams_total 1",
+		"progress_resumes_total 1", // ?lastEventId=0
+		fmt.Sprintf("progress_events_written_total %d", len(events)),
+		`progress_requests_refused_total{reason="not_found"} 1`,
+		fmt.Sprintf(`progress_broker_events_enqueued_total{broker="jobs"} %d`, len(events)),
+		`progress_broker_closed_keys{broker="jobs"} 1`,
+		"go_goroutines ",
+	} {
+		if !strings.Contains(body, "\n"+want) {
+			t.Errorf("GET /metrics: no line %q in\n%s", want, body)
 		}
 	}
 }

@@ -5,10 +5,11 @@
 // itself and resumes where it was, so a dropped connection costs nothing.
 //
 // Start the demo, start a job on its page, and give watch the job's event
-// stream (the page's "Watch in another tab" link has the job's ID):
+// stream (the page's "Watch in another tab" link has the job's ID), from
+// the repository's root:
 //
-//	go run ./examples/progress
-//	go run ./examples/progress/watch http://localhost:8080/jobs/<id>/events
+//	go run -C examples ./progress
+//	go run -C examples ./progress/watch http://localhost:8080/jobs/<id>/events
 //
 // It exits with status 0 once the job has ended, 1 if the stream fails (an
 // unknown job gets 404), 2 for bad usage, and 130 on SIGINT or SIGTERM.
