@@ -1,0 +1,15 @@
+package ssejs
+
+// DropAcks makes b's next n publishes act as if their acknowledgement was
+// lost after the server stored them; after runs then, given the subject's
+// last message's first event ID, or 0.
+func DropAcks[K comparable](b *Broker[K], n int, after func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dropAcks = n
+	if after != nil {
+		b.afterDrop = func(*batch) { after() }
+	} else {
+		b.afterDrop = nil
+	}
+}

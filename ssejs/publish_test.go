@@ -1,0 +1,218 @@
+package ssejs_test
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/ssejs"
+)
+
+// readClosed reads a closed key to its end, failing on an error.
+func readClosed[K comparable](t *testing.T, b *ssejs.Broker[K], key K) []sse.Event {
+	t.Helper()
+	var evs []sse.Event
+	for ev, err := range b.Events(within(t, 30*time.Second), key) {
+		if err != nil {
+			t.Fatalf("after %d events: %v", len(evs), err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// checkIDs fails unless evs have IDs 1, 2, 3, … and the data want.
+func checkIDs(t *testing.T, evs []sse.Event, want ...string) {
+	t.Helper()
+	if len(evs) != len(want) {
+		t.Fatalf("%d events, want %d: %v", len(evs), len(want), evs)
+	}
+	for i, ev := range evs {
+		if ev.ID != uint64(i+1) || ev.Data != want[i] {
+			t.Fatalf("event %d is %+v, want ID %d data %q", i, ev, i+1, want[i])
+		}
+	}
+}
+
+// subjectMessages counts the messages stored for the broker's key.
+func subjectMessages(t *testing.T, js jetstream.JetStream, name, key string) uint64 {
+	t.Helper()
+	s, err := js.Stream(within(t, 10*time.Second), "SSE_"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := ssejs.Token[string](stringCodec{}, key)
+	info, err := s.Info(within(t, 10*time.Second), jetstream.WithSubjectFilter("sse."+name+".e."+tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// TestLostAck: a publish whose acknowledgement is lost is retried with the
+// same message ID and stored once, whether the subject moved on meanwhile
+// or not. (The server checks the expected last subject sequence before the
+// message ID: the retry learns that its first attempt was stored from the
+// subject's last message, or, if another message came after it, from the
+// duplicate answer to an attempt with the new expected sequence.)
+func TestLostAck(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	_, js2 := connect(t, srv.ClientURL())
+	for _, other := range []bool{false, true} {
+		t.Run(fmt.Sprintf("other producer %v", other), func(t *testing.T) {
+			name := uniqueName()
+			b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+			b2 := newBroker[string](t, js2, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+			ctx := within(t, 30*time.Second)
+			if err := b.Enqueue(ctx, "k", "a"); err != nil {
+				t.Fatal(err)
+			}
+			var after func()
+			if other {
+				after = func() {
+					if err := b2.Enqueue(ctx, "k", "c"); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+			ssejs.DropAcks(b, 1, after)
+			if err := b.Enqueue(ctx, "k", "b"); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Close(ctx, "k"); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"a", "b"}
+			if other {
+				want = append(want, "c")
+			}
+			checkIDs(t, readClosed(t, b, "k"), want...)
+			if n, w := subjectMessages(t, js, name, "k"), uint64(len(want)+1); n != w {
+				t.Errorf("%d messages stored, want %d", n, w)
+			}
+		})
+	}
+}
+
+// TestIdempotencyKey: a call retried with the same idempotency key, from
+// another process too, is stored once.
+func TestIdempotencyKey(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	_, js2 := connect(t, srv.ClientURL())
+	name := uniqueName()
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	b2 := newBroker[string](t, js2, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	ctx := within(t, 30*time.Second)
+	for _, p := range []*ssejs.Broker[string]{b, b2, b} {
+		if err := p.Publish(ssejs.WithIdempotencyKey(ctx, "order-1"), "k", sse.Event{Name: "n", Data: "once"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same idempotency key on another key is another batch.
+	if err := b.Enqueue(ssejs.WithIdempotencyKey(ctx, "order-1"), "k2", "other"); err != nil {
+		t.Fatal(err)
+	}
+	b.Close(ctx, "k")
+	b.Close(ctx, "k2")
+	checkIDs(t, readClosed(t, b2, "k"), "once")
+	checkIDs(t, readClosed(t, b2, "k2"), "other")
+}
+
+// TestProducers: producers in several processes, many goroutines each,
+// get contiguous IDs, each batch whole.
+func TestProducers(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	var bs []*ssejs.Broker[string]
+	for range 3 {
+		_, js := connect(t, srv.ClientURL())
+		bs = append(bs, newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut)))
+	}
+	ctx := within(t, 60*time.Second)
+	var wg sync.WaitGroup
+	const goroutines, calls = 4, 25
+	for p, b := range bs {
+		for g := range goroutines {
+			wg.Go(func() {
+				for c := range calls {
+					data := make([]string, 1+c%3)
+					for i := range data {
+						data[i] = fmt.Sprintf("%d/%d/%d/%d", p, g, c, i)
+					}
+					if err := b.Enqueue(ctx, "k", data...); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	bs[0].Close(ctx, "k")
+	evs := readClosed(t, bs[1], "k")
+	if want := len(bs) * goroutines * (calls/3*6 + 1); len(evs) != want {
+		t.Fatalf("%d events, want %d", len(evs), want)
+	}
+	next := make(map[string]int)
+	for i := 0; i < len(evs); {
+		var p, g, c, j int
+		fmt.Sscanf(evs[i].Data, "%d/%d/%d/%d", &p, &g, &c, &j)
+		who := strconv.Itoa(p) + "/" + strconv.Itoa(g)
+		if c != next[who] || j != 0 {
+			t.Fatalf("event %d is %q: want %s's call %d from its start", i, evs[i].Data, who, next[who])
+		}
+		next[who]++
+		for j := range 1 + c%3 {
+			if ev := evs[i+j]; ev.ID != uint64(i+j+1) || ev.Data != fmt.Sprintf("%d/%d/%d/%d", p, g, c, j) {
+				t.Fatalf("event %d is %+v", i+j, ev)
+			}
+		}
+		i += 1 + c%3
+	}
+}
+
+// TestSplit: a batch larger than the server's max payload is split into
+// several messages, in order, with contiguous IDs.
+func TestSplit(t *testing.T) {
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true, MaxPayload: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	_, js := connect(t, s.ClientURL())
+	name := uniqueName()
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	ctx := within(t, 30*time.Second)
+	var data []string
+	for i := range 40 {
+		data = append(data, fmt.Sprintf("%d:%s", i, strings.Repeat("x", 1000)))
+	}
+	if err := b.Enqueue(ctx, "k", data...); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Enqueue(ctx, "k", strings.Repeat("y", 20<<10)); !errors.Is(err, sse.ErrInvalidEvent) {
+		t.Errorf("an event larger than the max payload: %v, want ErrInvalidEvent", err)
+	}
+	b.Close(ctx, "k")
+	checkIDs(t, readClosed(t, b, "k"), data...)
+	if n := subjectMessages(t, js, name, "k"); n < 4 {
+		t.Errorf("%d messages: the batch was not split", n)
+	}
+}

@@ -1,0 +1,177 @@
+package ssejs_test
+
+import (
+	"errors"
+	"iter"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/ssejs"
+)
+
+// TestStaleOwner: a process that lost a Queue key's lease to another never
+// hands out another event of it: its reader ends with ErrReplaced, and
+// every event is read once, across both.
+func TestStaleOwner(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	_, jsP := connect(t, srv.ClientURL())
+	a := newBroker[string](t, jsA, ssejs.WithName(name))
+	b := newBroker[string](t, jsB, ssejs.WithName(name))
+	p := newBroker[string](t, jsP, ssejs.WithName(name))
+	ctx := within(t, 60*time.Second)
+
+	const total = 200
+	publish := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if err := p.Enqueue(ctx, "k", strconv.Itoa(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(1, 50)
+	// A reads some, and stops taking while it still holds the lease.
+	nextA, stopA := iter.Pull2(a.Events(ctx, "k"))
+	defer stopA()
+	var gotA []sse.Event
+	for len(gotA) < 20 {
+		ev, err, ok := nextA()
+		if !ok || err != nil {
+			t.Fatalf("A: %v", err)
+		}
+		gotA = append(gotA, ev)
+	}
+	// B takes the key over: its reader takes the rest.
+	var gotB []sse.Event
+	var wg sync.WaitGroup
+	started := make(chan struct{})
+	wg.Go(func() {
+		next, stop := iter.Pull2(b.Events(ctx, "k"))
+		defer stop()
+		close(started)
+		for {
+			ev, err, ok := next()
+			if !ok {
+				return
+			}
+			if err != nil {
+				t.Errorf("B: %v", err)
+				return
+			}
+			countMu.Lock()
+			gotB = append(gotB, ev)
+			countMu.Unlock()
+		}
+	})
+	<-started
+	// Wait until B owns the key: it has taken an event.
+	publish(51, 60)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if n := countOf(&wg, &gotB); n > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	publish(61, total)
+	p.Close(ctx, "k")
+	// A, the stale owner, must not hand out anything more.
+	for {
+		ev, err, ok := nextA()
+		if !ok {
+			t.Fatal("A's range ended without an error")
+		}
+		if err != nil {
+			if !errors.Is(err, sse.ErrReplaced) {
+				t.Fatalf("A ended with %v, want ErrReplaced", err)
+			}
+			break
+		}
+		// Events A had fetched before B took over may still come only if
+		// A's floor write for them succeeded, that is, before B's takeover.
+		gotA = append(gotA, ev)
+	}
+	wg.Wait()
+	seen := make(map[uint64]int)
+	for _, ev := range append(gotA, gotB...) {
+		seen[ev.ID]++
+	}
+	for id := uint64(1); id <= total; id++ {
+		if seen[id] != 1 {
+			t.Fatalf("event %d read %d times (A read %d, B %d)", id, seen[id], len(gotA), len(gotB))
+		}
+	}
+	for i := 1; i < len(gotB); i++ {
+		if gotB[i].ID != gotB[i-1].ID+1 {
+			t.Fatalf("B read %d after %d", gotB[i].ID, gotB[i-1].ID)
+		}
+	}
+}
+
+var countMu sync.Mutex
+
+func countOf(_ *sync.WaitGroup, evs *[]sse.Event) int {
+	countMu.Lock()
+	defer countMu.Unlock()
+	return len(*evs)
+}
+
+// TestBusy: a connection that does not take over gets ErrBusy while
+// another process's connection holds the key; one that does takes it over,
+// and the older connection ends with ErrReplaced.
+func TestBusy(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	a := newBroker[string](t, jsA, ssejs.WithName(name))
+	b := newBroker[string](t, jsB, ssejs.WithName(name))
+	ctx := within(t, 60*time.Second)
+	if err := a.Enqueue(ctx, "k", "1", "2", "3"); err != nil {
+		t.Fatal(err)
+	}
+	subA, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subA.Close()
+	evs, _, err := subA.Next(ctx, nil, nil, 1<<20)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("A: %v, %v", evs, err)
+	}
+	if _, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{}); !errors.Is(err, sse.ErrBusy) {
+		t.Fatalf("B without takeover: %v, want ErrBusy", err)
+	}
+	if _, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{}); !errors.Is(err, sse.ErrBusy) {
+		t.Fatalf("A's second connection without takeover: %v, want ErrBusy", err)
+	}
+	// The client got 1 and resumes on B: it gets 2 and 3 again, once.
+	subB, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, Epoch: subA.Epoch(), LastID: 1, Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subB.Close()
+	if subB.Epoch() != subA.Epoch() {
+		t.Fatalf("epochs %q and %q", subA.Epoch(), subB.Epoch())
+	}
+	evs, gap, err := subB.Next(ctx, nil, nil, 1<<20)
+	if err != nil || gap != (sse.Gap{}) || len(evs) != 2 || evs[0].ID != 2 || evs[1].ID != 3 {
+		t.Fatalf("B: %v %v %v, want 2 and 3", evs, gap, err)
+	}
+	if err := a.Enqueue(ctx, "k", "4"); err != nil {
+		t.Fatal(err)
+	}
+	// A's connection learns it was replaced when it next takes, at the latest.
+	if _, _, err := subA.Next(ctx, nil, nil, 1<<20); !errors.Is(err, sse.ErrReplaced) {
+		t.Fatalf("A after the takeover: %v, want ErrReplaced", err)
+	}
+	evs, _, err = subB.Next(ctx, nil, nil, 1<<20)
+	if err != nil || len(evs) != 1 || evs[0].ID != 4 {
+		t.Fatalf("B: %v %v, want 4", evs, err)
+	}
+}
