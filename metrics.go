@@ -10,8 +10,8 @@ import "sync/atomic"
 // it with [Metrics.Snapshot]; the broker's own figures are in
 // [Broker.Stats]. The counters only grow (StreamsOpen excepted), and carry
 // no per-key label, so that their number stays fixed however many keys
-// there are. The nested module github.com/rocketqueue/sse/prometheus
-// exports both to Prometheus.
+// there are. The nested module github.com/rocketqueue/sse/sseprom exports
+// both to Prometheus.
 type Metrics struct {
 	streamsOpen   atomic.Int64
 	streamsServed atomic.Uint64
@@ -31,7 +31,7 @@ type MetricsSnapshot struct {
 	StreamsServed uint64            // streams started: responses 200 with events to come
 	Refused       map[Reason]uint64 // requests that got no stream, by reason
 	Takeovers     uint64            // streams that took a key over from an older connection (Queue mode)
-	Resumes       uint64            // streams that started after a Last-Event-ID or lastEventId
+	Resumes       uint64            // streams that started after a Last-Event-ID or lastEventId, ?lastEventId=0 included (a page's first connection sends it)
 	Gaps          uint64            // "gap" events sent
 	Events        uint64            // events written, control events excepted
 	Bytes         uint64            // bytes written to streams

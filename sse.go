@@ -75,12 +75,15 @@ import (
 // cut short (see [ErrTruncated]) ends without "close", so that the client
 // reconnects and learns what happened. The handler starts no goroutine.
 //
-// To end streams when an http.Server shuts down (Shutdown waits for
-// handlers, and a stream never finishes by itself), give the server a
-// BaseContext and cancel it in RegisterOnShutdown: clients then see their
-// stream end without a "close" event, and reconnect. Shut the server down
-// before the [Broker]: Broker.Shutdown closes every key, and its clients
-// get "close" after their last event, which tells them the keys are done.
+// http.Server.Shutdown waits for handlers, and a stream never finishes by
+// itself: call [Graceful] before Serve, and the function it returns to
+// stop. It ends the streams (clients see them end without a "close" event,
+// with a jittered retry, and reconnect, perhaps to another replica), then
+// stops the server, then the brokers. Done by hand: give the server a
+// BaseContext cancelled in RegisterOnShutdown, and shut the server down
+// before the [Broker], since Broker.Shutdown closes every key and its
+// clients get "close" after their last event, which tells them the keys
+// are done.
 //
 // Handler panics if src or key is nil, as options out of range make it
 // panic (see each option), so that a mistake shows when the server starts
