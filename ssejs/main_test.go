@@ -3,6 +3,8 @@ package ssejs_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -85,3 +87,7 @@ func within(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+func numGoroutine() int { return runtime.NumGoroutine() }
+
+var io_EOF = io.EOF

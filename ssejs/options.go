@@ -41,19 +41,18 @@ const (
 )
 
 type config struct {
-	name       string
-	mode       sse.Mode
-	history    int64
-	replay     uint64
-	maxAge     time.Duration // 0: the mode's default
-	storage    jetstream.StorageType
-	replicas   int
-	dupWindow  time.Duration
-	timeout    time.Duration
-	lease      time.Duration
-	maxEvent   int
-	codec      any // a Codec[K], or nil
-	pubMaxWait time.Duration
+	name      string
+	mode      sse.Mode
+	history   int64
+	replay    uint64
+	maxAge    time.Duration // 0: the mode's default
+	storage   jetstream.StorageType
+	replicas  int
+	dupWindow time.Duration
+	timeout   time.Duration
+	lease     time.Duration
+	maxEvent  int
+	codec     any // a Codec[K], or nil
 }
 
 func defaults() config {

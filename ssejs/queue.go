@@ -108,7 +108,7 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	qk.purge(ctx, 1)
+	qk.purge(ctx, false, 1)
 	qk.lmu.Lock()
 	owned := qk.owned && !qk.isLost()
 	qk.released = true
@@ -495,12 +495,14 @@ func (qk *qkey[K]) take(ctx context.Context, s *queueSub[K], buf []sse.Event, ti
 	}
 	if off > qk.off {
 		floor := off - 1
-		err := qk.write(ctx, false, func(l *lease) {
+		wctx, cancel := context.WithTimeout(ctx, b.attemptTimeout())
+		err := qk.write(wctx, false, func(l *lease) {
 			l.Floor, l.FloorSeq = floor, floorSeq
 			if s.local {
 				l.Local = floor
 			}
 		})
+		cancel()
 		switch {
 		case errors.Is(err, errLost):
 			return nil, sse.Gap{}, sse.ErrReplaced
@@ -514,7 +516,7 @@ func (qk *qkey[K]) take(ctx context.Context, s *queueSub[K], buf []sse.Event, ti
 	qk.batches = qk.batches[used:]
 	qk.off, qk.ended = off, ended
 	if len(qk.spans) >= 32 {
-		qk.purge(nil, 16)
+		qk.purge(context.Background(), true, 16)
 	}
 	if ended && len(buf) == 0 && gap == (sse.Gap{}) {
 		return nil, sse.Gap{}, io.EOF
@@ -533,9 +535,9 @@ func (qk *qkey[K]) add(bt *batch) {
 
 // purge deletes the messages whose events are all older than the replay
 // window below the floor, if at least min of them are, keeping the
-// subject's last message (its metadata). With a nil ctx it runs in the
-// background. It is called with sem held.
-func (qk *qkey[K]) purge(ctx context.Context, min int) {
+// subject's last message (its metadata), in a goroutine of its own if
+// background is set. It is called with sem held.
+func (qk *qkey[K]) purge(ctx context.Context, background bool, min int) {
 	b := qk.b
 	qk.lmu.Lock()
 	floor := qk.lease.Floor
@@ -552,7 +554,7 @@ func (qk *qkey[K]) purge(ctx context.Context, min int) {
 		return
 	}
 	seq := qk.spans[cut].seq // purge below it
-	if ctx != nil {
+	if !background {
 		b.stream.Purge(ctx, jetstream.WithPurgeSubject(qk.subject), jetstream.WithPurgeSequence(seq))
 		qk.spans = qk.spans[cut:]
 		return
