@@ -34,34 +34,51 @@ func TestMain(m *testing.M) {
 	}))
 }
 
-var build struct {
+// builds holds each demo program's build, made once per test run.
+var builds struct {
+	mu sync.Mutex
+	m  map[string]*programBuild // guarded by mu: by program
+}
+
+// A programBuild is one program's build.
+type programBuild struct {
 	once sync.Once
 	path string
 	out  []byte
 	err  error
 }
 
-// demoBinary builds the demo once per test run, in the examples module as
-// `go run -C examples ./progress` does (with the library of this checkout,
-// which examples/go.mod replaces), with the race detector if the tests have
-// it, and returns its path.
-func demoBinary(t *testing.T) string {
+// demoBinary builds a program of the examples module (progress or cluster)
+// once per test run, as `go run -C examples ./progress` does (with the
+// library of this checkout, which examples/go.mod replaces), with the race
+// detector if the tests have it, and returns its path.
+func demoBinary(t *testing.T, program string) string {
 	t.Helper()
-	build.once.Do(func() {
+	builds.mu.Lock()
+	if builds.m == nil {
+		builds.m = make(map[string]*programBuild)
+	}
+	b := builds.m[program]
+	if b == nil {
+		b = &programBuild{}
+		builds.m[program] = b
+	}
+	builds.mu.Unlock()
+	b.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
-		build.path = filepath.Join(buildDir, "progress")
-		args := []string{"build", "-C", filepath.Join("..", "examples"), "-o", build.path}
+		b.path = filepath.Join(buildDir, program)
+		args := []string{"build", "-C", filepath.Join("..", "examples"), "-o", b.path}
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		args = append(args, "./progress")
-		build.out, build.err = exec.CommandContext(ctx, "go", args...).CombinedOutput()
+		args = append(args, "./"+program)
+		b.out, b.err = exec.CommandContext(ctx, "go", args...).CombinedOutput()
 	})
-	if build.err != nil {
-		t.Fatalf("building the demo: %v\n%s", build.err, build.out)
+	if b.err != nil {
+		t.Fatalf("building %s: %v\n%s", program, b.err, b.out)
 	}
-	return build.path
+	return b.path
 }
 
 // A demo is a running demo process.
@@ -74,13 +91,21 @@ type demo struct {
 	err    error         // cmd.Wait's result, set before exited is closed
 }
 
-// startDemo builds and starts the demo on a free port of 127.0.0.1 with the
-// flags args, and waits until it listens. When the test ends, the demo is
-// stopped with SIGTERM and must exit cleanly within 5 seconds, or it is
-// killed and the test fails; it is killed anyway after 3 minutes.
+// startDemo builds and starts the progress demo on a free port of
+// 127.0.0.1 with the flags args, and waits until it listens. When the test
+// ends, the demo is stopped with SIGTERM and must exit cleanly within 5
+// seconds, or it is killed and the test fails; it is killed anyway after 3
+// minutes.
 func startDemo(t *testing.T, args ...string) *demo {
 	t.Helper()
-	bin := demoBinary(t)
+	return startProgram(t, "progress", args...)
+}
+
+// startProgram is startDemo for any program of the examples module that
+// takes -addr.
+func startProgram(t *testing.T, program string, args ...string) *demo {
+	t.Helper()
+	bin := demoBinary(t, program)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	d := &demo{
 		stdout: &output{url: make(chan string, 1)},

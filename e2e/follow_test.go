@@ -20,7 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// followPage runs the README's snippet, examples/progress/static/follow.js
+// followPage runs the README's snippet, examples/internal/page/static/follow.js
 // (which the demo serves at /follow.js), on the job its URL names, as
 // ?job=<id>. The bar and the status it gives follow record every value
 // the snippet sets; window.followState() returns them.

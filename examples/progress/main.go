@@ -50,11 +50,9 @@ package main
 
 import (
 	"context"
-	"embed"
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -67,13 +65,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/examples/internal/jobs"
+	"github.com/rocketqueue/sse/examples/internal/page"
 	"github.com/rocketqueue/sse/sseprom"
 )
-
-// static holds the page: plain HTML, CSS and JavaScript, with no build step.
-//
-//go:embed static
-var static embed.FS
 
 // shutdownTimeout bounds the wait for connections and jobs to end.
 const shutdownTimeout = 5 * time.Second
@@ -141,14 +136,14 @@ func run(ctx context.Context, logger *slog.Logger, addr string, cfg config) erro
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	err = shutdown(ctx)
-	d.jobs.wait()
+	d.runner.Wait()
 	return errors.Join(serveErr, err)
 }
 
 // A demo is the server's side of the demo.
 type demo struct {
-	broker  *sse.Broker[jobID]
-	jobs    *jobs
+	broker  *sse.Broker[jobs.ID]
+	runner  *jobs.Runner
 	handler http.Handler // the page, POST /jobs, the streams and /metrics
 }
 
@@ -163,8 +158,8 @@ func newDemo(ctx context.Context, logger *slog.Logger, cfg config) *demo {
 	if cfg.history > 0 {
 		opts = append(opts, sse.WithHistory(cfg.history, sse.DefaultReplayBytes, sse.DefaultHistoryAge))
 	}
-	broker := sse.New[jobID](opts...)
-	jobs := newJobs(ctx, logger, broker, cfg.steps, cfg.step)
+	broker := sse.New[jobs.ID](opts...)
+	runner := jobs.NewRunner(ctx, logger, broker, cfg.steps, cfg.step)
 
 	// The handler counts what it serves in metrics; the registry exports
 	// it with the broker's figures, as progress_streams_open,
@@ -177,14 +172,10 @@ func newDemo(ctx context.Context, logger *slog.Logger, cfg config) *demo {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	page, err := fs.Sub(static, "static")
-	if err != nil {
-		panic(err) // cannot happen: "static" is a valid path
-	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /", http.FileServerFS(page))
-	mux.HandleFunc("POST /jobs", jobs.start)
-	mux.Handle("GET /jobs/{id}/events", sse.Handler(broker, jobs.key,
+	mux.Handle("GET /", http.FileServerFS(page.FS))
+	mux.HandleFunc("POST /jobs", runner.Start)
+	mux.Handle("GET /jobs/{id}/events", sse.Handler(broker, jobs.Key,
 		sse.WithKnownKeysOnly(), // a made-up or forgotten job gets 404
 		sse.WithMetrics(&metrics),
 		sse.WithLogger(logger),
@@ -192,5 +183,5 @@ func newDemo(ctx context.Context, logger *slog.Logger, cfg config) *demo {
 	// A real server would serve its metrics where only Prometheus can
 	// reach them: on another port, or behind authentication.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return &demo{broker: broker, jobs: jobs, handler: mux}
+	return &demo{broker: broker, runner: runner, handler: mux}
 }

@@ -39,7 +39,7 @@ func newTestServerHistory(t *testing.T, steps int, step time.Duration, history i
 	t.Cleanup(func() {
 		srv.Close()
 		cancel()
-		d.jobs.wait()
+		d.runner.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := d.broker.Shutdown(ctx); err != nil {

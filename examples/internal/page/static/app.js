@@ -2,6 +2,7 @@
 // follows its event stream with an EventSource, one per job. The page at
 // ?job=<id> (each job's "Watch in another tab" link) follows that job too:
 // any number of tabs can watch one job, and each gets all of its events.
+// In the cluster demo, the page also shows the replicas behind the proxy.
 'use strict';
 
 // jobs maps a job ID to what the page knows of that job. It is exposed, with
@@ -14,6 +15,7 @@ const list = document.getElementById('jobs');
 const template = document.getElementById('job-template');
 document.getElementById('start').addEventListener('click', startJob);
 watchLinkedJobs();
+watchCluster();
 
 // startJob starts a job on the server and follows it. It returns the job ID.
 async function startJob() {
@@ -156,6 +158,61 @@ async function gaveUp(job) {
     : 'The connection failed.', true);
 }
 
+// watchCluster shows the replicas of the cluster demo, whose proxy answers
+// GET cluster with their state and which replica serves each job's stream,
+// and polls it twice a second. The progress demo answers 404: nothing to
+// show.
+async function watchCluster() {
+  let shown = '';
+  for (;;) {
+    try {
+      const res = await fetch('cluster', { cache: 'no-store' });
+      if (res.status === 404) return;
+      const text = await res.text();
+      if (res.ok && text !== shown) {
+        shown = text;
+        showCluster(JSON.parse(text));
+      }
+    } catch {
+      // The proxy is unreachable: try again.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+// showCluster shows each replica with a button that stops or starts it,
+// and on each job the replica that serves its stream.
+function showCluster({ replicas, streams }) {
+  const panel = document.getElementById('cluster');
+  panel.hidden = false;
+  panel.querySelector('.replicas').replaceChildren(...replicas.map((r) => {
+    const li = document.createElement('li');
+    li.dataset.up = String(r.up);
+    const name = document.createElement('strong');
+    name.textContent = `Replica ${r.name}`;
+    const state = document.createElement('span');
+    state.textContent = r.up ? `up, ${r.streams} stream${r.streams === 1 ? '' : 's'}` : 'stopped';
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = r.up ? 'Stop' : 'Start';
+    button.addEventListener('click', () => {
+      fetch(`cluster/${r.name}/${r.up ? 'stop' : 'start'}`, { method: 'POST' });
+    });
+    li.append(name, state, button);
+    return li;
+  }));
+  // A job's stream is open on at most one replica; between two, and once
+  // the job has ended, the page shows the last one.
+  for (const job of jobs.values()) {
+    const by = streams[job.id];
+    if (by) {
+      const served = job.el.querySelector('.served');
+      served.hidden = false;
+      served.textContent = `via replica ${by}`;
+    }
+  }
+}
+
 function setStatus(job, status) {
   job.status = status;
   job.el.dataset.status = status;
@@ -196,5 +253,6 @@ function snapshot() {
     bar: Number(job.el.querySelector('.bar').getAttribute('aria-valuenow')),
     width: job.el.querySelector('.fill').style.width,
     watch: job.el.querySelector('.watch').href,
+    served: job.el.querySelector('.served').textContent,
   }));
 }

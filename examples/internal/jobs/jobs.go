@@ -1,4 +1,8 @@
-package main
+// Package jobs is the demos' pretend work: a job publishes its progress
+// into its key, step by step, then closes the key. The progress demo keeps
+// the keys in an in-process [sse.Broker], the cluster demo in NATS
+// JetStream; the code here is the same for both, written against [Keys].
+package jobs
 
 import (
 	"context"
@@ -15,23 +19,23 @@ import (
 	"github.com/rocketqueue/sse"
 )
 
-// jobID names one job and its key in the broker: 16 random bytes, written
-// in URLs as 32 lowercase hex digits. Nobody can guess another user's job,
-// but whoever has its link can watch it.
-type jobID [16]byte
+// ID names one job and its key: 16 random bytes, written in URLs as 32
+// lowercase hex digits. Nobody can guess another user's job, but whoever
+// has its link can watch it.
+type ID [16]byte
 
-// newJobID returns a random job ID.
-func newJobID() jobID {
-	var id jobID
+// newID returns a random job ID.
+func newID() ID {
+	var id ID
 	rand.Read(id[:]) // never fails: crypto/rand crashes the program instead
 	return id
 }
 
-func (id jobID) String() string { return hex.EncodeToString(id[:]) }
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
 
-// parseJobID parses the canonical form of a job ID, as String writes it.
-func parseJobID(s string) (jobID, bool) {
-	var id jobID
+// ParseID parses the canonical form of a job ID, as String writes it.
+func ParseID(s string) (ID, bool) {
+	var id ID
 	if len(s) != hex.EncodedLen(len(id)) {
 		return id, false
 	}
@@ -53,29 +57,37 @@ func (e *statusError) StatusCode() int { return e.code }
 
 var errMalformedID = &statusError{http.StatusBadRequest, "malformed job ID"}
 
-// jobs starts jobs and streams their progress.
-type jobs struct {
-	broker *sse.Broker[jobID]
-	steps  int           // steps in a job
-	step   time.Duration // duration of one step
-	ctx    context.Context
-	logger *slog.Logger
-	wg     sync.WaitGroup // running jobs
+// Keys is where jobs publish: an [*sse.Broker], or a broker shared by
+// several servers. Open creates a key before its first event.
+type Keys interface {
+	sse.Publisher[ID]
+	Open(ctx context.Context, key ID) error
+}
+
+// A Runner starts jobs and publishes their progress. Its methods are safe
+// for concurrent use.
+type Runner struct {
+	keys   Keys            // immutable
+	steps  int             // immutable: steps in a job
+	step   time.Duration   // immutable: duration of one step
+	ctx    context.Context // immutable: ends the running jobs early
+	logger *slog.Logger    // immutable
+	wg     sync.WaitGroup  // running jobs
 
 	mu       sync.Mutex
-	stopping bool // guarded by mu: wait has begun, start no more jobs
+	stopping bool // guarded by mu: Wait has begun, start no more jobs
 }
 
-// newJobs returns a jobs that publishes into broker. Its jobs stop early
-// when ctx ends.
-func newJobs(ctx context.Context, logger *slog.Logger, broker *sse.Broker[jobID], steps int, step time.Duration) *jobs {
-	return &jobs{broker: broker, steps: steps, step: step, ctx: ctx, logger: logger}
+// NewRunner returns a Runner whose jobs have steps steps of the given
+// duration and publish into keys. They stop early when ctx ends.
+func NewRunner(ctx context.Context, logger *slog.Logger, keys Keys, steps int, step time.Duration) *Runner {
+	return &Runner{keys: keys, steps: steps, step: step, ctx: ctx, logger: logger}
 }
 
-// start handles POST /jobs: it starts a job and answers 201 Created with the
+// Start handles POST /jobs: it starts a job and answers 201 Created with the
 // job's ID and the URL of its event stream.
-func (j *jobs) start(w http.ResponseWriter, r *http.Request) {
-	id := newJobID()
+func (j *Runner) Start(w http.ResponseWriter, r *http.Request) {
+	id := newID()
 	j.mu.Lock()
 	if j.stopping {
 		j.mu.Unlock()
@@ -87,7 +99,7 @@ func (j *jobs) start(w http.ResponseWriter, r *http.Request) {
 	// Open creates the job's key before its first event, and returns once
 	// the broker holds it: the handler, which serves only the keys the
 	// server created, streams the job as soon as the client has its URL.
-	if err := j.broker.Open(r.Context(), id); err != nil {
+	if err := j.keys.Open(r.Context(), id); err != nil {
 		j.wg.Done()
 		j.logger.Error("cannot start a job", "job", id.String(), "error", err)
 		http.Error(w, "cannot start a job now", http.StatusServiceUnavailable)
@@ -105,9 +117,10 @@ func (j *jobs) start(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(map[string]string{"id": id.String(), "events": events})
 }
 
-// key is the key function of the events handler: 400 for a malformed ID.
-func (j *jobs) key(r *http.Request) (jobID, error) {
-	id, ok := parseJobID(r.PathValue("id"))
+// Key is the key function of the events handler, for a route with the
+// wildcard {id}: 400 for a malformed ID.
+func Key(r *http.Request) (ID, error) {
+	id, ok := ParseID(r.PathValue("id"))
 	if !ok {
 		return id, errMalformedID
 	}
@@ -124,9 +137,9 @@ var tasks = []string{
 // it publishes its progress (an event "progress" with the percentage done)
 // and a line of log (an event "log"), then it closes the job's key. It
 // stops early, leaving the key open, when the server shuts down.
-func (j *jobs) run(id jobID) {
+func (j *Runner) run(id ID) {
 	ctx := j.ctx
-	err := j.broker.Publish(ctx, id,
+	err := j.keys.Publish(ctx, id,
 		sse.Event{Name: "log", Data: "Queued."},
 		sse.Event{Name: "log", Data: fmt.Sprintf("Started: %d steps.", j.steps)},
 	)
@@ -138,25 +151,25 @@ func (j *jobs) run(id jobID) {
 		case <-ctx.Done():
 			return
 		}
-		err = j.broker.Publish(ctx, id,
+		err = j.keys.Publish(ctx, id,
 			sse.Event{Name: "progress", Data: strconv.Itoa(i * 100 / j.steps)},
 			sse.Event{Name: "log", Data: fmt.Sprintf("Step %d of %d: %s.", i, j.steps, tasks[(i-1)%len(tasks)])},
 		)
 	}
 	if err == nil {
-		err = j.broker.Publish(ctx, id, sse.Event{Name: "log", Data: "Finished."})
+		err = j.keys.Publish(ctx, id, sse.Event{Name: "log", Data: "Finished."})
 	}
 	if err == nil {
-		err = j.broker.Close(ctx, id)
+		err = j.keys.Close(ctx, id)
 	}
 	if err != nil && ctx.Err() == nil {
 		j.logger.Error("job failed", "job", id.String(), "error", err)
 	}
 }
 
-// wait starts no more jobs and waits for the running ones to return. End
+// Wait starts no more jobs and waits for the running ones to return. End
 // their context first.
-func (j *jobs) wait() {
+func (j *Runner) Wait() {
 	j.mu.Lock()
 	j.stopping = true
 	j.mu.Unlock()
