@@ -136,6 +136,7 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		Replicas:          cfg.replicas,
 		MaxAge:            cfg.age(),
 		MaxMsgsPerSubject: -1,
+		MaxConsumers:      cfg.maxReaders,
 		Duplicates:        cfg.dupWindow,
 		Discard:           jetstream.DiscardOld,
 		AllowDirect:       true,

@@ -1,4 +1,201 @@
 // Package ssejs keeps the keyed event streams of
-// github.com/rocketqueue/sse in NATS JetStream, so that every replica of a
-// server, and every worker process, shares them.
+// [github.com/rocketqueue/sse] in NATS JetStream, so that every replica of
+// a server, and every worker process, shares them: a job started on one
+// replica streams to a browser connected to another, and a browser that
+// reconnects to any replica resumes where it was.
+//
+// A [Broker] offers what [sse.Broker] offers, across processes: any process
+// may [Broker.Enqueue], [Broker.Publish] and [Broker.Close]; readers range
+// over a key's events with [Broker.Events]; and it is an [sse.Source], so
+// [sse.Handler] serves it unchanged:
+//
+//	nc, _ := nats.Connect(url)
+//	js, _ := jetstream.New(nc)
+//	b, err := ssejs.New[string](ctx, js, ssejs.WithMode(sse.FanOut))
+//	...
+//	http.Handle("/events", sse.Handler(b, keyFromRequest))
+//
+// Code written against [sse.Publisher], [sse.Reader] and [sse.Source] works
+// with either broker; both pass the root module's conformance suite.
+//
+// # Modes
+//
+// In [sse.FanOut] mode every reader and SSE connection, on every process,
+// gets every event of a key, from its own position in the key's history:
+// the oldest message held, the event after its Last-Event-ID, or the next
+// one ([sse.Live]). A reader behind the history is told of the gap.
+//
+// In [sse.Queue] mode (the default) each event is read once across the
+// cluster. One process at a time owns a key: it holds the key's lease, and
+// its SSE connection and in-process readers compete for the key's events;
+// readers in other processes do not get them. A request that resumes
+// (Last-Event-ID) on any replica takes the key over, and first receives
+// the events after its ID that earlier connections took (the replay
+// window), so a client cut off and reconnected anywhere gets every event
+// exactly once and in order, as long as what was in flight fits in the
+// window ([WithReplay]). See "Queue mode: leases" below.
+//
+// # The mapping onto JetStream
+//
+// A broker named n ([WithName], "sse" by default) uses:
+//
+//   - One stream, "SSE_n", with Limits retention, on file by default
+//     ([WithStorage]), with [WithReplicas] replicas, allowing direct gets,
+//     whose subjects are "sse.n.e.>". It records the mode in its metadata;
+//     brokers of another mode refuse it.
+//   - One subject per key, "sse.n.e.k<base64url of the key's bytes>": any
+//     key maps to a valid token (dots, "*", ">", spaces, non-ASCII bytes
+//     and the empty string all round-trip; see [Token]). Strings are their
+//     bytes and integers their decimal digits; other key types need a
+//     [Codec] ([WithCodec]).
+//   - One message per call: a batch of events, never one per event. Its
+//     headers say its key's life ("Sse-Epoch"), the ID of its first event
+//     ("Sse-First"), how many it holds ("Sse-Count"), and whether the key
+//     is closed after them ("Sse-Close"); its body holds each event's Name
+//     and Data, each preceded by its length as a uvarint. A message of no
+//     event starts a key's life ([Broker.Open], or the first request for
+//     a new key) or closes it ([Broker.Close]).
+//   - No per-key metadata written apart from the events: a key's epoch,
+//     next ID and closed state are its subject's last message, read by a
+//     direct get. So a key costs nothing but its messages, and its
+//     metadata can never disagree with its events.
+//   - In Queue mode only, one key-value bucket, "SSE_n_keys", with an
+//     entry per key that a process has read: its lease (owner, until when)
+//     and read floor (the last event ID handed out, the sequence of its
+//     message, the last one an in-process reader took), written only by
+//     compare and set on the entry's revision. Its entries expire a minute
+//     after the stream's MaxAge, that is after every event they cover.
+//   - One ordered consumer (ephemeral, in memory, no acks) per reader in
+//     FanOut mode: each SSE connection or range over Events, on each
+//     process, has its own, created when it attaches and deleted when it
+//     ends; and in Queue mode one per key per process while the key has
+//     readers there, shared by them. An idle key has no consumer. The
+//     stream allows [WithMaxReaders] consumers (the server's own default
+//     is 1,000).
+//
+// What is deleted when:
+//
+//   - FanOut: a key keeps its newest [WithHistory] messages (plus one, for
+//     the Close), none older than [WithMaxAge] (an hour by default). The
+//     bound counts messages, that is calls: a call of many events is one.
+//   - Queue: once events are handed out, the messages all of whose events
+//     are more than [WithReplay] events below the floor are purged (the
+//     subject's last message is always kept: it holds the key's
+//     metadata), and every message expires after [WithMaxAge] (a day by
+//     default), read or not. A reader finds events that expired unread as
+//     a gap.
+//   - A key whose messages have all expired is forgotten: its next event
+//     starts a new life, with a new epoch and IDs from 1, and a client
+//     holding an ID of the old life gets the new one from its start. The
+//     server keeps, per idle key, its retained messages, its subject's
+//     index entry and, in Queue mode, one small bucket entry; and, for the
+//     duplicate window, each message's ID.
+//
+// # IDs and epochs
+//
+// Each key's events are numbered 1, 2, 3, … in the order the server
+// stored them, with no hole, whatever the number of processes publishing
+// to it, and every replica, and the same replica after a restart, sees the
+// same IDs: they are stored in the messages. A publish carries its first
+// ID and expects the subject's last sequence to be the one the process saw
+// last (Nats-Expected-Last-Subject-Sequence, a compare and set); if another
+// process published meanwhile, the server refuses it, and the broker reads
+// the subject's last message by a direct get, renumbers the batch and
+// tries again. So IDs stay contiguous with several producing processes;
+// the conformance suite requires that (its Order test: IDs 1, 2, 3, … in
+// key order, each call's events contiguous).
+//
+// The epoch, 48 random bits in base 36, names a key's life: it is drawn by
+// the process whose publish starts the life (its compare and set expects
+// no message; one process wins), and carried in every message of it, so
+// that every replica gives the same wire IDs, "<epoch>-<n>", and
+// recognises a Last-Event-ID of another life.
+//
+// # Errors and retries
+//
+// [Broker.Enqueue], [Broker.Publish] and [Broker.Close] return once the
+// server has acknowledged the message: the events are stored, in order,
+// with their IDs. Until their context ends (or [WithTimeout], 5 seconds by
+// default, for a context without a deadline) they retry, each attempt with
+// the same message ID (Nats-Msg-Id), so that an attempt whose
+// acknowledgement was lost is not stored twice: a single server checks the
+// expected sequence before the message ID, so such a retry is refused as
+// out of sequence, and the broker, reading the subject's last message,
+// finds its own message ID there; if another message came after it, the
+// retry with the new sequence gets the server's duplicate answer instead.
+//
+// Their error is [sse.ErrInvalidEvent] or [sse.ErrInvalidKey] (wrapped,
+// for input they refuse, as [sse.Broker] refuses it: see
+// [sse.CheckEvent]), [sse.ErrShutdown] or [sse.ErrClosed], and then nothing
+// was stored; or any other error, and then the outcome is unknown. A
+// caller that retries such a call gives it an idempotency key
+// ([WithIdempotencyKey]), honoured for the stream's duplicate window
+// ([WithDuplicateWindow], at least 10 minutes).
+//
+// Concurrent calls to one key in one process are carried in one message
+// while an earlier one is in flight, so a hot key costs a round trip per
+// group of calls, not per call. A batch larger than the server's max
+// payload (1 MiB by default) is split into messages stored one after the
+// other: it is no longer atomic, and other calls' batches may come between
+// its parts. An event must fit in one message: [WithMaxEventSize] is
+// lowered to what the max payload allows.
+//
+// # When NATS is unreachable
+//
+// Calls fail within their context's time, or [WithTimeout]'s. Open
+// subscriptions end as soon as the connection reports the loss: their
+// Next returns an error wrapping [ErrUnavailable], and [sse.Handler] ends
+// the stream without "close", so that clients reconnect; Subscribe fails
+// with an error matching both ErrUnavailable and [sse.ErrShutdown], which
+// the handler answers with "retry later" (a status that would make a
+// browser give up is never sent). The nats.go connection reconnects by
+// itself (give it MaxReconnects(-1)); the broker goes on when it has.
+//
+// # Queue mode: leases
+//
+// A process takes a key's lease when a connection or reader of the key
+// attaches there: at once if the lease is free, expired, or its own; from
+// another process only for a request that takes over (a Last-Event-ID
+// header, [sse.WithTakeover]) or an in-process reader ([Broker.Events]),
+// and otherwise the request gets [sse.ErrBusy] (409). Taking over is a
+// compare and set on the bucket entry: of two processes taking it at once,
+// one wins. The owner renews its lease a third of [WithLease] apart, and
+// frees it when its last reader of the key leaves; the lease of a process
+// that died expires after [WithLease].
+//
+// Before it hands out any event, the owner advances the key's floor past
+// it, by a compare and set on the revision it last wrote: a process that
+// lost the lease can no longer write, so it never hands out another event
+// (its readers end with [sse.ErrReplaced], and its connection's client
+// reconnects). The new owner reads the floor from the entry it took, and
+// starts after it. A connection takes no more than the replay window at
+// once.
+//
+// A request that resumes after ID L first receives the events after L up
+// to the floor, read out of the stream (at most the replay window), then
+// the queue; a "gap" names what the window no longer holds, and what
+// in-process readers took (the events up to the last one they took, even
+// if a connection took some of them first: a gap, never a duplicate).
+//
+// # Durability
+//
+// The stream is on file by default. An acknowledged event survives a
+// crash of the server's process (a test SIGKILLs it mid-stream and checks
+// that no acknowledged event is lost or stored twice, and that a resuming
+// client sees none twice). A single server survives a machine crash only
+// with sync_interval: always in its configuration (JetStream otherwise
+// syncs to disk every two minutes), at a cost in throughput. In
+// production run a three-node cluster and [WithReplicas](3): an
+// acknowledgement then means a majority of the servers stored the event.
+//
+// # Differences from sse.Broker
+//
+// [Broker.Shutdown] closes no key: the keys belong to every replica; it
+// ends this process's subscriptions (clients reconnect elsewhere) and
+// releases its leases. Keys have no bound but the server's limits, and no
+// idle timeout but [WithMaxAge]. A request for a new key starts its life,
+// which stays until it expires, unless the handler has
+// [sse.WithKnownKeysOnly]. Queue mode has no channel API (Stream): range
+// over Events. There is no overflow policy: producers wait for the
+// server, never for readers.
 package ssejs

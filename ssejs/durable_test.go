@@ -81,7 +81,9 @@ func kill(t *testing.T, cmd *exec.Cmd) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 }
 
-func freePort(t *testing.T) int {
+func freePort(t *testing.T) int { return freePortOf(t) }
+
+func freePortOf(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -35,38 +35,43 @@ const (
 	DefaultDuplicateWindow = 10 * time.Minute
 	// DefaultTimeout bounds a call whose context has no deadline.
 	DefaultTimeout = 5 * time.Second
+	// DefaultMaxReaders is the stream's bound on consumers unless
+	// [WithMaxReaders] says otherwise.
+	DefaultMaxReaders = 100_000
 	// DefaultLease is how long a process owns a Queue key without renewing
 	// its lease (see [WithLease]).
 	DefaultLease = 15 * time.Second
 )
 
 type config struct {
-	name      string
-	mode      sse.Mode
-	history   int64
-	replay    uint64
-	maxAge    time.Duration // 0: the mode's default
-	storage   jetstream.StorageType
-	replicas  int
-	dupWindow time.Duration
-	timeout   time.Duration
-	lease     time.Duration
-	maxEvent  int
-	codec     any // a Codec[K], or nil
+	name       string
+	mode       sse.Mode
+	history    int64
+	replay     uint64
+	maxAge     time.Duration // 0: the mode's default
+	storage    jetstream.StorageType
+	replicas   int
+	dupWindow  time.Duration
+	timeout    time.Duration
+	lease      time.Duration
+	maxReaders int
+	maxEvent   int
+	codec      any // a Codec[K], or nil
 }
 
 func defaults() config {
 	return config{
-		name:      DefaultName,
-		mode:      sse.Queue,
-		history:   DefaultHistory,
-		replay:    DefaultReplay,
-		storage:   jetstream.FileStorage,
-		replicas:  1,
-		dupWindow: DefaultDuplicateWindow,
-		timeout:   DefaultTimeout,
-		lease:     DefaultLease,
-		maxEvent:  sse.DefaultMaxEventSize,
+		name:       DefaultName,
+		mode:       sse.Queue,
+		history:    DefaultHistory,
+		replay:     DefaultReplay,
+		storage:    jetstream.FileStorage,
+		replicas:   1,
+		dupWindow:  DefaultDuplicateWindow,
+		timeout:    DefaultTimeout,
+		lease:      DefaultLease,
+		maxReaders: DefaultMaxReaders,
+		maxEvent:   sse.DefaultMaxEventSize,
 	}
 }
 
@@ -197,4 +202,17 @@ func WithMaxEventSize(n int) Option {
 // codec's key type.
 func WithCodec[K comparable](c Codec[K]) Option {
 	return optionFunc(func(cfg *config) { cfg.codec = c })
+}
+
+// WithMaxReaders bounds the consumers of the broker's stream (its
+// MaxConsumers), across every process: one per attached reader or SSE
+// connection in FanOut mode, one per key a process reads in Queue mode. A
+// reader beyond it is refused (the handler answers "retry later"). The
+// server's own default, 1,000, is too few for many connections; the
+// default is [DefaultMaxReaders].
+func WithMaxReaders(n int) Option {
+	if n < 1 {
+		panic("ssejs: WithMaxReaders: out of range")
+	}
+	return optionFunc(func(c *config) { c.maxReaders = n })
 }

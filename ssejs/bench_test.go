@@ -1,0 +1,358 @@
+package ssejs_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/ssejs"
+)
+
+// inFlight is how many publishes are outstanding at once: 256 calls of
+// the broker's, each waiting for its acknowledgement, or 256 raw async
+// publishes.
+const inFlight = 256
+
+// BenchmarkDelivery measures enqueue-to-reader throughput and latency
+// (p50, p99) through the broker, against "raw": the same stream and
+// consumer layout (a Limits stream with a subject per key, an ordered
+// in-memory consumer per reader) driven directly with the jetstream
+// package, async publishes with 256 in flight, acks awaited. b.N is the
+// number of events, spread over the keys round robin; one reader per key.
+func BenchmarkDelivery(b *testing.B) {
+	srv := startServer(b)
+	for _, mode := range []sse.Mode{sse.FanOut, sse.Queue} {
+		for _, keys := range []int{1, 1000} {
+			for _, impl := range []string{"raw", "ssejs"} {
+				b.Run(fmt.Sprintf("mode=%s/keys=%d/impl=%s", mode, keys, impl), func(b *testing.B) {
+					if impl == "raw" {
+						benchRaw(b, srv.ClientURL(), keys)
+					} else {
+						benchBroker(b, srv.ClientURL(), mode, keys)
+					}
+				})
+			}
+		}
+	}
+}
+
+// latencies collects each event's latency, from its publish to its
+// reader.
+type latencies struct {
+	mu   sync.Mutex
+	ns   []int64
+	got  atomic.Int64
+	done chan struct{}
+	want int64
+}
+
+func newLatencies(want int) *latencies {
+	return &latencies{done: make(chan struct{}), want: int64(want), ns: make([]int64, 0, want)}
+}
+
+func (l *latencies) add(batch []int64) {
+	if len(batch) == 0 {
+		return
+	}
+	l.mu.Lock()
+	l.ns = append(l.ns, batch...)
+	l.mu.Unlock()
+	if l.got.Add(int64(len(batch))) == l.want {
+		close(l.done)
+	}
+}
+
+func (l *latencies) report(b *testing.B, elapsed time.Duration) {
+	slices.Sort(l.ns)
+	q := func(p float64) float64 { return float64(l.ns[int(p*float64(len(l.ns)-1))]) / 1e3 }
+	b.ReportMetric(float64(len(l.ns))/elapsed.Seconds(), "events/s")
+	b.ReportMetric(q(0.50), "p50-µs")
+	b.ReportMetric(q(0.99), "p99-µs")
+	b.ReportMetric(0, "ns/op")
+}
+
+func stamp() string { return strconv.FormatInt(time.Now().UnixNano(), 10) }
+
+func since(data string) int64 {
+	t, _ := strconv.ParseInt(data, 10, 64)
+	return time.Now().UnixNano() - t
+}
+
+func benchBroker(b *testing.B, natsURL string, mode sse.Mode, keys int) {
+	name := uniqueName()
+	_, jsR := connect(b, natsURL)
+	_, jsP := connect(b, natsURL)
+	reader := newBroker[string](b, jsR, ssejs.WithName(name), ssejs.WithMode(mode))
+	producer := newBroker[string](b, jsP, ssejs.WithName(name), ssejs.WithMode(mode))
+	b.Cleanup(func() { // each run starts on an empty server
+		ctx := context.Background()
+		jsP.DeleteStream(ctx, "SSE_"+name)
+		if mode == sse.Queue {
+			jsP.DeleteKeyValue(ctx, "SSE_"+name+"_keys")
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lat := newLatencies(b.N)
+	var readers sync.WaitGroup
+	for k := range keys {
+		sub, err := reader.Subscribe(ctx, "k"+strconv.Itoa(k), sse.SubscribeRequest{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		readers.Go(func() {
+			defer sub.Close()
+			var buf []sse.Event
+			var ns []int64
+			for {
+				evs, _, err := sub.Next(ctx, buf, nil, 32<<10)
+				ns = ns[:0]
+				for _, ev := range evs {
+					ns = append(ns, since(ev.Data))
+				}
+				lat.add(ns)
+				if err != nil {
+					return
+				}
+				buf = evs
+			}
+		})
+	}
+	b.ResetTimer()
+	start := time.Now()
+	var next atomic.Int64
+	var producers sync.WaitGroup
+	for range inFlight {
+		producers.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(b.N) {
+					return
+				}
+				if err := producer.Enqueue(ctx, "k"+strconv.Itoa(int(i)%keys), stamp()); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	producers.Wait()
+	select {
+	case <-lat.done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("readers got %d of %d events", lat.got.Load(), b.N)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cancel()
+	readers.Wait()
+	lat.report(b, elapsed)
+}
+
+func benchRaw(b *testing.B, natsURL string, keys int) {
+	name := uniqueName()
+	_, jsR := connect(b, natsURL)
+	_, jsP := connect(b, natsURL)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream := "RAW_" + name
+	prefix := "raw." + name + "."
+	_, err := jsP.CreateStream(ctx, jetstream.StreamConfig{
+		Name: stream, Subjects: []string{prefix + ">"}, Storage: jetstream.FileStorage,
+		MaxMsgsPerSubject: ssejs.DefaultHistory + 1, MaxAge: time.Hour, Duplicates: 10 * time.Minute, AllowDirect: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer jsP.DeleteStream(context.Background(), stream)
+	rs, err := jsR.Stream(ctx, stream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lat := newLatencies(b.N)
+	var ccs []jetstream.ConsumeContext
+	for k := range keys {
+		c, err := rs.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + "k" + strconv.Itoa(k)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cc, err := c.Consume(func(m jetstream.Msg) { lat.add([]int64{since(string(m.Data()))}) }, jetstream.PullMaxMessages(feedBufferForBench))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ccs = append(ccs, cc)
+	}
+	defer func() {
+		for _, cc := range ccs {
+			cc.Stop()
+		}
+	}()
+	js, err := jetstream.New(jsP.Conn(), jetstream.WithPublishAsyncMaxPending(inFlight))
+	if err != nil {
+		b.Fatal(err)
+	}
+	subjects := make([]string, keys)
+	for k := range subjects {
+		subjects[k] = prefix + "k" + strconv.Itoa(k)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: subjects[i%keys], Data: []byte(stamp())}, jetstream.WithMsgID(nuidLike(i))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(2 * time.Minute):
+		b.Fatal("acks did not come")
+	}
+	select {
+	case <-lat.done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("readers got %d of %d events", lat.got.Load(), b.N)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	lat.report(b, elapsed)
+}
+
+// feedBufferForBench is the broker's consumer batch, for the raw readers.
+const feedBufferForBench = 256
+
+var runID = strconv.FormatInt(time.Now().UnixNano(), 36)
+
+// nuidLike is a unique message ID, as the broker sets one on every
+// publish, so that raw pays for the duplicate window too.
+func nuidLike(i int) string { return runID + strconv.Itoa(i) }
+
+var scaleKeys = flag.Int("ssejs.keys", 2000, "BenchmarkScale: how many keys to create (the issue's figure is 100000)")
+
+// BenchmarkScale creates -ssejs.keys keys of 10 events each (a FanOut
+// broker, 256 calls in flight), with 2,000 of them read by attached
+// readers, on a NATS server in a child process; it reports the server's
+// resident memory, the store's bytes per key, and the events' throughput.
+func BenchmarkScale(b *testing.B) {
+	const perKey, attached = 10, 2000
+	for range b.N {
+		dir, port := b.TempDir(), freePortB(b)
+		cmd, err := child(dir, port)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		natsURL := "nats://127.0.0.1:" + strconv.Itoa(port)
+		_, jsR := connect(b, natsURL)
+		_, jsP := connect(b, natsURL)
+		name := uniqueName()
+		reader := newBroker[int](b, jsR, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+		producer := newBroker[int](b, jsP, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+		ctx, cancel := context.WithCancel(context.Background())
+		keys := *scaleKeys
+		nread := min(attached, keys)
+		var got atomic.Int64
+		want := int64(nread * perKey)
+		done := make(chan struct{})
+		var readers sync.WaitGroup
+		for k := range nread {
+			sub, err := reader.Subscribe(ctx, k, sse.SubscribeRequest{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			readers.Go(func() {
+				defer sub.Close()
+				var buf []sse.Event
+				for {
+					evs, _, err := sub.Next(ctx, buf, nil, 32<<10)
+					if got.Add(int64(len(evs))) == want && len(evs) > 0 {
+						close(done)
+					}
+					if err != nil {
+						return
+					}
+					buf = evs
+				}
+			})
+		}
+		attachedRSS := rss(cmd.Process.Pid)
+		start := time.Now()
+		var next atomic.Int64
+		var producers sync.WaitGroup
+		for range inFlight {
+			producers.Go(func() {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= keys*perKey {
+						return
+					}
+					if err := producer.Enqueue(ctx, i%keys, strconv.Itoa(i/keys)); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		producers.Wait()
+		published := time.Since(start)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Minute):
+			b.Fatalf("readers got %d of %d events", got.Load(), want)
+		}
+		delivered := time.Since(start)
+		info, err := jsP.Stream(ctx, "SSE_"+name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st := info.CachedInfo().State
+		b.ReportMetric(float64(keys*perKey)/published.Seconds(), "events/s")
+		b.ReportMetric(float64(want)/delivered.Seconds(), "read-events/s")
+		b.ReportMetric(float64(rss(cmd.Process.Pid))/(1<<20), "server-RSS-MiB")
+		b.ReportMetric(float64(attachedRSS)/(1<<20), "idle-RSS-MiB")
+		b.ReportMetric(float64(st.Bytes)/float64(keys), "stored-B/key")
+		b.ReportMetric(float64(dirSize(dir))/float64(keys), "disk-B/key")
+		b.ReportMetric(0, "ns/op")
+		cancel()
+		readers.Wait()
+	}
+}
+
+func freePortB(b *testing.B) int { return freePortOf(b) }
+
+// rss returns a process's resident set size, in bytes.
+func rss(pid int) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			n += info.Size()
+		}
+		return nil
+	})
+	return n
+}
