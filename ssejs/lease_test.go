@@ -1,0 +1,234 @@
+package ssejs_test
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/ssejs"
+)
+
+// TestLeaseExpiry: the lease of a process that died unnoticed expires
+// after WithLease: until then a request that does not take over gets
+// ErrBusy, then it gets the key.
+func TestLeaseExpiry(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	ncA, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	const lease = 600 * time.Millisecond
+	a := newBroker[string](t, jsA, ssejs.WithName(name), ssejs.WithLease(lease))
+	b := newBroker[string](t, jsB, ssejs.WithName(name), ssejs.WithLease(lease))
+	ctx := within(t, 30*time.Second)
+	sub, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ncA.Close() // A is gone, without releasing its lease
+	dead := time.Now()
+	if _, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{}); !errors.Is(err, sse.ErrBusy) {
+		t.Fatalf("B while A's lease runs: %v, want ErrBusy", err)
+	}
+	for {
+		s, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+		if err == nil {
+			s.Close()
+			break
+		}
+		if !errors.Is(err, sse.ErrBusy) || time.Since(dead) > 20*time.Second {
+			t.Fatalf("B after A died: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if d := time.Since(dead); d < lease/2 {
+		t.Errorf("B got the key %v after A died, before its lease of %v ran out", d, lease)
+	}
+}
+
+// TestReplacedWhileIdle: a connection whose key another process took
+// over learns it from its lease renewal, without an event, and ends.
+func TestReplacedWhileIdle(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	const lease = 600 * time.Millisecond
+	a := newBroker[string](t, jsA, ssejs.WithName(name), ssejs.WithLease(lease))
+	b := newBroker[string](t, jsB, ssejs.WithName(name), ssejs.WithLease(lease))
+	ctx := within(t, 30*time.Second)
+	subA, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subA.Close()
+	ended := make(chan error, 1)
+	go func() {
+		_, _, err := subA.Next(ctx, nil, nil, 1<<20)
+		ended <- err
+	}()
+	subB, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, Epoch: subA.Epoch(), Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subB.Close()
+	took := time.Now()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, sse.ErrReplaced) {
+			t.Fatalf("A: %v, want ErrReplaced", err)
+		}
+		t.Logf("A ended %v after the takeover", time.Since(took))
+	case <-time.After(20 * time.Second):
+		t.Fatal("A's idle connection did not end")
+	}
+}
+
+// TestLocalTakeover: in one process, a connection that takes the key over
+// aborts the older one's writes and ends it.
+func TestLocalTakeover(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(uniqueName()))
+	ctx := within(t, 30*time.Second)
+	var aborted atomic.Bool
+	first, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{Abort: func() { aborted.Store(true) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	second, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, Epoch: first.Epoch(), Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if !aborted.Load() {
+		t.Error("the older connection was not aborted")
+	}
+	if _, _, err := first.Next(ctx, nil, nil, 1<<20); !errors.Is(err, sse.ErrReplaced) {
+		t.Errorf("the older connection: %v, want ErrReplaced", err)
+	}
+	b.Enqueue(ctx, "k", "x")
+	if evs, _, err := second.Next(ctx, nil, nil, 1<<20); err != nil || len(evs) != 1 {
+		t.Errorf("the newer connection: %v, %v", evs, err)
+	}
+}
+
+// TestHandlerStatuses: through sse.Handler, an unknown key gets 404 with
+// WithKnownKeysOnly, a key opened by the server is served, and a client
+// that has every event of a closed key gets 204, on a replica other than
+// the one that served it.
+func TestHandlerStatuses(t *testing.T) {
+	srv := startServer(t)
+	for _, mode := range []sse.Mode{sse.Queue, sse.FanOut} {
+		t.Run(mode.String(), func(t *testing.T) {
+			name := uniqueName()
+			var urls []string
+			var bs []*ssejs.Broker[string]
+			for range 2 {
+				_, js := connect(t, srv.ClientURL())
+				b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(mode))
+				hs := httptest.NewServer(sse.Handler[string](b, func(r *http.Request) (string, error) { return r.URL.Query().Get("key"), nil }, sse.WithKnownKeysOnly()))
+				t.Cleanup(hs.Close)
+				urls, bs = append(urls, hs.URL), append(bs, b)
+			}
+			get := func(url, lastID string) int {
+				req, _ := http.NewRequest(http.MethodGet, url, nil)
+				if lastID != "" {
+					req.Header.Set("Last-Event-ID", lastID)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body) // to the end of the stream
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if code := get(urls[0]+"/?key=nope", ""); code != http.StatusNotFound {
+				t.Errorf("unknown key: %d, want 404", code)
+			}
+			ctx := within(t, 30*time.Second)
+			if err := bs[0].Open(ctx, "job"); err != nil {
+				t.Fatal(err)
+			}
+			bs[0].Enqueue(ctx, "job", "1", "2")
+			bs[0].Close(ctx, "job")
+			if code := get(urls[0]+"/?key=job", ""); code != http.StatusOK {
+				t.Errorf("opened key: %d, want 200", code)
+			}
+			sub, err := bs[1].Subscribe(ctx, "job", sse.SubscribeRequest{Resume: true})
+			if err != nil && !errors.Is(err, sse.ErrFinished) {
+				t.Fatal(err)
+			}
+			var epoch string
+			if sub != nil {
+				epoch = sub.Epoch()
+				sub.Close()
+			} else {
+				probe, err := bs[1].Subscribe(ctx, "job", sse.SubscribeRequest{Resume: true, Epoch: "x"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				epoch = probe.Epoch()
+				probe.Close()
+			}
+			if code := get(urls[1]+"/?key=job", epoch+"-"+strconv.Itoa(2)); code != http.StatusNoContent {
+				t.Errorf("a client with every event: %d, want 204", code)
+			}
+		})
+	}
+}
+
+// TestPurge: in Queue mode, the messages more than the replay window below
+// the floor are purged, and a client that resumes before them is told of
+// the gap, then gets the window.
+func TestPurge(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, js := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithReplay(10))
+	ctx := within(t, 60*time.Second)
+	for i := 1; i <= 200; i++ {
+		if err := b.Enqueue(ctx, "k", strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := sub.Epoch()
+	for got := 0; got < 200; {
+		evs, _, err := sub.Next(ctx, nil, nil, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got += len(evs)
+	}
+	sub.Close() // its last reader gone, the key's purge runs
+	if n := subjectMessages(t, js, name, "k"); n > 60 {
+		t.Errorf("%d messages kept with a replay window of 10", n)
+	}
+	sub, err = b.Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, Epoch: epoch, LastID: 150, Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	evs, gap, err := sub.Next(ctx, nil, nil, 1<<20)
+	if err != nil || gap != (sse.Gap{From: 151, To: 190}) {
+		t.Fatalf("resumed after 150: %v %v %v, want the gap 151-190", evs, gap, err)
+	}
+	if len(evs) == 0 {
+		evs, _, err = sub.Next(ctx, nil, nil, 1<<20)
+	}
+	if err != nil || len(evs) != 10 || evs[0].ID != 191 || evs[9].ID != 200 {
+		t.Fatalf("then %v %v, want 191-200", evs, err)
+	}
+}
