@@ -72,6 +72,8 @@ func Run[K comparable](t *testing.T, newImpl func(t *testing.T, c Config) Impl[K
 			t.Run("Gap", s.gap)
 			t.Run("Epoch", s.epoch)
 			t.Run("Finished", s.finished)
+			t.Run("Takeover", s.takeover)
+			t.Run("Known", s.known)
 		})
 	}
 }
@@ -483,4 +485,116 @@ func (s suite[K]) finished(t *testing.T) {
 	if !errors.Is(err, sse.ErrFinished) {
 		t.Fatalf("a client with every event of the closed key: %v, want ErrFinished", err)
 	}
+}
+
+// takeover: in Queue mode a key has one connection: another request gets
+// ErrBusy unless it takes the key over, which ends the older connection
+// (its Abort is called, its Next returns ErrReplaced) and hands the newer
+// one what the older took and the client did not confirm. In FanOut mode
+// every request gets its own stream.
+func (s suite[K]) takeover(t *testing.T) {
+	im := s.impl(t, 0)
+	k := s.key(8)
+	publishSeq(t, im.Publisher, k, 1, 3)
+	aborted := make(chan struct{}, 1)
+	first, err := im.Source.Subscribe(ctx(t), k, sse.SubscribeRequest{Abort: func() {
+		select {
+		case aborted <- struct{}{}:
+		default:
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	checkSeq(t, nextN(t, first, 3), 1)
+	second, err := im.Source.Subscribe(ctx(t), k, sse.SubscribeRequest{})
+	if s.mode == sse.FanOut {
+		if err != nil {
+			t.Fatalf("a second connection in FanOut mode: %v", err)
+		}
+		checkSeq(t, nextN(t, second, 3), 1)
+		second.Close()
+		return
+	}
+	if !errors.Is(err, sse.ErrBusy) {
+		if err == nil {
+			second.Close()
+		}
+		t.Fatalf("a second connection without takeover: %v, want ErrBusy", err)
+	}
+	// The older connection waits for events, as a handler does, and
+	// closes when it is replaced; the takeover may wait for that.
+	ended := make(chan error, 1)
+	go func() {
+		_, _, err := first.Next(ctx(t), nil, nil, math.MaxInt)
+		first.Close()
+		ended <- err
+	}()
+	// The client received 1, and resumes.
+	third, err := im.Source.Subscribe(ctx(t), k, sse.SubscribeRequest{Resume: true, Epoch: first.Epoch(), LastID: 1, Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	select {
+	case <-aborted:
+	case <-time.After(Patience):
+		t.Fatal("the older connection was not aborted")
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, sse.ErrReplaced) {
+			t.Fatalf("the older connection after the takeover: %v, want ErrReplaced", err)
+		}
+	case <-time.After(Patience):
+		t.Fatal("the older connection did not end")
+	}
+	publishSeq(t, im.Publisher, k, 4, 4)
+	if err := im.Publisher.Close(ctx(t), k); err != nil {
+		t.Fatal(err)
+	}
+	gap, evs := collect(t, third)
+	checkSeq(t, evs, 2)
+	if gap != (sse.Gap{}) || len(evs) != 3 {
+		t.Fatalf("the newer connection: gap %+v and %v, want 2-4", gap, evs)
+	}
+}
+
+// known: a request that asks for a known key gets ErrUnknownKey for a key
+// the server never created, and a stream for one it did.
+func (s suite[K]) known(t *testing.T) {
+	im := s.impl(t, 0)
+	if _, err := im.Source.Subscribe(ctx(t), s.key(9), sse.SubscribeRequest{Known: true}); !errors.Is(err, sse.ErrUnknownKey) {
+		t.Fatalf("a key nobody created: %v, want ErrUnknownKey", err)
+	}
+	k := s.key(10)
+	publishSeq(t, im.Publisher, k, 1, 1)
+	sub, err := im.Source.Subscribe(ctx(t), k, sse.SubscribeRequest{Known: true})
+	if err != nil {
+		t.Fatalf("a key the server created: %v", err)
+	}
+	defer sub.Close()
+	checkSeq(t, nextN(t, sub, 1), 1)
+}
+
+// nextN reads n events from sub, failing the test on a gap, an error or
+// the end.
+func nextN(t *testing.T, sub sse.Subscription, n int) []sse.Event {
+	t.Helper()
+	var all []sse.Event
+	for len(all) < n {
+		evs, gap, end := next(t, sub)
+		if gap != (sse.Gap{}) {
+			t.Fatalf("gap %+v after %v", gap, all)
+		}
+		all = append(all, evs...)
+		if end && len(all) < n {
+			t.Fatalf("the stream ended after %v, want %d events", all, n)
+		}
+	}
+	if len(all) != n {
+		t.Fatalf("got %v, want %d events", all, n)
+	}
+	return all
 }
