@@ -243,7 +243,9 @@ var scaleKeys = flag.Int("ssejs.keys", 2000, "BenchmarkScale: how many keys to c
 // BenchmarkScale creates -ssejs.keys keys of 10 events each (a FanOut
 // broker, 256 calls in flight), with 2,000 of them read by attached
 // readers, on a NATS server in a child process; it reports the server's
-// resident memory, the store's bytes per key, and the events' throughput.
+// resident memory, the store's bytes per key, and the events' throughput:
+// while the keys are created (events/s), and then of 10 more events to
+// each attached key, from publish to reader (attached-events/s).
 func BenchmarkScale(b *testing.B) {
 	const perKey, attached = 10, 2000
 	for range b.N {
@@ -263,6 +265,7 @@ func BenchmarkScale(b *testing.B) {
 		keys := *scaleKeys
 		nread := min(attached, keys)
 		var got atomic.Int64
+		var doneMu sync.Mutex // done is replaced between the phases
 		want := int64(nread * perKey)
 		done := make(chan struct{})
 		var readers sync.WaitGroup
@@ -277,7 +280,9 @@ func BenchmarkScale(b *testing.B) {
 				for {
 					evs, _, err := sub.Next(ctx, buf, nil, 32<<10)
 					if got.Add(int64(len(evs))) == want && len(evs) > 0 {
+						doneMu.Lock()
 						close(done)
+						doneMu.Unlock()
 					}
 					if err != nil {
 						return
@@ -311,6 +316,34 @@ func BenchmarkScale(b *testing.B) {
 		case <-time.After(5 * time.Minute):
 			b.Fatalf("readers got %d of %d events", got.Load(), want)
 		}
+		// Then 10 more events to each attached key, as fast as they go:
+		// the rate at which attached readers get events.
+		doneMu.Lock()
+		got.Store(0)
+		done = make(chan struct{})
+		doneMu.Unlock()
+		start = time.Now()
+		next.Store(0)
+		for range inFlight {
+			producers.Go(func() {
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= nread*perKey {
+						return
+					}
+					if err := producer.Enqueue(ctx, i%nread, "more"); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		producers.Wait()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Minute):
+			b.Fatalf("readers got %d of %d events", got.Load(), want)
+		}
 		delivered := time.Since(start)
 		info, err := jsP.Stream(ctx, "SSE_"+name)
 		if err != nil {
@@ -318,7 +351,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 		st := info.CachedInfo().State
 		b.ReportMetric(float64(keys*perKey)/published.Seconds(), "events/s")
-		b.ReportMetric(float64(want)/delivered.Seconds(), "read-events/s")
+		b.ReportMetric(float64(want)/delivered.Seconds(), "attached-events/s")
 		b.ReportMetric(float64(rss(cmd.Process.Pid))/(1<<20), "server-RSS-MiB")
 		b.ReportMetric(float64(attachedRSS)/(1<<20), "idle-RSS-MiB")
 		b.ReportMetric(float64(st.Bytes)/float64(keys), "stored-B/key")

@@ -161,7 +161,10 @@
 // compare and set on the bucket entry: of two processes taking it at once,
 // one wins. The owner renews its lease a third of [WithLease] apart, and
 // frees it when its last reader of the key leaves; the lease of a process
-// that died expires after [WithLease].
+// that died expires after [WithLease]. Expiry is judged by each process's
+// clock: they should agree to well within the lease (NTP does). A lease
+// only decides who may serve a request that does not take over; the floor's
+// compare and set, not the clock, is what keeps each event read once.
 //
 // Before it hands out any event, the owner advances the key's floor past
 // it, by a compare and set on the revision it last wrote: a process that

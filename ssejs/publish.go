@@ -107,6 +107,8 @@ const (
 )
 
 // A pubCall is one Enqueue, Publish, Close or Open waiting to be stored.
+// Its fields are set by the caller before it is queued, then read by the
+// key's flusher; the outcome comes back on done.
 type pubCall struct {
 	kind callKind
 	body []byte // the encoded events
@@ -128,7 +130,8 @@ type pubKey struct {
 	st    keyState
 }
 
-// keyState is what a key's last stored message says.
+// keyState is what a key's last stored message says; a value, owned by
+// whoever holds it.
 type keyState struct {
 	seq    uint64 // its stream sequence; 0: the subject holds nothing
 	epoch  string
@@ -300,6 +303,7 @@ func (b *Broker[K]) store(pk *pubKey, calls []*pubCall) error {
 	return nil
 }
 
+// A part is a piece of a batch split at the max payload (a value).
 type part struct {
 	body []byte
 	n    uint64

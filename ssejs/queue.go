@@ -17,7 +17,8 @@ import (
 // A lease is a Queue key's entry in the bucket: who owns the key, until
 // when, and how far its events were handed out. Every write is a compare
 // and set on the entry's revision, so a process that lost the lease cannot
-// write it, and so cannot hand out another event.
+// write it, and so cannot hand out another event. A value: qkey.lease is
+// guarded by qkey.lmu.
 type lease struct {
 	Owner    string `json:"o,omitempty"` // the owning broker's ID; "" when free
 	Until    int64  `json:"u,omitempty"` // Unix milliseconds: owned until then unless renewed
@@ -59,7 +60,8 @@ type qkey[K comparable] struct {
 	conn *queueSub[K] // the attached SSE connection, if any
 }
 
-// A span is a message wholly taken: its sequence and last event ID.
+// A span is a message wholly taken: its sequence and last event ID (a
+// value, in qkey.spans under sem).
 type span struct{ seq, last uint64 }
 
 func (qk *qkey[K]) isLost() bool {

@@ -22,7 +22,8 @@ const (
 // 36, as the in-process broker writes its own.
 func newEpoch() string { return strconv.FormatUint(rand.Uint64()>>16, 36) }
 
-// A batch is one stored message, decoded: a run of a key's events.
+// A batch is one stored message, decoded: a run of a key's events. It is
+// immutable once parsed, and handed from goroutine to goroutine whole.
 type batch struct {
 	seq    uint64 // the message's stream sequence
 	epoch  string
