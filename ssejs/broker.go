@@ -36,6 +36,7 @@ type Broker[K comparable] struct {
 	mu      sync.Mutex
 	pubs    map[string]*pubKey  // guarded by mu: each key's publishing state, by token
 	qkeys   map[string]*qkey[K] // guarded by mu: Queue keys this process reads, by token
+	hubs    map[string]*hub[K]  // guarded by mu: FanOut keys this process reads, by token
 	down    chan struct{}       // guarded by mu: closed while NATS is unreachable
 	subs    int                 // guarded by mu: open subscriptions
 	subsEnd chan struct{}       // guarded by mu: closed when subs drops to 0 after Shutdown began
@@ -108,6 +109,7 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		id:     nuid.Next(),
 		pubs:   make(map[string]*pubKey),
 		qkeys:  make(map[string]*qkey[K]),
+		hubs:   make(map[string]*hub[K]),
 		down:   make(chan struct{}),
 		quit:   make(chan struct{}),
 	}

@@ -65,13 +65,18 @@
 //     message, the last one an in-process reader took), written only by
 //     compare and set on the entry's revision. Its entries expire a minute
 //     after the stream's MaxAge, that is after every event they cover.
-//   - One ordered consumer (ephemeral, in memory, no acks) per reader in
-//     FanOut mode: each SSE connection or range over Events, on each
-//     process, has its own, created when it attaches and deleted when it
-//     ends; and in Queue mode one per key per process while the key has
-//     readers there, shared by them. An idle key has no consumer. The
-//     stream allows [WithMaxReaders] consumers (the server's own default
-//     is 1,000).
+//   - Ordered consumers (ephemeral, in memory, no acks), only for keys
+//     that have readers: in FanOut mode one per key per process, from the
+//     key's last message on when its first reader there attaches, whose
+//     messages the process's readers of the key (SSE connections and
+//     ranges over Events) read from memory; a reader that starts further
+//     back (resuming, or from the oldest message held), or falls more than
+//     1,024 messages or 4 MiB behind, reads through a consumer of its own
+//     until it has caught up. In Queue mode one per key per process while
+//     the key has readers there, which take its events in turn. An idle
+//     key has no consumer; a consumer is deleted when its readers leave.
+//     The stream allows [WithMaxReaders] consumers (the server's own
+//     default is 1,000).
 //
 // What is deleted when:
 //

@@ -60,7 +60,7 @@ func (b *Broker[K]) subscribe(ctx context.Context, key K, req sse.SubscribeReque
 	defer cancel()
 	var s subscription
 	if b.cfg.mode == sse.FanOut {
-		s, err = b.subscribeFanOut(ctx, key, subject, req, local, live)
+		s, err = b.subscribeFanOut(ctx, key, token, subject, req, local, live)
 	} else {
 		s, err = b.subscribeQueue(ctx, key, token, subject, req, local)
 	}
@@ -87,15 +87,19 @@ type subscription interface {
 	sse.Subscription
 }
 
-// fanSub is a subscription in FanOut mode: a feed of the key's messages
-// from its start, read by the connection's goroutine.
+// fanSub is a subscription in FanOut mode: it reads the key's messages
+// from its position, out of the key's hub or, while it is behind the hub,
+// out of a consumer of its own.
 type fanSub[K comparable] struct {
 	b     *Broker[K]      // immutable
 	epoch string          // immutable: the key's life
 	down  <-chan struct{} // immutable: closed when NATS becomes unreachable
 
+	hub *hub[K] // immutable
+
 	// Owned by the goroutine that calls Next and Close.
-	feed    *feed
+	rseq    uint64 // the stream sequence of the next message to read
+	catch   *feed  // the reader's own consumer, while it is behind the hub
 	pos     uint64 // the ID of the next event to hand out; 0: the first held
 	pending []sse.Event
 	held    *batch // a message read and not yet handed out
@@ -104,25 +108,24 @@ type fanSub[K comparable] struct {
 	closed  sync.Once
 }
 
-func (b *Broker[K]) subscribeFanOut(ctx context.Context, key K, subject string, req sse.SubscribeRequest, local, live bool) (subscription, error) {
+func (b *Broker[K]) subscribeFanOut(ctx context.Context, key K, token, subject string, req sse.SubscribeRequest, local, live bool) (subscription, error) {
 	last, err := b.life(ctx, key, subject, req.Known)
 	if err != nil {
 		return nil, err
 	}
-	s := &fanSub[K]{b: b, epoch: last.epoch, down: b.downChan()}
-	var start uint64
+	s := &fanSub[K]{b: b, epoch: last.epoch, down: b.downChan(), rseq: 1}
 	switch id, ok := resumeAt(req, last, local); {
 	case ok && last.closed && id+1 == last.next():
 		return nil, sse.ErrFinished // the client has every event
 	case ok:
 		s.pos = id + 1
-		if start, err = b.locate(ctx, subject, last, s.pos); err != nil {
+		if s.rseq, err = b.locate(ctx, subject, last, s.pos); err != nil {
 			return nil, err
 		}
 	case live:
-		s.pos, start = last.next(), last.seq+1
+		s.pos, s.rseq = last.next(), last.seq+1
 	}
-	if s.feed, err = b.startFeed(ctx, subject, start); err != nil {
+	if s.hub, err = b.hubFor(ctx, token, subject); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -187,26 +190,17 @@ func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.
 		bt := s.held
 		s.held = nil
 		if bt == nil {
-			if len(buf) > 0 || gap != (sse.Gap{}) {
-				select {
-				case bt = <-s.feed.msgs:
-				default:
+			var err error
+			wait := len(buf) == 0 && gap == (sse.Gap{})
+			if bt, err = s.fetch(ctx, tick, wait); err != nil {
+				if len(buf) > 0 || gap != (sse.Gap{}) {
+					s.err = err
 					return buf, gap, nil
 				}
-			} else {
-				select {
-				case bt = <-s.feed.msgs:
-				case <-tick:
-					return nil, sse.Gap{}, nil
-				case <-ctx.Done():
-					return nil, sse.Gap{}, ctx.Err()
-				case <-s.down:
-					return nil, sse.Gap{}, ErrUnavailable
-				case err := <-s.feed.errs:
-					return nil, sse.Gap{}, unavailable{err}
-				case <-s.b.quit:
-					return nil, sse.Gap{}, sse.ErrShutdown
-				}
+				return nil, sse.Gap{}, err
+			}
+			if bt == nil {
+				return buf, gap, nil
 			}
 		}
 		if bt.epoch != s.epoch {
@@ -240,7 +234,10 @@ func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.
 
 func (s *fanSub[K]) Close() {
 	s.closed.Do(func() {
-		s.b.closeFeed(s.feed)
+		if s.catch != nil {
+			s.b.closeFeed(s.catch)
+		}
+		s.b.unrefHub(s.hub)
 		s.b.untrack()
 	})
 }
