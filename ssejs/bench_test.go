@@ -389,3 +389,58 @@ func dirSize(dir string) int64 {
 	})
 	return n
 }
+
+// BenchmarkHotKey measures one FanOut key read by 2,000 attached readers
+// in one process (as 2,000 SSE connections to one replica would be): the
+// time to attach them, and the rate at which 100 events reach all of
+// them (deliveries/s, one per event per reader).
+func BenchmarkHotKey(b *testing.B) {
+	srv := startServer(b)
+	const readers, events = 2000, 100
+	for range b.N {
+		name := uniqueName()
+		_, jsR := connect(b, srv.ClientURL())
+		_, jsP := connect(b, srv.ClientURL())
+		reader := newBroker[string](b, jsR, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+		producer := newBroker[string](b, jsP, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+		ctx, cancel := context.WithCancel(context.Background())
+		var got atomic.Int64
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for range readers {
+			sub, err := reader.Subscribe(ctx, "hot", sse.SubscribeRequest{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			wg.Go(func() {
+				defer sub.Close()
+				var buf []sse.Event
+				for {
+					evs, _, err := sub.Next(ctx, buf, nil, 32<<10)
+					if got.Add(int64(len(evs))) == readers*events+readers && len(evs) > 0 {
+						close(done)
+					}
+					if err != nil {
+						return
+					}
+					buf = evs
+				}
+			})
+		}
+		b.ReportMetric(time.Since(t0).Seconds(), "attach-s")
+		start := time.Now()
+		producer.Enqueue(ctx, "hot", "0")
+		for i := 1; i <= events; i++ {
+			producer.Enqueue(ctx, "hot", strconv.Itoa(i))
+		}
+		select {
+		case <-done:
+		case <-time.After(2 * time.Minute):
+			b.Fatalf("got %d", got.Load())
+		}
+		b.ReportMetric(float64(readers*events)/time.Since(start).Seconds(), "deliveries/s")
+		cancel()
+		wg.Wait()
+	}
+}
