@@ -221,22 +221,23 @@ func (b *Broker[K]) flush(pk *pubKey) {
 	}
 }
 
-// nextCalls takes from pk's queue the calls of its next message: one call
-// with an idempotency key or one Open alone, or else calls without one, in
-// order, up to a Close or the server's max payload.
+// nextCalls takes from pk's queue the calls of its next message: a call
+// with an idempotency key, an Open or a Close alone (their outcome on a
+// closed key differs from an Enqueue's), or else Enqueue and Publish calls
+// without one, in order, up to the server's max payload.
 func (b *Broker[K]) nextCalls(pk *pubKey) []*pubCall {
 	var calls []*pubCall
 	size := 0
 	for len(pk.queue) > 0 {
 		c := pk.queue[0]
-		alone := c.idem != "" || c.kind == callOpen
+		alone := c.idem != "" || c.kind != callEvents
 		if len(calls) > 0 && (alone || size+len(c.body) > b.maxBody) {
 			break
 		}
 		calls = append(calls, c)
 		pk.queue = pk.queue[1:]
 		size += len(c.body)
-		if alone || c.kind == callClose {
+		if alone {
 			break
 		}
 	}

@@ -216,3 +216,38 @@ func TestSplit(t *testing.T) {
 		t.Errorf("%d messages: the batch was not split", n)
 	}
 }
+
+// TestClosedKey: after a Close, from any process, events are refused with
+// ErrClosed, even when they come with another Close, and a Close again is
+// no error.
+func TestClosedKey(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, js := connect(t, srv.ClientURL())
+	_, js2 := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	b2 := newBroker[string](t, js2, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	ctx := within(t, 30*time.Second)
+	b.Enqueue(ctx, "k", "1")
+	if err := b2.Close(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Go(func() {
+			if i%2 == 0 {
+				errs[i] = b.Enqueue(ctx, "k", "late")
+			} else {
+				errs[i] = b.Close(ctx, "k")
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 0 && !errors.Is(err, sse.ErrClosed) || i%2 == 1 && err != nil {
+			t.Errorf("call %d: %v", i, err)
+		}
+	}
+	checkIDs(t, readClosed(t, b2, "k"), "1")
+}
