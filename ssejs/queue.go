@@ -46,6 +46,7 @@ type qkey[K comparable] struct {
 	rev      uint64 // guarded by lmu: the entry's revision that lease was written at
 	owned    bool   // guarded by lmu
 	released bool   // guarded by lmu: the last reader left; no more renewals
+	unsure   string // guarded by lmu: the nonce of a write that failed and may have been stored
 
 	// Guarded by sem.
 	feed    *feed
@@ -130,36 +131,44 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 	if qk.released && !release {
 		return errLost
 	}
-	nl := qk.lease
-	nl.Owner = qk.b.id
-	nl.Until = time.Now().Add(qk.b.cfg.lease).UnixMilli()
-	nl.Nonce = nuid.Next()
-	if change != nil {
-		change(&nl)
-	}
-	data, _ := json.Marshal(nl)
-	rev, err := qk.b.kv.Update(ctx, qk.token, data, qk.rev)
-	if err == nil {
-		qk.lease, qk.rev = nl, rev
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
-		return err
-	}
-	// Someone wrote since; perhaps this write, whose ack was lost.
-	e, gerr := qk.b.kv.Get(ctx, qk.token)
-	if gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound) {
-		return gerr
-	}
-	if gerr == nil {
-		var cur lease
-		if json.Unmarshal(e.Value(), &cur) == nil && cur.Nonce == nl.Nonce {
-			qk.lease, qk.rev = cur, e.Revision()
+	for attempt := 0; ; attempt++ {
+		nl := qk.lease
+		nl.Owner = qk.b.id
+		nl.Until = time.Now().Add(qk.b.cfg.lease).UnixMilli()
+		nl.Nonce = nuid.Next()
+		if change != nil {
+			change(&nl)
+		}
+		data, _ := json.Marshal(nl)
+		rev, err := qk.b.kv.Update(ctx, qk.token, data, qk.rev)
+		if err == nil {
+			qk.lease, qk.rev, qk.unsure = nl, rev, ""
 			return nil
 		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
+			qk.unsure = nl.Nonce // it may have been written, its ack lost
+			return err
+		}
+		// Someone wrote since: another process, or an earlier write of
+		// this one whose ack was lost.
+		e, gerr := qk.b.kv.Get(ctx, qk.token)
+		if gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound) {
+			return gerr
+		}
+		if gerr == nil && attempt == 0 {
+			var cur lease
+			if json.Unmarshal(e.Value(), &cur) == nil && cur.Nonce != "" && (cur.Nonce == nl.Nonce || cur.Nonce == qk.unsure) {
+				// Ours: take it as written, and write again over it.
+				qk.lease, qk.rev, qk.unsure = cur, e.Revision(), ""
+				if cur.Nonce == nl.Nonce {
+					return nil
+				}
+				continue
+			}
+		}
+		qk.markLost()
+		return errLost
 	}
-	qk.markLost()
-	return errLost
 }
 
 // acquire takes key's lease for this process: at once if it is free,
