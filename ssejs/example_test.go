@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -151,4 +152,61 @@ func ExampleWithIdempotencyKey() {
 	}
 	// Output:
 	// 1 paid
+}
+
+// A web replica as deployed: a NATS connection that reconnects for ever,
+// the shared keys, and the same handler as with an in-process broker.
+// Every replica runs the same code; a worker process only publishes.
+func Example_replica() {
+	url, stop := embedded()
+	defer stop()
+	ctx := context.Background()
+	//readme:replica
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	jobs, err := ssejs.New[string](ctx, js,
+		ssejs.WithMode(sse.FanOut), // every tab, on every replica, gets every event
+		ssejs.WithReplicas(1),      // 3 on a three-node NATS cluster
+	)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /jobs/{id}/events", sse.Handler(jobs, func(r *http.Request) (string, error) {
+		return r.PathValue("id"), nil
+	}))
+	srv := &http.Server{Handler: mux}
+	shutdown := sse.Graceful(srv, jobs) // on SIGTERM: shutdown(ctx)
+	//readme:end
+	defer shutdown(ctx)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go srv.Serve(ln)
+
+	jobs.Enqueue(ctx, "42", "Starting.")
+	jobs.Close(ctx, "42")
+	resp, err := http.Get("http://" + ln.Addr().String() + "/jobs/42/events")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "data:") || strings.HasPrefix(line, "event:") {
+			fmt.Println(line)
+		}
+	}
+	// Output:
+	// data: Starting.
+	// event: close
+	// data:
 }
