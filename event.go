@@ -51,6 +51,18 @@ const (
 // of the call that carried it is enqueued.
 var ErrInvalidEvent = errors.New("sse: invalid event")
 
+// CheckEvent reports whether ev may be published, as [Broker.Publish]
+// checks each of its events (and [Broker.Enqueue] each unnamed one): nil,
+// or an error wrapping [ErrInvalidEvent] with the reason. maxSize bounds its
+// Name and Data together, as [WithMaxEventSize] does. Other implementations
+// of [Publisher] call it to refuse exactly what the Broker refuses.
+func CheckEvent(ev Event, maxSize int) error {
+	if err := validate(&ev, maxSize); err != nil {
+		return fmt.Errorf("%w: %s", ErrInvalidEvent, err)
+	}
+	return nil
+}
+
 // validate checks an event before it enters the inbox: its Name, and its
 // Data as validateData does.
 func validate(ev *Event, maxSize int) error {

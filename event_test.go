@@ -3,6 +3,7 @@ package sse
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -37,5 +38,47 @@ func TestReservedEventsAreRefused(t *testing.T) {
 	got := recvAll(t, b.Stream("k"))
 	if len(got) != len(ok) || got[0].ID != 1 {
 		t.Fatalf("got %+v, want the %d ordinary events and nothing of the refused calls", got, len(ok))
+	}
+}
+
+// TestCheckEvent: CheckEvent refuses exactly what Publish refuses, so that
+// another implementation of Publisher (ssejs) refuses the same input.
+func TestCheckEvent(t *testing.T) {
+	const max = 16
+	b := newBroker[string](t, WithMaxEventSize(max))
+	ctx := context.Background()
+	for _, ev := range []Event{
+		{Data: "fine"}, {Name: "log", Data: "a\nb\r\nc"}, {Name: "Close"},
+		{Name: EventClose}, {Name: EventGap}, {Name: ReservedPrefix + "x"}, {Data: TerminateData},
+		{Name: "a\nb"}, {Name: "a\rb"}, {Name: "a\x00b"}, {Name: "\xff"}, {Data: "\xff\xfe"},
+		{Data: strings.Repeat("x", max)}, {Name: "n", Data: strings.Repeat("x", max)},
+	} {
+		check := CheckEvent(ev, max)
+		pub := b.Publish(ctx, "k", ev)
+		if (check == nil) != (pub == nil) {
+			t.Errorf("%+v: CheckEvent %v, Publish %v", ev, check, pub)
+		}
+		if check != nil && !errors.Is(check, ErrInvalidEvent) {
+			t.Errorf("%+v: CheckEvent %v, want ErrInvalidEvent", ev, check)
+		}
+	}
+}
+
+// TestReadOptionStart: Start gives back what each ReadOption means.
+func TestReadOptionStart(t *testing.T) {
+	for _, c := range []struct {
+		o              ReadOption
+		after          uint64
+		hasAfter, live bool
+	}{
+		{ReadOption{}, 0, false, false},
+		{After(0), 0, true, false},
+		{After(7), 7, true, false},
+		{Live(), 0, false, true},
+	} {
+		after, hasAfter, live := c.o.Start()
+		if after != c.after || hasAfter != c.hasAfter || live != c.live {
+			t.Errorf("%+v.Start() = %d, %v, %v; want %d, %v, %v", c.o, after, hasAfter, live, c.after, c.hasAfter, c.live)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package sse
 
 import (
 	"context"
-	"fmt"
 	"iter"
 )
 
@@ -36,23 +35,3 @@ var (
 	_ Reader[int]    = (*Broker[int])(nil)
 	_ Source[int]    = (*Broker[int])(nil)
 )
-
-// CheckEvent reports whether ev may be published, as [Broker.Publish]
-// checks each of its events (and [Broker.Enqueue] each unnamed one): nil,
-// or an error wrapping [ErrInvalidEvent] with the reason. maxSize bounds its
-// Name and Data together, as [WithMaxEventSize] does. Other implementations
-// of [Publisher] call it to refuse exactly what the Broker refuses.
-func CheckEvent(ev Event, maxSize int) error {
-	if err := validate(&ev, maxSize); err != nil {
-		return fmt.Errorf("%w: %s", ErrInvalidEvent, err)
-	}
-	return nil
-}
-
-// Start tells where o starts a [FanOut] reader: after the event with ID
-// after (hasAfter), at the next event appended (live), or, for the zero
-// ReadOption, at the oldest event held. Other implementations of [Reader]
-// call it.
-func (o ReadOption) Start() (after uint64, hasAfter, live bool) {
-	return o.after, o.hasAfter, o.live
-}

@@ -2,7 +2,9 @@ package sse
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -97,4 +99,36 @@ func dedent(s string) string {
 		out.WriteString(strings.TrimPrefix(line, prefix))
 	}
 	return out.String()
+}
+
+// TestEveryModuleIsTested: each nested module (a directory with a go.mod)
+// is in the README's test command and in the modules that CI checks, so
+// that a new one cannot be left out of both unnoticed.
+func TestEveryModuleIsTested(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile(".ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^modules=\((.*)\)$`).FindSubmatch(ci)
+	if m == nil {
+		t.Fatal(".ci/run has no modules=(...) line")
+	}
+	checked := strings.Fields(string(m[1]))
+	mods, err := filepath.Glob("*/go.mod")
+	if err != nil || len(mods) == 0 {
+		t.Fatalf("no nested module found: %v", err)
+	}
+	for _, mod := range mods {
+		dir := filepath.Dir(mod)
+		if !strings.Contains(string(readme), "(cd "+dir+" && go test -race ./...)") {
+			t.Errorf("README's test command does not test %s", dir)
+		}
+		if !slices.Contains(checked, dir) {
+			t.Errorf(".ci/run does not check %s", dir)
+		}
+	}
 }

@@ -70,6 +70,14 @@ func After(id uint64) ReadOption { return ReadOption{after: id, hasAfter: true} 
 // Live starts a FanOut reader at the next event the key receives.
 func Live() ReadOption { return ReadOption{live: true} }
 
+// Start tells where o starts a [FanOut] reader: after the event with ID
+// after (hasAfter), at the next event appended (live), or, for the zero
+// ReadOption, at the oldest event held. Other implementations of [Reader]
+// call it.
+func (o ReadOption) Start() (after uint64, hasAfter, live bool) {
+	return o.after, o.hasAfter, o.live
+}
+
 // Events returns key's events as an iterator; it creates the key if it is
 // new.
 //

@@ -18,12 +18,12 @@
 #   FANOUT_BENCH='F[1-3]'  FANOUT_BENCHTIME=1000000x  FANOUT_CPU=2
 #   CHURN_BENCH=W5  CHURN_BENCHTIME=100000x
 #   MEMORY_BENCH=W6  MEMORY_COUNT=1  IDLEKEYS=1000000
-#   BENCHSTAT=$(go env GOPATH)/bin/benchstat
+#   BENCHSTAT=$(go env GOPATH)/bin/benchstat  RESULTS=bench/results
 # BENCH selects the timed workloads, FANOUT_BENCH (empty: none) the fan-out
 # workloads, MEMORY_BENCH (empty: none) the memory workload, which runs with
 # -benchtime 1x, MEMORY_COUNT times (its figures hardly vary). For example:
 #   COUNT=5 CPU=2 BENCH='W1|W2|W3|W4' BENCHTIME=200000x MEMORY_BENCH= FANOUT_BENCH= bench/run.sh
-#   COUNT=6 CPU=2 BENCH='^$' CHURN_BENCH= MEMORY_BENCH= bench/run.sh    # fan-out only
+#   COUNT=6 CPU=2 BENCH='^$' CHURN_BENCH= MEMORY_BENCH= RESULTS=bench/results/fanout bench/run.sh  # fan-out only
 # BENCHTIME is a count so that every design does the same work: 1,000,000
 # messages per run, enough for the designs' buffers to reach their steady
 # size; FANOUT_BENCHTIME counts deliveries (an event received by one
@@ -41,7 +41,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-results=$here/results
+results=$(mkdir -p "${RESULTS:-$here/results}" && cd "${RESULTS:-$here/results}" && pwd)
 count=${COUNT:-6}
 cpu=${CPU:-1,2}
 benchtime=${BENCHTIME:-1000000x}
