@@ -242,7 +242,8 @@ var scaleKeys = flag.Int("ssejs.keys", 2000, "BenchmarkScale: how many keys to c
 
 // BenchmarkScale creates -ssejs.keys keys of 10 events each (a FanOut
 // broker, 256 calls in flight), with 2,000 of them read by attached
-// readers, on a NATS server in a child process; it reports the server's
+// readers, on a NATS server in a child process that syncs every write
+// (as the durability tests' does); it reports the server's
 // resident memory, the store's bytes per key, and the events' throughput:
 // while the keys are created (events/s), and then of 10 more events to
 // each attached key, from publish to reader (attached-events/s).
