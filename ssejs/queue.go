@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,7 @@ var errLost = errors.New("ssejs: the key's lease was taken over")
 type qkey[K comparable] struct {
 	b              *Broker[K]    // immutable
 	token, subject string        // immutable
-	sem            chan struct{} // one slot: held while setting up, and while taking events
+	sem            chan struct{} // one slot: held while setting up, and while taking events (see lock)
 	lost           chan struct{} // closed when another process took the lease
 	lostOnce       sync.Once
 
@@ -57,8 +58,48 @@ type qkey[K comparable] struct {
 	purging atomic.Bool
 
 	// Guarded by Broker.mu.
-	refs int          // subscriptions using it, and those setting up
-	conn *queueSub[K] // the attached SSE connection, if any
+	refs    int           // subscriptions using it, and those setting up
+	conn    *queueSub[K]  // the attached SSE connection, if any
+	wanting int           // attaches and unrefs waiting for sem
+	want    chan struct{} // closed while wanting > 0: a take waiting idle gives sem up
+}
+
+// lock takes qk's sem for an attach or an unref. A take holds sem while it
+// waits for the key's next message, which may be long; so lock tells it to
+// give sem up (see wanted) rather than wait behind it.
+func (qk *qkey[K]) lock(ctx context.Context) error {
+	select {
+	case qk.sem <- struct{}{}:
+		return nil
+	default:
+	}
+	b := qk.b
+	b.mu.Lock()
+	if qk.wanting++; qk.wanting == 1 {
+		close(qk.want)
+	}
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		if qk.wanting--; qk.wanting == 0 {
+			qk.want = make(chan struct{})
+		}
+		b.mu.Unlock()
+	}()
+	select {
+	case qk.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// wanted returns the channel that is closed while an attach or an unref
+// waits for sem.
+func (qk *qkey[K]) wanted() <-chan struct{} {
+	qk.b.mu.Lock()
+	defer qk.b.mu.Unlock()
+	return qk.want
 }
 
 // A span is a message wholly taken: its sequence and last event ID (a
@@ -82,7 +123,7 @@ func (b *Broker[K]) qkeyFor(token, subject string) *qkey[K] {
 	defer b.mu.Unlock()
 	qk := b.qkeys[token]
 	if qk == nil || qk.isLost() {
-		qk = &qkey[K]{b: b, token: token, subject: subject, sem: make(chan struct{}, 1), lost: make(chan struct{})}
+		qk = &qkey[K]{b: b, token: token, subject: subject, sem: make(chan struct{}, 1), lost: make(chan struct{}), want: make(chan struct{})}
 		b.qkeys[token] = qk
 	}
 	qk.refs++
@@ -102,7 +143,7 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 		delete(b.qkeys, qk.token)
 	}
 	b.mu.Unlock()
-	qk.sem <- struct{}{}
+	qk.lock(context.Background())
 	defer func() { <-qk.sem }()
 	b.closeFeed(qk.feed)
 	qk.feed = nil
@@ -255,10 +296,8 @@ func (b *Broker[K]) subscribeQueue(ctx context.Context, key K, token, subject st
 
 func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, local bool) (*queueSub[K], error) {
 	b := qk.b
-	select {
-	case qk.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if err := qk.lock(ctx); err != nil {
+		return nil, err
 	}
 	defer func() { <-qk.sem }()
 	if qk.isLost() {
@@ -401,22 +440,41 @@ func (s *queueSub[K]) replay(ctx context.Context, buf []sse.Event, gap sse.Gap, 
 // the key's floor past them in the bucket, and only then returns them.
 func (qk *qkey[K]) take(ctx context.Context, s *queueSub[K], buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
 	b := qk.b
-	select {
-	case qk.sem <- struct{}{}:
-	case <-tick:
-		return nil, sse.Gap{}, nil
-	case <-ctx.Done():
-		return nil, sse.Gap{}, ctx.Err()
-	case <-s.done:
-		return nil, sse.Gap{}, sse.ErrReplaced
-	case <-qk.lost:
-		return nil, sse.Gap{}, sse.ErrReplaced
-	case <-s.down:
-		return nil, sse.Gap{}, ErrUnavailable
-	case <-b.quit:
-		return nil, sse.Gap{}, sse.ErrShutdown
+	for {
+		select {
+		case qk.sem <- struct{}{}:
+		case <-tick:
+			return nil, sse.Gap{}, nil
+		case <-ctx.Done():
+			return nil, sse.Gap{}, ctx.Err()
+		case <-s.done:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-qk.lost:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-s.down:
+			return nil, sse.Gap{}, ErrUnavailable
+		case <-b.quit:
+			return nil, sse.Gap{}, sse.ErrShutdown
+		}
+		evs, gap, err := qk.takeHeld(ctx, s, buf, tick, limit)
+		<-qk.sem
+		if err != errYield {
+			return evs, gap, err
+		}
+		// An attach or an unref waits for sem, and is next in line for it
+		// (sends on a channel are served in order).
+		runtime.Gosched()
 	}
-	defer func() { <-qk.sem }()
+}
+
+// errYield is what takeHeld returns when it stopped waiting for events
+// because an attach or an unref waits for sem.
+var errYield = errors.New("ssejs: sem wanted")
+
+// takeHeld is take with sem held; it returns errYield, and nothing else,
+// when an attach or an unref wants sem while it waits.
+func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
+	b := qk.b
 	for {
 		select {
 		case <-s.done:
@@ -440,6 +498,8 @@ func (qk *qkey[K]) take(ctx context.Context, s *queueSub[K], buf []sse.Event, ti
 		select {
 		case bt := <-qk.feed.msgs:
 			qk.add(bt)
+		case <-qk.wanted():
+			return nil, sse.Gap{}, errYield
 		case <-tick:
 			return nil, sse.Gap{}, nil
 		case <-ctx.Done():
