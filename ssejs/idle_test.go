@@ -2,12 +2,16 @@ package ssejs_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"iter"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/ssejs"
 )
@@ -148,5 +152,81 @@ func TestIdleTakeover(t *testing.T) {
 	evs, _, err = sub.Next(ctx, nil, nil, 1<<20)
 	if err != nil || len(evs) != 1 || evs[0].ID != 2 {
 		t.Fatalf("new: %v %v, want 2", evs, err)
+	}
+}
+
+// TestNewLifeUnderReader: when every message of a Queue key expires under
+// a reader and the key's next event starts a new life (IDs from 1), the
+// reader's range ends with ErrTruncated rather than dropping the new
+// life's events or handing them out under the old life's floor, and the
+// next reader reads the new life from its start.
+func TestNewLifeUnderReader(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	name := uniqueName()
+	b := newBroker[string](t, js, ssejs.WithName(name))
+	ctx := within(t, 60*time.Second)
+	if err := b.Enqueue(ctx, "k", "a", "b", "c"); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	next, stop := iter.Pull2(b.Events(rctx, "k"))
+	defer stop()
+	for want := uint64(1); want <= 3; want++ {
+		ev, err, ok := next()
+		if !ok || err != nil || ev.ID != want {
+			t.Fatalf("old life: %v %v %v, want event %d", ev, err, ok, want)
+		}
+	}
+	// The key's messages expire. WithMaxAge cannot be shorter than the
+	// duplicate window's 10 minutes, so the test removes them as MaxAge
+	// would: all of them.
+	stream, err := js.Stream(ctx, "SSE_"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx, jetstream.WithPurgeSubject("sse."+name+".e.k"+base64.RawURLEncoding.EncodeToString([]byte("k")))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{Known: true}); !errors.Is(err, sse.ErrUnknownKey) {
+		t.Fatalf("the key after its messages expired: %v, want ErrUnknownKey", err)
+	}
+	if err := b.Enqueue(ctx, "k", "x", "y"); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		ev, err, ok := next()
+		switch {
+		case !ok:
+			got <- errors.New("the range ended with no error")
+		case err == nil:
+			got <- fmt.Errorf("event %v", ev)
+		default:
+			got <- err
+		}
+	}()
+	select {
+	case err := <-got:
+		if !errors.Is(err, sse.ErrTruncated) {
+			t.Fatalf("the old life's reader got %v, want ErrTruncated", err)
+		}
+	case <-time.After(10 * time.Second):
+		rcancel()
+		t.Fatalf("the old life's reader got nothing, then %v", <-got)
+	}
+	stop()
+	var ids []uint64
+	for ev, err := range b.Events(ctx, "k") {
+		if err != nil {
+			t.Fatalf("new life: %v", err)
+		}
+		if ids = append(ids, ev.ID); len(ids) == 2 {
+			break
+		}
+	}
+	if ids[0] != 1 || ids[1] != 2 {
+		t.Fatalf("new life: %v, want 1 and 2", ids)
 	}
 }

@@ -54,6 +54,7 @@ type qkey[K comparable] struct {
 	batches []*batch // messages read from feed that still have events to take
 	off     uint64   // the ID of the next event to take (Floor+1)
 	ended   bool     // the key's Close was taken
+	stale   bool     // the feed reached another life's messages: the next attach starts afresh
 	spans   []span   // messages wholly taken, not yet purged
 	purging atomic.Bool
 
@@ -321,14 +322,14 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 		if err := qk.acquire(ctx, req.Takeover || local, last); err != nil {
 			return nil, err
 		}
-	case l.Epoch != last.epoch:
+	case l.Epoch != last.epoch || qk.stale:
 		// The key's life ended and another began since this process took it.
 		err := qk.write(ctx, false, func(l *lease) { *l = lease{Owner: l.Owner, Until: l.Until, Nonce: l.Nonce, Epoch: last.epoch} })
 		if err != nil {
 			return nil, err
 		}
 		b.closeFeed(qk.feed)
-		qk.feed, qk.batches, qk.spans, qk.ended = nil, nil, nil, false
+		qk.feed, qk.batches, qk.spans, qk.ended, qk.stale = nil, nil, nil, false, false
 	}
 	qk.lmu.Lock()
 	l = qk.lease
@@ -486,7 +487,7 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		qk.lmu.Lock()
 		epoch := qk.lease.Epoch
 		qk.lmu.Unlock()
-		if epoch != s.epoch {
+		if epoch != s.epoch || qk.stale {
 			return nil, sse.Gap{}, sse.ErrTruncated
 		}
 		if qk.ended {
@@ -534,6 +535,16 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 	off, size, used, ended := qk.off, 0, 0, false
 	var floorSeq uint64
 	for i, bt := range qk.batches {
+		if bt.epoch != s.epoch {
+			// The key's life ended (its messages expired) and another
+			// began: this one's readers are cut short, and the next
+			// attach starts the new life afresh.
+			if len(buf) > 0 || gap != (sse.Gap{}) {
+				break
+			}
+			qk.stale = true
+			return nil, sse.Gap{}, sse.ErrTruncated
+		}
 		if bt.first > off && (bt.count > 0 || bt.closed) {
 			if len(buf) > 0 {
 				break
@@ -596,9 +607,12 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 }
 
 // add keeps a message read from the feed if it has events not yet taken,
-// or the key's Close.
+// or the key's Close, or is of another life than the lease's.
 func (qk *qkey[K]) add(bt *batch) {
-	if bt.next() <= qk.off && !bt.closed {
+	qk.lmu.Lock()
+	epoch := qk.lease.Epoch
+	qk.lmu.Unlock()
+	if bt.next() <= qk.off && !bt.closed && bt.epoch == epoch {
 		return
 	}
 	qk.batches = append(qk.batches, bt)
