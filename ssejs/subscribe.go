@@ -124,6 +124,9 @@ func (b *Broker[K]) subscribeFanOut(ctx context.Context, key K, token, subject s
 		}
 	case live:
 		s.pos, s.rseq = last.next(), last.seq+1
+		if last.closed {
+			s.rseq = last.seq // its Close ends the reader at once
+		}
 	}
 	if s.hub, err = b.hubFor(ctx, token, subject); err != nil {
 		return nil, err
