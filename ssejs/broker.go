@@ -53,6 +53,9 @@ type Broker[K comparable] struct {
 	// runs then.
 	dropAcks  int          // guarded by mu
 	afterDrop func(*batch) // guarded by mu
+	// afterPart, in tests, runs after each part of a split batch but the
+	// last is stored.
+	afterPart func() // guarded by mu
 }
 
 // Compile-time checks: a Broker is what sse.Handler and application code

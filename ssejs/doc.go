@@ -132,7 +132,9 @@
 // Their error is [sse.ErrInvalidEvent] or [sse.ErrInvalidKey] (wrapped,
 // for input they refuse, as [sse.Broker] refuses it: see
 // [sse.CheckEvent]), [sse.ErrShutdown] or [sse.ErrClosed], and then nothing
-// was stored; or any other error, and then the outcome is unknown. A
+// was stored; or any other error, and then the outcome is unknown (a batch
+// split at the max payload whose later part fails gets such an error,
+// whatever the part's: its earlier parts are stored). A
 // caller that retries such a call gives it an idempotency key
 // ([WithIdempotencyKey]), honoured for the stream's duplicate window
 // ([WithDuplicateWindow], at least 10 minutes).

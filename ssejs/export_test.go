@@ -13,3 +13,11 @@ func DropAcks[K comparable](b *Broker[K], n int, after func()) {
 		b.afterDrop = nil
 	}
 }
+
+// AfterPart makes f run, in b's flusher, after each part of a split batch
+// but the last is stored; nil removes it.
+func AfterPart[K comparable](b *Broker[K], f func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.afterPart = f
+}

@@ -49,6 +49,8 @@ func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 // server's max payload is split into several messages, stored in order
 // one after the other: it is then no longer atomic (an error may leave its
 // first part stored) and other calls' batches may come between its parts.
+// An error once a part is stored says so, and matches none of the errors
+// above that mean nothing was stored ([sse.ErrClosed] included).
 // Calls made concurrently in one process to one key are carried together
 // in one message while an earlier one is in flight, in the order they
 // came.
@@ -296,9 +298,16 @@ func (b *Broker[K]) store(pk *pubKey, calls []*pubCall) error {
 		}
 		if err := b.storeOne(ctx, waiting, pk, p.body, p.n, k, pid); err != nil {
 			if i > 0 {
-				return fmt.Errorf("ssejs: %d of %d parts of a split batch stored: %w", i, len(parts), err)
+				// Not %w: ErrClosed and the others say nothing was stored.
+				return fmt.Errorf("ssejs: part %d of %d of a split batch failed, the parts before it stored: %v", i+1, len(parts), err)
 			}
 			return err
+		}
+		b.mu.Lock()
+		after := b.afterPart
+		b.mu.Unlock()
+		if after != nil && i < len(parts)-1 {
+			after()
 		}
 	}
 	return nil

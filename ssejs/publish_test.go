@@ -251,3 +251,45 @@ func TestClosedKey(t *testing.T) {
 	}
 	checkIDs(t, readClosed(t, b2, "k"), "1")
 }
+
+// TestSplitClosed: a split batch whose later part is refused because
+// another process closed the key in between fails with an error that does
+// not match ErrClosed (which says nothing was stored): its first part is.
+func TestSplitClosed(t *testing.T) {
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true, MaxPayload: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	_, js := connect(t, s.ClientURL())
+	_, js2 := connect(t, s.ClientURL())
+	name := uniqueName()
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	b2 := newBroker[string](t, js2, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	ctx := within(t, 30*time.Second)
+	var data []string
+	for i := range 40 {
+		data = append(data, fmt.Sprintf("%d:%s", i, strings.Repeat("x", 1000)))
+	}
+	var closeErr error
+	ssejs.AfterPart(b, func() {
+		ssejs.AfterPart(b, nil)
+		closeErr = b2.Close(ctx, "k")
+	})
+	err = b.Enqueue(ctx, "k", data...)
+	if closeErr != nil {
+		t.Fatal(closeErr)
+	}
+	if err == nil || errors.Is(err, sse.ErrClosed) {
+		t.Fatalf("a split batch whose second part met a Close: %v, want an error that is not ErrClosed", err)
+	}
+	evs := readClosed(t, b, "k")
+	if len(evs) == 0 || len(evs) >= len(data) {
+		t.Fatalf("%d events stored, want the first part's", len(evs))
+	}
+	checkIDs(t, evs, data[:len(evs)]...)
+}
