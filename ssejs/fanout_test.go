@@ -1,9 +1,12 @@
 package ssejs_test
 
 import (
+	"encoding/base64"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/ssejs"
 )
@@ -25,5 +28,48 @@ func TestLiveOnClosedKey(t *testing.T) {
 	start := time.Now()
 	for ev, err := range b.Events(within(t, 5*time.Second), "k", sse.Live()) {
 		t.Fatalf("after %v: %v %v, want the range to end", time.Since(start), ev, err)
+	}
+}
+
+// TestCorruptClose: a FanOut reader that meets a Close message whose body
+// does not decode ends with an error, not as if the key had finished.
+func TestCorruptClose(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	name := uniqueName()
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	ctx := within(t, 30*time.Second)
+	if err := b.Enqueue(ctx, "k", "1"); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := sub.Epoch()
+	sub.Close()
+	// Three events announced, and the body ends within the first.
+	m := &nats.Msg{Subject: "sse." + name + ".e.k" + base64.RawURLEncoding.EncodeToString([]byte("k")), Header: nats.Header{}, Data: []byte{5, 'a'}}
+	m.Header.Set("Sse-Epoch", epoch)
+	m.Header.Set("Sse-First", "2")
+	m.Header.Set("Sse-Count", "3")
+	m.Header.Set("Sse-Close", "1")
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	var last error
+	for ev, err := range b.Events(ctx, "k") {
+		if err != nil {
+			last = err
+			continue
+		}
+		ids = append(ids, ev.ID)
+	}
+	if len(ids) != 1 || ids[0] != 1 {
+		t.Errorf("events %v, want 1", ids)
+	}
+	if last == nil || errors.Is(last, sse.ErrTruncated) {
+		t.Fatalf("the range ended with %v, want the corrupt message's error", last)
 	}
 }

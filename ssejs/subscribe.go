@@ -184,11 +184,11 @@ func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.
 			size += eventSize(ev)
 			s.pending = s.pending[1:]
 		}
-		if s.ended {
-			return buf, gap, io.EOF
-		}
 		if s.err != nil {
 			return buf, gap, s.err
+		}
+		if s.ended {
+			return buf, gap, io.EOF
 		}
 		bt := s.held
 		s.held = nil
@@ -228,10 +228,10 @@ func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.
 		}
 		var err error
 		if s.pending, err = bt.events(s.pending[:0], s.pos); err != nil {
-			s.err = err
+			s.err = err // after the events decoded before it; not a finish
 		}
 		s.pos = max(s.pos, bt.next())
-		s.ended = bt.closed
+		s.ended = bt.closed && err == nil
 	}
 }
 
