@@ -3,6 +3,7 @@ package ssejs
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"strconv"
 
@@ -40,12 +41,13 @@ func (b *batch) next() uint64 { return b.first + b.count }
 var errBadMessage = errors.New("ssejs: a stored message is not one of this package's")
 
 // parseBatch decodes a stored message's headers; the events stay encoded.
+// The IDs must fit in a uint64: first+count, the next event's, included.
 func parseBatch(seq uint64, h nats.Header, body []byte) (*batch, error) {
 	b := &batch{seq: seq, epoch: h.Get(hdrEpoch), closed: h.Get(hdrClose) == "1", msgID: h.Get(nats.MsgIdHdr), body: body}
 	var err1, err2 error
 	b.first, err1 = strconv.ParseUint(h.Get(hdrFirst), 10, 64)
 	b.count, err2 = strconv.ParseUint(h.Get(hdrCount), 10, 64)
-	if b.epoch == "" || err1 != nil || err2 != nil || b.first == 0 {
+	if b.epoch == "" || err1 != nil || err2 != nil || b.first == 0 || b.count > math.MaxUint64-b.first {
 		return nil, errBadMessage
 	}
 	return b, nil
