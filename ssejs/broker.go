@@ -172,10 +172,12 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		}
 		b.kv = kv
 	}
+	// The listener first, then the state: a change in between reaches
+	// watch.
+	status := b.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	if !b.nc.IsConnected() {
 		close(b.down)
 	}
-	status := b.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	b.bg.Add(1)
 	go b.watch(status)
 	if cfg.mode == sse.Queue {
