@@ -21,3 +21,6 @@ func AfterPart[K comparable](b *Broker[K], f func()) {
 	defer b.mu.Unlock()
 	b.afterPart = f
 }
+
+// Quit returns the channel that b closes when Shutdown begins.
+func Quit[K comparable](b *Broker[K]) <-chan struct{} { return b.quit }

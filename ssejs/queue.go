@@ -380,6 +380,11 @@ func (s *queueSub[K]) Epoch() string { return s.epoch }
 
 func (s *queueSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
 	buf = buf[:0]
+	select {
+	case <-s.qk.b.quit: // the replay too stops
+		return buf, sse.Gap{}, sse.ErrShutdown
+	default:
+	}
 	var gap sse.Gap
 	if !s.started {
 		s.started = true

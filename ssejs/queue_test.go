@@ -175,3 +175,45 @@ func TestBusy(t *testing.T) {
 		t.Fatalf("B: %v %v, want 4", evs, err)
 	}
 }
+
+// TestShutdownDuringReplay: once Shutdown began, a Queue connection that
+// still has events to replay ends with ErrShutdown rather than replaying
+// them.
+func TestShutdownDuringReplay(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(uniqueName()))
+	ctx := within(t, 30*time.Second)
+	if err := b.Enqueue(ctx, "k", "1", "2", "3"); err != nil {
+		t.Fatal(err)
+	}
+	subA, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _, err := subA.Next(ctx, nil, nil, 1<<20)
+	if err != nil || len(evs) != 3 {
+		t.Fatalf("A: %v, %v", evs, err)
+	}
+	subA.Close()
+	// The client got none of them: B replays them.
+	subB, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, Epoch: subA.Epoch(), LastID: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.Shutdown(ctx) }()
+	select {
+	case <-ssejs.Quit(b):
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not begin")
+	}
+	evs, _, err = subB.Next(ctx, nil, nil, 1<<20)
+	subB.Close()
+	if !errors.Is(err, sse.ErrShutdown) || len(evs) != 0 {
+		t.Errorf("B after Shutdown began: %v, %v, want ErrShutdown", evs, err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+}
