@@ -2,6 +2,8 @@ package ssejs
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
@@ -274,7 +276,7 @@ func (b *Broker[K]) store(pk *pubKey, calls []*pubCall) error {
 	if id == "" {
 		id = nuid.Next()
 	} else {
-		id = pk.token + ":" + id
+		id = idemMsgID(pk.token, id)
 	}
 	var body []byte
 	var n uint64
@@ -311,6 +313,15 @@ func (b *Broker[K]) store(pk *pubKey, calls []*pubCall) error {
 		}
 	}
 	return nil
+}
+
+// idemMsgID is the message ID of a call with idempotency key id to the
+// key whose token is token: "i" and a hash of both, 44 bytes, so that the headers
+// stay within what New reserves for them whatever the key's and id's
+// lengths (a token alone may be 1,367 bytes).
+func idemMsgID(token, id string) string {
+	h := sha256.Sum256([]byte(token + ":" + id))
+	return "i" + base64.RawURLEncoding.EncodeToString(h[:])
 }
 
 // A part is a piece of a batch split at the max payload (a value).

@@ -1,6 +1,7 @@
 package ssejs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -292,4 +293,40 @@ func TestSplitClosed(t *testing.T) {
 		t.Fatalf("%d events stored, want the first part's", len(evs))
 	}
 	checkIDs(t, evs, data[:len(evs)]...)
+}
+
+// TestIdempotencyKeyLongKey: a call with an idempotency key to a key of
+// the longest length, whose batch is near the max payload, is stored
+// (once): its message ID does not grow with the key.
+func TestIdempotencyKeyLongKey(t *testing.T) {
+	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true, MaxPayload: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	_, js := connect(t, s.ClientURL())
+	name := uniqueName()
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	ctx := within(t, 30*time.Second)
+	key := strings.Repeat("k", 1<<10)
+	// 3 × 5,003 encoded bytes: within the 15,360 bytes of body a message
+	// of a 16 KiB max payload holds.
+	data := []string{strings.Repeat("a", 5000), strings.Repeat("b", 5000), strings.Repeat("c", 5000)}
+	for range 2 {
+		cctx, cancel := context.WithTimeout(ssejs.WithIdempotencyKey(ctx, strings.Repeat("i", 200)), 5*time.Second)
+		err := b.Enqueue(cctx, key, data...)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close(ctx, key)
+	checkIDs(t, readClosed(t, b, key), data...)
+	if n := subjectMessages(t, js, name, key); n != 2 {
+		t.Errorf("%d messages stored, want 2 (the batch, whole, and the Close)", n)
+	}
 }
