@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,6 +57,9 @@ type Broker[K comparable] struct {
 	// afterPart, in tests, runs after each part of a split batch but the
 	// last is stored.
 	afterPart func() // guarded by mu
+	// dropLeaseAcks, in tests, makes the next lease writes act as if their
+	// acknowledgement was lost after the bucket stored them.
+	dropLeaseAcks atomic.Int32
 }
 
 // Compile-time checks: a Broker is what sse.Handler and application code

@@ -24,3 +24,7 @@ func AfterPart[K comparable](b *Broker[K], f func()) {
 
 // Quit returns the channel that b closes when Shutdown begins.
 func Quit[K comparable](b *Broker[K]) <-chan struct{} { return b.quit }
+
+// DropLeaseAcks makes b's next n lease writes act as if their
+// acknowledgement was lost after the bucket stored them.
+func DropLeaseAcks[K comparable](b *Broker[K], n int) { b.dropLeaseAcks.Store(int32(n)) }

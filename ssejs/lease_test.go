@@ -232,3 +232,53 @@ func TestPurge(t *testing.T) {
 		t.Fatalf("then %v %v, want 191-200", evs, err)
 	}
 }
+
+// TestLostLeaseAck: a floor write whose acknowledgement was lost fails the
+// take, which hands out none of its events; the next lease write (here,
+// the release) recognises the stored write as its own and writes the
+// floor it had before, so that the next connection gets those events.
+func TestLostLeaseAck(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	_, js2 := connect(t, srv.ClientURL())
+	name := uniqueName()
+	a := newBroker[string](t, js, ssejs.WithName(name))
+	b := newBroker[string](t, js2, ssejs.WithName(name))
+	ctx := within(t, 30*time.Second)
+	if err := a.Enqueue(ctx, "k", "1", "2", "3"); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssejs.DropLeaseAcks(a, 1)
+	evs, _, err := sub.Next(ctx, nil, nil, 1<<20)
+	if err == nil || len(evs) != 0 {
+		t.Fatalf("a take whose floor write failed: %v, %v, want an error and no event", evs, err)
+	}
+	sub.Close() // releases the lease
+	sub, err = b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := b.Enqueue(ctx, "k", "4"); err != nil {
+		t.Fatal(err)
+	}
+	var ids []uint64
+	for len(ids) < 4 {
+		evs, _, err := sub.Next(ctx, nil, nil, 1<<20)
+		if err != nil {
+			t.Fatalf("after %v: %v", ids, err)
+		}
+		for _, ev := range evs {
+			ids = append(ids, ev.ID)
+		}
+	}
+	for i, id := range ids {
+		if id != uint64(i+1) {
+			t.Fatalf("read %v, want 1 to 4", ids)
+		}
+	}
+}

@@ -183,6 +183,9 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		}
 		data, _ := json.Marshal(nl)
 		rev, err := qk.b.kv.Update(ctx, qk.token, data, qk.rev)
+		if err == nil && qk.b.dropLeaseAcks.Load() > 0 && qk.b.dropLeaseAcks.Add(-1) >= 0 {
+			err = context.DeadlineExceeded // in tests: stored, its ack lost
+		}
 		if err == nil {
 			qk.lease, qk.rev, qk.unsure = nl, rev, ""
 			return nil
@@ -201,10 +204,17 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 			var cur lease
 			if json.Unmarshal(e.Value(), &cur) == nil && cur.Nonce != "" && (cur.Nonce == nl.Nonce || cur.Nonce == qk.unsure) {
 				// Ours: take it as written, and write again over it.
-				qk.lease, qk.rev, qk.unsure = cur, e.Revision(), ""
 				if cur.Nonce == nl.Nonce {
+					qk.lease, qk.rev, qk.unsure = cur, e.Revision(), ""
 					return nil
 				}
+				// The write that failed was stored, but its caller took
+				// it as failed (a take then handed out none of the events
+				// its floor covers): write over it from the lease last
+				// confirmed.
+				c := qk.lease
+				cur.Epoch, cur.Floor, cur.FloorSeq, cur.Local = c.Epoch, c.Floor, c.FloorSeq, c.Local
+				qk.lease, qk.rev, qk.unsure = cur, e.Revision(), ""
 				continue
 			}
 		}
