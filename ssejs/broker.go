@@ -386,8 +386,9 @@ func (b *Broker[K]) untrack() {
 	}
 }
 
-// sleep waits d, or until ctx ends or the broker stops; it reports whether
-// it waited d.
+// sleep waits d, or until ctx ends; it reports whether it waited d. It
+// does not stop when Shutdown begins: calls in progress go on until they
+// finish (see [Broker.Shutdown]).
 func (b *Broker[K]) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()

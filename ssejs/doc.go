@@ -75,8 +75,9 @@
 //     until it has caught up. In Queue mode one per key per process while
 //     the key has readers there, which take its events in turn. An idle
 //     key has no consumer; a consumer is deleted when its readers leave.
-//     The stream allows [WithMaxReaders] consumers (the server's own
-//     default is 1,000).
+//     The stream allows [WithMaxReaders] consumers (a stream that sets
+//     none gets the server's default_max_consumers, 1,000 unless
+//     configured; an account's lower limit applies instead).
 //
 // What is deleted when:
 //

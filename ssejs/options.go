@@ -205,11 +205,22 @@ func WithCodec[K comparable](c Codec[K]) Option {
 }
 
 // WithMaxReaders bounds the consumers of the broker's stream (its
-// MaxConsumers), across every process: one per attached reader or SSE
-// connection in FanOut mode, one per key a process reads in Queue mode. A
-// reader beyond it is refused (the handler answers "retry later"). The
-// server's own default, 1,000, is too few for many connections; the
-// default is [DefaultMaxReaders].
+// MaxConsumers), across every process. The broker makes one per key that a
+// process reads: in FanOut mode the key's hub, which the process's readers
+// and SSE connections of the key share; in Queue mode the feed its readers
+// take events from in turn. In FanOut mode a reader or connection has one
+// more of its own while it reads behind the hub (resuming, starting from
+// the oldest message held, or fallen behind). One that needs a consumer
+// beyond the bound fails with an error wrapping [ErrUnavailable]: the
+// handler answers "retry later", or ends the stream so that the client
+// comes back.
+//
+// A stream without a bound (MaxConsumers -1, the stream's default) is not
+// unbounded: nats-server v2.15.3 then applies its JetStream limit
+// default_max_consumers, 1,000 unless configured, which is too few for
+// many keys, unless the account sets a limit; and an account limit lower
+// than the stream's applies instead of it. The default is
+// [DefaultMaxReaders].
 func WithMaxReaders(n int) Option {
 	if n < 1 {
 		panic("ssejs: WithMaxReaders: out of range")
