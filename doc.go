@@ -49,6 +49,12 @@
 // puts the number in [Event].ID; over SSE the ID also carries the key's
 // epoch, which names this life of the key (see Resuming).
 //
+// A Broker keeps its keys in one process. For keys shared by several
+// replicas of a server and its worker processes, the nested module
+// github.com/rocketqueue/sse/ssejs keeps them in NATS JetStream, in both
+// modes. Code written against [Publisher], [Reader] and [Source] runs on
+// either, and the package conformance is the behaviour both show.
+//
 // # Ordering
 //
 // A key's events are in the order in which the broker's loop receives
