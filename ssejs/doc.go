@@ -198,6 +198,9 @@
 // syncs to disk every two minutes), at a cost in throughput. In
 // production run a three-node cluster and [WithReplicas](3): an
 // acknowledgement then means a majority of the servers stored the event.
+// A test stops the node that leads a key's stream mid-stream: calls retry
+// until another is elected and return nil, and readers whose connection it
+// held end with [ErrUnavailable] and resume without loss or duplicate.
 //
 // # Differences from sse.Broker
 //
