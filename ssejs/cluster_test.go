@@ -26,31 +26,11 @@ func startCluster(t *testing.T) []*server.Server {
 	}
 	var nodes []*server.Server
 	for i, p := range ports {
-		s, err := server.NewServer(&server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster:    server.ClusterOpts{Name: "sse", Host: "127.0.0.1", Port: p},
-			Routes:     server.RoutesFromStr(strings.Join(routes, ",")),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		t.Cleanup(func() {
-			s.Shutdown()
-			s.WaitForShutdown()
-		})
-		nodes = append(nodes, s)
-	}
-	for _, s := range nodes {
-		if !s.ReadyForConnections(30 * time.Second) {
-			t.Fatal("a node did not start")
-		}
+		nodes = append(nodes, startServerWith(t, func(o *server.Options) {
+			o.ServerName = fmt.Sprintf("n%d", i+1)
+			o.Cluster = server.ClusterOpts{Name: "sse", Host: "127.0.0.1", Port: p}
+			o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
+		}))
 	}
 	_, js := connect(t, nodes[0].ClientURL())
 	deadline := time.Now().Add(60 * time.Second)

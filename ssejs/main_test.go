@@ -29,18 +29,28 @@ func startServer(t testing.TB) *server.Server {
 
 func startServerAt(t testing.TB, dir string, port int) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: dir, Port: port, Host: "127.0.0.1", NoLog: true, NoSigs: true})
+	return startServerWith(t, func(o *server.Options) { o.StoreDir, o.Port = dir, port })
+}
+
+// startServerWith starts an embedded NATS server with JetStream, as
+// startServer does, with its options changed by edit first, and waits
+// until it accepts connections.
+func startServerWith(t testing.TB, edit func(*server.Options)) *server.Server {
+	t.Helper()
+	o := &server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true}
+	edit(o)
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("the NATS server did not start")
-	}
 	t.Cleanup(func() {
 		s.Shutdown()
 		s.WaitForShutdown()
 	})
+	if !s.ReadyForConnections(30 * time.Second) {
+		t.Fatal("the NATS server did not start")
+	}
 	return s
 }
 

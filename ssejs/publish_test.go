@@ -188,15 +188,7 @@ func TestProducers(t *testing.T) {
 // TestSplit: a batch larger than the server's max payload is split into
 // several messages, in order, with contiguous IDs.
 func TestSplit(t *testing.T) {
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true, MaxPayload: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("not ready")
-	}
+	s := startServerWith(t, func(o *server.Options) { o.MaxPayload = 16 << 10 })
 	_, js := connect(t, s.ClientURL())
 	name := uniqueName()
 	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
@@ -257,15 +249,7 @@ func TestClosedKey(t *testing.T) {
 // another process closed the key in between fails with an error that does
 // not match ErrClosed (which says nothing was stored): its first part is.
 func TestSplitClosed(t *testing.T) {
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true, MaxPayload: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("not ready")
-	}
+	s := startServerWith(t, func(o *server.Options) { o.MaxPayload = 16 << 10 })
 	_, js := connect(t, s.ClientURL())
 	_, js2 := connect(t, s.ClientURL())
 	name := uniqueName()
@@ -281,7 +265,7 @@ func TestSplitClosed(t *testing.T) {
 		ssejs.AfterPart(b, nil)
 		closeErr = b2.Close(ctx, "k")
 	})
-	err = b.Enqueue(ctx, "k", data...)
+	err := b.Enqueue(ctx, "k", data...)
 	if closeErr != nil {
 		t.Fatal(closeErr)
 	}
@@ -299,15 +283,7 @@ func TestSplitClosed(t *testing.T) {
 // the longest length, whose batch is near the max payload, is stored
 // (once): its message ID does not grow with the key.
 func TestIdempotencyKeyLongKey(t *testing.T) {
-	s, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Port: -1, Host: "127.0.0.1", NoLog: true, NoSigs: true, MaxPayload: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("not ready")
-	}
+	s := startServerWith(t, func(o *server.Options) { o.MaxPayload = 16 << 10 })
 	_, js := connect(t, s.ClientURL())
 	name := uniqueName()
 	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
