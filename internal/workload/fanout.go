@@ -203,20 +203,7 @@ func (fo fanOut) run(b *testing.B, f FanOutFactory, subs int) {
 	for i := range seqs {
 		seqs[i] = d.Subscribe(i / subs)
 	}
-	var readers, ready sync.WaitGroup
-	ready.Add(nsubs)
-	for i := range rs {
-		readers.Go(func() {
-			ready.Done()
-			drainSub(&rs[i], seqs[i])
-		})
-	}
-	ready.Wait() // so that the clock does not count starting them
-	readersDone := make(chan struct{})
-	go func() {
-		readers.Wait()
-		close(readersDone)
-	}()
+	readersDone := startReaders(len(rs), func(i int) { drainSub(&rs[i], seqs[i]) })
 
 	start := make(chan struct{})
 	errs := make([]error, fo.producers) // errs[p] is written by producer p, read after it ended

@@ -52,20 +52,7 @@ func (fl flow) run(b *testing.B, f Factory) {
 	for k := range seqs {
 		seqs[k] = d.Open(k)
 	}
-	var readers, ready sync.WaitGroup
-	ready.Add(fl.keys)
-	for k := range fl.keys {
-		readers.Go(func() {
-			ready.Done()
-			drain(&rs[k], seqs[k])
-		})
-	}
-	ready.Wait() // so that the clock does not count starting them
-	readersDone := make(chan struct{})
-	go func() {
-		readers.Wait()
-		close(readersDone)
-	}()
+	readersDone := startReaders(fl.keys, func(k int) { drain(&rs[k], seqs[k]) })
 
 	// W7: the stalled key fills up first.
 	var st *stalled
@@ -302,4 +289,26 @@ func report(b *testing.B, msgs int, elapsed time.Duration, ms0, ms1 *runtime.Mem
 	b.ReportMetric(n/elapsed.Seconds(), "msgs/s")
 	b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/n, "B/msg")
 	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/n, "allocs/msg")
+}
+
+// startReaders runs read(0) to read(n-1), each in a goroutine of its own,
+// and returns once they have all started, so that a clock started next
+// does not count starting them. The channel it returns is closed when they
+// have all returned.
+func startReaders(n int, read func(i int)) <-chan struct{} {
+	var readers, ready sync.WaitGroup
+	ready.Add(n)
+	for i := range n {
+		readers.Go(func() {
+			ready.Done()
+			read(i)
+		})
+	}
+	ready.Wait()
+	done := make(chan struct{})
+	go func() {
+		readers.Wait()
+		close(done)
+	}()
+	return done
 }
