@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,4 +223,42 @@ func (o *output) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.buf.String()
+}
+
+// A demoProxy passes requests on to a demo, flushing every write, and lets
+// a handler in front of it fetch a response itself to rewrite it.
+type demoProxy struct {
+	*httputil.ReverseProxy
+	upstream *url.URL        // the demo's URL
+	tr       *http.Transport // the proxy's and fetch's
+}
+
+func newDemoProxy(t *testing.T, d *demo) *demoProxy {
+	t.Helper()
+	upstream, err := url.Parse(d.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	proxy := httputil.NewSingleHostReverseProxy(upstream)
+	proxy.Transport = tr
+	proxy.FlushInterval = -1
+	return &demoProxy{ReverseProxy: proxy, upstream: upstream, tr: tr}
+}
+
+// fetch sends r's GET to the demo and returns its response, or answers w
+// with an error and returns nil.
+func (p *demoProxy) fetch(w http.ResponseWriter, r *http.Request) *http.Response {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, p.upstream.JoinPath(r.URL.Path).String()+"?"+r.URL.RawQuery, nil)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return nil
+	}
+	resp, err := p.tr.RoundTrip(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return nil
+	}
+	return resp
 }

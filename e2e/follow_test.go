@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -65,15 +63,7 @@ type followState struct {
 // the number of stream requests it got.
 func followServer(t *testing.T, d *demo, cut int) (string, *atomic.Int64) {
 	t.Helper()
-	upstream, err := url.Parse(d.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	proxy := httputil.NewSingleHostReverseProxy(upstream)
-	proxy.Transport = tr
-	proxy.FlushInterval = -1
+	proxy := newDemoProxy(t, d)
 	var streams atomic.Int64
 	var cutJobs sync.Map // job IDs whose first stream was cut
 	mux := http.NewServeMux()
@@ -87,14 +77,8 @@ func followServer(t *testing.T, d *demo, cut int) (string, *atomic.Int64) {
 			proxy.ServeHTTP(w, r)
 			return
 		}
-		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, upstream.JoinPath(r.URL.Path).String()+"?"+r.URL.RawQuery, nil)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		resp := proxy.fetch(w, r)
+		if resp == nil {
 			return
 		}
 		defer resp.Body.Close()

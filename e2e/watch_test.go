@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"path"
 	"slices"
 	"strconv"
@@ -226,15 +224,7 @@ func TestResumeAfterLastEventGets204(t *testing.T) {
 	readToClose(t, events+"?lastEventId=0")
 	job := path.Base(path.Dir(events))
 
-	upstream, err := url.Parse(d.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	proxy := httputil.NewSingleHostReverseProxy(upstream)
-	proxy.Transport = tr
-	proxy.FlushInterval = -1
+	proxy := newDemoProxy(t, d)
 	statuses := &statusCounts{}
 	var cut atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -248,14 +238,8 @@ func TestResumeAfterLastEventGets204(t *testing.T) {
 		}
 		// The first stream: every event of the job, not "close", and a
 		// short reconnection time.
-		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, upstream.JoinPath(r.URL.Path).String()+"?"+r.URL.RawQuery, nil)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		resp := proxy.fetch(w, r)
+		if resp == nil {
 			return
 		}
 		defer resp.Body.Close()
