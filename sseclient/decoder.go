@@ -42,6 +42,12 @@ const minBuffer = 32 << 10
 // kept and others ignored, a blank line dispatches the event if it has data,
 // and an event the stream ends before its blank line is dropped.
 //
+// It departs from the standard in one rule: an id field is also ignored if
+// it holds any other control byte (U+0001 to U+001F, CR and LF aside since
+// they end lines, and U+007F DEL), as one holding NUL is, and the last event
+// ID stays as it was. Go's net/http refuses those bytes in a header value,
+// so a client could never send such an ID back in Last-Event-ID.
+//
 // It has no notion of HTTP or of reconnecting: [Stream] uses one per
 // connection. Use it directly to parse a recorded stream, or a stream from
 // another transport.
@@ -178,7 +184,7 @@ func (d *Decoder) field(line []byte) error {
 	case "event":
 		d.typ = d.name(value)
 	case "id":
-		if bytes.IndexByte(value, 0) < 0 && string(value) != d.idBuf {
+		if sendableID(value) && string(value) != d.idBuf {
 			d.idBuf = text(value)
 		}
 	case "retry":
@@ -187,6 +193,21 @@ func (d *Decoder) field(line []byte) error {
 		}
 	}
 	return nil
+}
+
+// sendableID reports whether an id field's value may become the last event
+// ID. The standard ignores a value holding NUL; this client also ignores one
+// holding any other byte that Go's net/http refuses in a header value: a C0
+// control (CR and LF cannot be in a line) or DEL. Kept, such an ID would
+// make every reconnection's request fail before it left the machine, and
+// the client would retry forever without a word to its caller.
+func sendableID(v []byte) bool {
+	for _, c := range v {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // name returns value as a string, the same string as for an earlier event

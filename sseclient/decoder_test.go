@@ -2,6 +2,7 @@ package sseclient_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -141,6 +142,37 @@ func TestDecoderIDs(t *testing.T) {
 		{name: "counts at a blank line", in: "id: 1\ndata: a\n\nid: 2\ndata: b\n", want: parsed{Events: []sseclient.Event{ev("1", "", "a")}, LastID: "1"}},
 		{name: "opaque", in: "id:  3w5e11264s-42 \ndata: a\n\n", want: parsed{Events: []sseclient.Event{ev(" 3w5e11264s-42 ", "", "a")}, LastID: " 3w5e11264s-42 "}},
 	})
+}
+
+// controlBytes are the bytes that Go's net/http refuses in a header value
+// and that an SSE line can hold: every C0 control but CR and LF (NUL
+// included), and DEL.
+func controlBytes() []byte {
+	var bs []byte
+	for b := range byte(0x20) {
+		if b != '\n' && b != '\r' {
+			bs = append(bs, b)
+		}
+	}
+	return append(bs, 0x7f)
+}
+
+// TestDecoderControlBytesInID: an id field holding a control byte is
+// ignored, as one holding NUL, since a client could not send it back in
+// Last-Event-ID; other bytes, C1 controls in UTF-8 included, are kept.
+func TestDecoderControlBytesInID(t *testing.T) {
+	var cases []ruleCase
+	for _, b := range controlBytes() {
+		for _, id := range []string{"2" + string(b) + "3", string(b), "2" + string(b)} {
+			cases = append(cases, ruleCase{name: fmt.Sprintf("%q", id), in: "id: 1\ndata: a\n\nid: " + id + "\ndata: b\n\n",
+				want: parsed{Events: []sseclient.Event{ev("1", "", "a"), ev("1", "", "b")}, LastID: "1"}})
+		}
+	}
+	cases = append(cases, ruleCase{name: "before any ID", in: "id: a\x01b\ndata: a\n\n", want: parsed{Events: []sseclient.Event{ev("", "", "a")}}})
+	kept := " 2\u0085\u00a0\uFFFD~ "
+	cases = append(cases, ruleCase{name: "others kept", in: "id: 1\nid: " + kept + "\ndata: a\n\n",
+		want: parsed{Events: []sseclient.Event{ev(kept, "", "a")}, LastID: kept}})
+	checkRules(t, cases)
 }
 
 func TestDecoderRetry(t *testing.T) {

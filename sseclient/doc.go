@@ -23,8 +23,13 @@
 // ends it with a [*StatusError]. [WithOnReconnect] tells of each
 // reconnection and why.
 //
-// The parser, [Decoder], follows the WHATWG HTML standard's rules to the
-// letter, with a limit on line and event size; it works on any io.Reader.
+// The parser, [Decoder], follows the WHATWG HTML standard's rules, with a
+// limit on line and event size; it works on any io.Reader. It departs from
+// them once: an id field holding a control byte (U+0001 to U+001F, or DEL)
+// is ignored, as the standard ignores one holding NUL, and the last event ID
+// stays as it was. Go's net/http refuses those bytes in a header, so the
+// client could not send such an ID back: every reconnection would fail
+// before it left the machine, for ever.
 //
 // # This library's protocol
 //

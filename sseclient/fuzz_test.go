@@ -27,6 +27,7 @@ func FuzzSameAsSsetest(f *testing.F) {
 		"event: gap\nid: e-9\ndata: {\"from\":3,\"to\":9}\n\nevent: close\ndata: \n\n",
 		"data:\xF0\x9F\x98\x80\xF0\x9F\x98\n\xED\xA0\x80:\n\n",
 		"retry: 99999999999999999999\nretry: 007\n",
+		"id: 1\n\nid: a\x01b\ndata: x\n\nid: \t\x7f\n\nid: \xC2\x85\n\n",
 	} {
 		f.Add(seed)
 	}

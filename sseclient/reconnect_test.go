@@ -481,3 +481,41 @@ func TestLimits(t *testing.T) {
 		t.Fatalf("got %v, want ErrEventTooLong", err)
 	}
 }
+
+// TestControlByteInID: an id field holding a byte that Go's net/http
+// refuses in a header is ignored, so that the client reconnects with the
+// last good ID (or none) instead of failing every request before it leaves
+// the machine, forever. Both with this library's protocol and plain.
+func TestControlByteInID(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		first  string
+		opts   []sseclient.Option
+		events []sseclient.Event
+		want   []string // Last-Event-ID of each request
+	}{
+		{"protocol", "id: 1\ndata: a\n\nid: a\x01b\ndata: b\n\n", nil,
+			[]sseclient.Event{ev("1", "", "a"), ev("1", "", "b")}, []string{"-", "1"}},
+		{"plain", "id: 1\ndata: a\n\nid: a\x01b\ndata: b\n\n", []sseclient.Option{sseclient.WithPlain()},
+			[]sseclient.Event{ev("1", "", "a"), ev("1", "", "b")}, []string{"-", "1"}},
+		{"protocol, no ID before", "id: a\x7fb\ndata: b\n\n", nil,
+			[]sseclient.Event{ev("", "", "b")}, []string{"-", "0"}},
+		{"plain, no ID before", "id: a\x1bb\ndata: b\n\n", []sseclient.Option{sseclient.WithPlain()},
+			[]sseclient.Event{ev("", "", "b")}, []string{"-", "-"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := script(t, sends(tc.first), status(http.StatusNoContent, ""))
+			var rec recorder
+			events, err := collect(t, sseclient.Events(bounded(t), s.URL, fast(s, append(tc.opts, rec.option())...)...))
+			if err != nil || !reflect.DeepEqual(events, tc.events) {
+				t.Fatalf("got %+v, %v; want %+v", events, err, tc.events)
+			}
+			if got := s.lastIDs(); !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("Last-Event-ID %q, want %q", got, tc.want)
+			}
+			if calls := rec.get(); len(calls) != 1 || calls[0].err != sseclient.ErrStreamEnded {
+				t.Fatalf("reconnections %+v, want one for ErrStreamEnded", calls)
+			}
+		})
+	}
+}

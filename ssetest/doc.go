@@ -1,6 +1,7 @@
-// Package ssetest parses text/event-stream responses exactly as a browser's
-// EventSource does, so that tests of server-sent-event handlers can check
-// what a real client would see.
+// Package ssetest parses text/event-stream responses as a browser's
+// EventSource does, with one departure (below) shared with Go's clients, so
+// that tests of server-sent-event handlers can check what a real client
+// would see.
 //
 // The parser follows the WHATWG HTML Standard, §9.2.5 "Parsing an event
 // stream" and §9.2.6 "Interpreting an event stream":
@@ -15,6 +16,12 @@
 //     "name" (empty value).
 //   - The fields event, data, id and retry are processed as the standard
 //     says; other fields are ignored.
+//   - One departure from the standard, shared with the Go client sseclient:
+//     an id field holding a control byte (U+0001 to U+001F, or DEL) is
+//     ignored, as one holding NUL is. A browser would keep it, but Go's
+//     net/http refuses such a byte in the Last-Event-ID header, so a
+//     handler that sends one locks Go clients out; here, as there, the last
+//     event ID stays as it was.
 //   - An event that is not ended by a blank line before the stream ends,
 //     including a last line with no line terminator, is discarded.
 //

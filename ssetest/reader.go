@@ -212,7 +212,7 @@ func (r *Reader) processLine(line []byte) (Event, bool) {
 		r.data = append(r.data, value...)
 		r.data = append(r.data, '\n')
 	case "id":
-		if !strings.Contains(value, "\x00") {
+		if !strings.ContainsFunc(value, isControl) {
 			r.idBuf = value
 		}
 	case "retry":
@@ -222,6 +222,12 @@ func (r *Reader) processLine(line []byte) (Event, bool) {
 	}
 	return Event{}, false
 }
+
+// isControl reports whether an id field holding c is ignored: NUL, as the
+// standard says, and, unlike the standard, the other C0 controls (CR and LF
+// end lines before they get here) and DEL, which Go's net/http refuses in
+// a header value, so that this parser agrees with sseclient's Decoder.
+func isControl(c rune) bool { return c < 0x20 || c == 0x7f }
 
 // dispatch handles a blank line: it returns the pending event, if there is
 // data for one, and starts a new one.

@@ -1,6 +1,7 @@
 package ssetest_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -107,6 +108,32 @@ func TestID(t *testing.T) {
 		{"committed by blank line without data", "id: 7\n\n", result{LastEventID: "7"}},
 		{"not committed without blank line", "id: 1\n\nid: 2\ndata: x\n", result{LastEventID: "1"}},
 	})
+}
+
+// TestIDControlBytes: an id field holding a control byte that Go's
+// net/http refuses in a header (every C0 control but CR and LF, which end
+// lines, and DEL) is ignored, as one holding NUL, in agreement with
+// sseclient; other bytes, C1 controls in UTF-8 included, are kept.
+func TestIDControlBytes(t *testing.T) {
+	var cases []testCase
+	for b := range byte(0x80) {
+		if b == '\n' || b == '\r' || (b >= 0x20 && b < 0x7f) {
+			continue
+		}
+		for _, id := range []string{"2" + string(b) + "3", string(b), "2" + string(b)} {
+			cases = append(cases, testCase{fmt.Sprintf("%q", id), "id: 1\ndata: a\n\nid: " + id + "\ndata: b\n\n", result{
+				Events:      events{{ID: "1", Data: "a"}, {ID: "1", Data: "b"}},
+				LastEventID: "1",
+			}})
+		}
+	}
+	cases = append(cases, testCase{"before any ID", "id: a\x01b\ndata: a\n\n", result{Events: events{{Data: "a"}}}})
+	kept := " 2\u0085\u00a0\uFFFD~ "
+	cases = append(cases, testCase{"others kept", "id: 1\nid: " + kept + "\ndata: a\n\n", result{
+		Events:      events{{ID: kept, Data: "a"}},
+		LastEventID: kept,
+	}})
+	runCases(t, cases)
 }
 
 func TestRetry(t *testing.T) {
