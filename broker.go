@@ -84,6 +84,14 @@ type Broker[K comparable] struct {
 // as make does for a negative size, or if options contradict each other
 // ([WithMaxPending] in [FanOut] mode).
 func New[K comparable](opts ...Option) *Broker[K] {
+	b := build[K](opts...)
+	go b.loop.run()
+	return b
+}
+
+// build is New without the loop goroutine, which tests may then drive by
+// hand.
+func build[K comparable](opts ...Option) *Broker[K] {
 	cfg := defaults()
 	for _, o := range opts {
 		o.apply(&cfg)
@@ -106,7 +114,6 @@ func New[K comparable](opts ...Option) *Broker[K] {
 		b.log = newBrokerLog(cfg.logger)
 	}
 	b.loop.init(b)
-	go b.loop.run()
 	return b
 }
 
@@ -119,12 +126,17 @@ func New[K comparable](opts ...Option) *Broker[K] {
 // the [Block] policy, while key is congested; ctx ends that wait. Data must be
 // valid UTF-8 and not [TerminateData], or Enqueue returns an error wrapping
 // [ErrInvalidEvent] and enqueues nothing; a key the broker cannot hold gets
-// an error wrapping [ErrInvalidKey].
+// an error wrapping [ErrInvalidKey]. A call with no data does nothing and
+// returns nil (or ErrInvalidKey, or [ErrShutdown]): it neither creates the
+// key nor counts as activity, in both modes.
 func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 	for i, s := range data {
 		if err := validateData("", s, b.cfg.maxEventSize); err != nil {
 			return fmt.Errorf("%w: message %d: %s", ErrInvalidEvent, i, err)
 		}
+	}
+	if len(data) == 0 {
+		return b.nothing(key)
 	}
 	if err := b.admit(ctx, key, len(data)); err != nil {
 		return err
@@ -136,12 +148,16 @@ func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 // broker numbers the events. Every event is checked first: a Name with CR,
 // LF or NUL, a Name or Data that is not valid UTF-8, or an event a client
 // would take for one the library sends (see [ErrInvalidEvent]) makes Publish
-// return an error wrapping [ErrInvalidEvent] and enqueue nothing.
+// return an error wrapping [ErrInvalidEvent] and enqueue nothing. Like
+// Enqueue, a call with no events does nothing.
 func (b *Broker[K]) Publish(ctx context.Context, key K, events ...Event) error {
 	for i := range events {
 		if err := validate(&events[i], b.cfg.maxEventSize); err != nil {
 			return fmt.Errorf("%w: event %d: %s", ErrInvalidEvent, i, err)
 		}
+	}
+	if len(events) == 0 {
+		return b.nothing(key)
 	}
 	if err := b.admit(ctx, key, len(events)); err != nil {
 		return err
@@ -254,6 +270,21 @@ func (b *Broker[K]) Shutdown(ctx context.Context) error {
 		<-b.done
 	}
 	return b.shutdownErr
+}
+
+// nothing is Enqueue and Publish with no events: it checks the key and
+// whether the broker is shut down, and sends the loop nothing.
+func (b *Broker[K]) nothing(key K) error {
+	if err := b.checkKey(key); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	stopped := b.stopped
+	b.mu.Unlock()
+	if stopped {
+		return ErrShutdown
+	}
+	return nil
 }
 
 // admit checks, before a publish command is sent, what the caller's

@@ -139,6 +139,44 @@ func (l *loop[K]) endFlow(key K, f *flow) {
 	f.end()
 }
 
+// adopt makes the n events of a publish command to t, counted in f, count
+// in t's flow, and returns that flow. A key's first publish gives it its
+// flow. But a producer counts its events in the flow the key has when it
+// sends them: if the key's Close ended that flow before the loop saw them,
+// and the key was then forgotten, the events start a new life of the key,
+// which must not keep the ended flow (its feeder would give back to it what
+// later producers counted in the key's new flow, and they would wait
+// forever). The events move to t's flow, or to the key's current one, or a
+// new one.
+func (l *loop[K]) adopt(t *topic[K], f *flow, n int) *flow {
+	if t.flow == nil && !f.hasEnded() {
+		t.flow = f
+		return f
+	}
+	b := l.b
+	b.mu.Lock()
+	g := t.flow
+	if g == nil {
+		if g = b.flows[t.key]; g == nil {
+			g = new(flow)
+			b.flows[t.key] = g
+			b.flowsPeak = max(b.flowsPeak, len(b.flows))
+		}
+		t.flow = g
+	}
+	g.pending.Add(int64(n))
+	b.mu.Unlock()
+	f.release(n, b.cfg.low())
+	return g
+}
+
+// hasEnded reports whether the key's Close ended f.
+func (f *flow) hasEnded() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.ended
+}
+
 // shrinkFrom is the size from which a map is rebuilt once it has emptied
 // (see shrunk).
 const shrinkFrom = 1024

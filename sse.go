@@ -64,7 +64,9 @@ import (
 // would otherwise see a jump in IDs (events no longer retained, events an
 // overflow policy dropped, or events another reader took), an event named
 // "gap" comes first: its data is {"from":F,"to":T}, the missing IDs, and its
-// id is T's. A value that is not an event ID is ignored.
+// id is T's. That holds at the end too: "close", or 204, comes only after
+// every event of the key or its gap. A value that is not an event ID is
+// ignored.
 //
 // While idle, the stream carries a comment line as a heartbeat. Every write
 // has its own deadline, so a client that stops reading is dropped, while

@@ -242,8 +242,8 @@ func (l *loop[K]) publish(key K, evs []Event, f *flow) {
 		}
 		return
 	}
-	if t.flow == nil && f != nil {
-		t.flow = f // before the key's first feeder starts: it reads t.flow
+	if f != nil && f != t.flow {
+		f = l.adopt(t, f, len(evs)) // before the key's first feeder starts: it reads t.flow
 	}
 	t.used = true
 	l.stats.Enqueued += uint64(len(evs))

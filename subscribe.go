@@ -242,6 +242,14 @@ func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, 
 	size := 0
 	for ; s.replayed < s.replay; s.replayed++ {
 		ev := w.events.at(s.replayed)
+		if ev.ID > s.pos+1 {
+			// Events between two that connections took were read in
+			// process or dropped: a gap names them, first in a batch.
+			if len(buf) > 0 || gap != (Gap{}) {
+				break
+			}
+			gap = Gap{From: s.pos + 1, To: ev.ID - 1}
+		}
 		if len(buf) > 0 && size+eventSize(ev) > limit {
 			break
 		}
@@ -303,6 +311,16 @@ func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, 
 	if !ok {
 		if s.t.truncated { // written before the channel closed
 			return buf, gap, ErrTruncated
+		}
+		// The events after the last this connection saw, up to the key's
+		// last, were read by others or dropped: their gap comes before the
+		// end, in a call of its own. The loop wrote seq before it closed
+		// the channel.
+		if last := s.t.seq; s.known && s.pos < last {
+			if len(buf) > 0 || gap != (Gap{}) {
+				return buf, gap, nil
+			}
+			gap, s.pos = Gap{From: s.pos + 1, To: last}, last
 		}
 		return buf, gap, io.EOF
 	}
@@ -445,12 +463,16 @@ func (l *loop[K]) attach(s *subscription[K]) {
 		}
 		if last+1 < first {
 			s.gap = Gap{From: last + 1, To: first - 1}
+			last = first - 1
 		}
 		// They stay in the window until a later LastID covers them.
 		s.replay = w.events.len()
 		s.pos, s.known = last, true
 	}
-	if t.chanClosed() && len(t.ch) == 0 && s.replay == 0 && s.gap == (Gap{}) && !t.truncated {
+	// A closed key with nothing left to send is finished for this client
+	// only if it has every event or its gap: one that resumes before
+	// events that others took, or that were dropped, is sent their gap.
+	if t.chanClosed() && len(t.ch) == 0 && s.replay == 0 && s.gap == (Gap{}) && !t.truncated && !(s.known && s.pos < t.seq) {
 		s.ready <- answer{err: ErrFinished}
 		l.leave(t)
 		return
