@@ -20,8 +20,10 @@
 // the server's retry field and Retry-After header ask) and sends the ID of
 // the last event it received in a Last-Event-ID header. A 204 answer ends
 // the sequence; any other status, or a 200 that is not text/event-stream,
-// ends it with a [*StatusError]. [WithOnReconnect] tells of each
-// reconnection and why.
+// ends it with a [*StatusError]. Such a refused response's body is read
+// for one idle timeout in all, 5 s at most, and up to 64 KiB: a body that
+// trickles in cannot hold the client longer. [WithOnReconnect] tells of
+// each reconnection and why.
 //
 // The parser, [Decoder], follows the WHATWG HTML standard's rules, with a
 // limit on line and event size; it works on any io.Reader. It departs from

@@ -13,6 +13,19 @@ import (
 // [StatusError] keeps.
 const maxErrorBody = 64 << 10
 
+// maxErrorBodyTime is the longest the client reads a refused response's
+// body, in all, when the idle timeout is longer or off. The idle timeout
+// alone bounds each read, not their sum: a body trickling in a byte at a
+// time would hold the client for 64 KiB of them, 34 days at the defaults,
+// before it retried or returned the error. An explanation arrives with the
+// headers or just after; one cut short only loses text.
+const maxErrorBodyTime = 5 * time.Second
+
+// errSlowErrorBody is the cause with which the client stops reading a
+// refused response's body after [config.errorBodyTime]; the StatusError
+// keeps what arrived.
+var errSlowErrorBody = errors.New("sseclient: the error body is too slow")
+
 // A StatusError is a response that is not an event stream: a status other
 // than 200 and 204, or a 200 whose Content-Type is not text/event-stream.
 // [Stream] ends with one, except for 429, 502, 503 and 504, after which it
@@ -23,8 +36,11 @@ type StatusError struct {
 	StatusCode int
 	// ContentType is the response's Content-Type header.
 	ContentType string
-	// Body is the start of the response's body, at most 64 KiB: the
-	// server's explanation, if it gave one.
+	// Body is the start of the response's body: the server's explanation,
+	// if it gave one. The client keeps at most 64 KiB, and reads for at
+	// most the idle timeout ([WithIdleTimeout]) or 5 s, whichever is
+	// shorter, from when the headers arrived: a body that trickles in is
+	// cut there.
 	Body []byte
 	// RetryAfter is what the response's Retry-After header asked for, as a
 	// delay from when it arrived; 0 without one.

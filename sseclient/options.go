@@ -95,8 +95,23 @@ func WithBackoff(base, ceiling time.Duration) Option {
 // reconnects. It covers the wait for the response's headers too. The
 // default is [DefaultIdleTimeout]; 0 means no timeout, for a server that
 // sends no heartbeats.
+//
+// The body of a response that is not a stream (a [*StatusError]'s) is not
+// a stream either: the client reads it for one idle timeout in all, or 5 s
+// if that is shorter or there is no idle timeout, and keeps what arrived.
+// A body trickling in a byte at a time would otherwise hold the client for
+// an idle timeout per byte.
 func WithIdleTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.idle = max(d, 0) })
+}
+
+// errorBodyTime is how long in all the client reads a refused response's
+// body: the idle timeout, and at most maxErrorBodyTime.
+func (c *config) errorBodyTime() time.Duration {
+	if c.idle > 0 {
+		return min(c.idle, maxErrorBodyTime)
+	}
+	return maxErrorBodyTime
 }
 
 // WithLimits sets the longest line and the largest event data the client

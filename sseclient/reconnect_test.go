@@ -519,3 +519,64 @@ func TestControlByteInID(t *testing.T) {
 		})
 	}
 }
+
+// trickle answers with code and a body that never ends: a byte at once,
+// then one every 5 ms, until the client goes away.
+func trickle(code int) step {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(code)
+		rc := http.NewResponseController(w)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := w.Write([]byte("x")); err != nil || rc.Flush() != nil {
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+}
+
+// TestTricklingErrorBody: the body of a refused response is read for one
+// idle timeout in all (5 s at most), not for an idle timeout per byte: a
+// body trickling in a byte at a time cannot hold the client for the
+// 64 KiB it keeps (5.5 min here, 34 days at the defaults). The client
+// retries a 503 and ends with a 404 within that bound, keeping the start
+// of the body.
+func TestTricklingErrorBody(t *testing.T) {
+	t.Run("503", func(t *testing.T) {
+		s := script(t, trickle(http.StatusServiceUnavailable), sends(closing))
+		var rec recorder
+		if _, err := collect(t, sseclient.Events(bounded(t), s.URL, fast(s, rec.option(), sseclient.WithIdleTimeout(idle))...)); err != nil {
+			t.Fatal(err)
+		}
+		calls, reqs := rec.get(), s.requests()
+		var se *sseclient.StatusError
+		if len(calls) != 1 || !errors.As(calls[0].err, &se) || se.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("reconnections %+v, want one for a 503", calls)
+		}
+		if n := len(se.Body); n == 0 || n >= 64<<10 || strings.Trim(string(se.Body), "x") != "" {
+			t.Fatalf("body of %d bytes %q, want the start of the trickle", n, head(string(se.Body)))
+		}
+		if gap := reqs[1].at.Sub(reqs[0].at); gap > patience/2 {
+			t.Fatalf("reconnected %v later, want about the idle timeout %v", gap, idle)
+		}
+	})
+	t.Run("404", func(t *testing.T) {
+		s := script(t, trickle(http.StatusNotFound))
+		start := time.Now()
+		_, err := collect(t, sseclient.Events(bounded(t), s.URL, fast(s, sseclient.WithIdleTimeout(idle))...))
+		var se *sseclient.StatusError
+		if !errors.As(err, &se) || se.StatusCode != http.StatusNotFound {
+			t.Fatalf("got %v, want a 404 *StatusError", err)
+		}
+		if took := time.Since(start); took > patience/2 {
+			t.Fatalf("ended after %v, want about the idle timeout %v", took, idle)
+		}
+	})
+}

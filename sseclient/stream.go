@@ -154,10 +154,10 @@ func (f *follower) connect(ctx context.Context, yield func(Event, error) bool) e
 	case code == http.StatusOK && isEventStream(resp.Header.Get("Content-Type")):
 	case code == http.StatusTooManyRequests || code == http.StatusBadGateway ||
 		code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout:
-		se := refused(resp, body)
+		se := refused(resp, body, f.cfg.errorBodyTime(), cancel)
 		return ending{err: se, again: true, retryAfter: se.RetryAfter}
 	default:
-		return ending{err: refused(resp, body)}
+		return ending{err: refused(resp, body, f.cfg.errorBodyTime(), cancel)}
 	}
 	return f.read(ctx, actx, body, yield)
 }
@@ -217,9 +217,12 @@ func isEventStream(contentType string) bool {
 }
 
 // refused returns the error of a response that is not a stream, with the
-// start of its body.
-func refused(resp *http.Response, body io.Reader) *StatusError {
+// start of its body: what arrives within the time given, after which it
+// ends the attempt, with cancel, to stop the read.
+func refused(resp *http.Response, body io.Reader, within time.Duration, cancel context.CancelCauseFunc) *StatusError {
+	t := time.AfterFunc(within, func() { cancel(errSlowErrorBody) })
 	b, _ := io.ReadAll(io.LimitReader(body, maxErrorBody))
+	t.Stop()
 	return &StatusError{
 		StatusCode:  resp.StatusCode,
 		ContentType: resp.Header.Get("Content-Type"),
