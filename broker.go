@@ -93,7 +93,10 @@ func New[K comparable](opts ...Option) *Broker[K] {
 // hand.
 func build[K comparable](opts ...Option) *Broker[K] {
 	cfg := defaults()
-	for _, o := range opts {
+	for i, o := range opts {
+		if o == nil {
+			panic(fmt.Sprintf("sse: New: option %d is nil", i))
+		}
 		o.apply(&cfg)
 	}
 	cfg.checkKeys = keysNeedCheck(reflect.TypeFor[K]())
@@ -399,10 +402,16 @@ func (b *Broker[K]) post(c command[K]) {
 // map could not hold: comparing it with itself panics (an interface holding
 // a slice, say) or reports false (a NaN). Key types that can hold neither
 // are not checked, so the message path costs nothing for them.
-func (b *Broker[K]) checkKey(key K) (err error) {
+func (b *Broker[K]) checkKey(key K) error {
 	if !b.cfg.checkKeys {
 		return nil
 	}
+	return checkKey(key)
+}
+
+// checkKey is [Broker.checkKey] for a key of a type that needs the check
+// (see keysNeedCheck).
+func checkKey[K comparable](key K) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: %v", ErrInvalidKey, p)

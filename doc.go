@@ -134,7 +134,11 @@
 // from 1 and a new epoch. A closed FanOut key is kept while readers read
 // it, and for the retention time after the last one leaves. Events sent to
 // a closed key are discarded and counted in [Stats].Discarded.
-// [WithIdleTimeout] closes keys that nobody has touched, and nobody reads.
+// [WithIdleTimeout] closes keys that nobody has touched for its time: no
+// Enqueue, Publish, Open, Stream or Events call, and no SSE connection or
+// FanOut reader attached. An in-process Queue reader waiting on the channel
+// of Stream or in the range of Events does not keep its key open: when the
+// key is closed under it, its range ends after the key's last event.
 //
 // # Shutdown
 //

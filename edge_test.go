@@ -2,9 +2,14 @@ package sse
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 )
 
 // TestEmptyCallsAreNoOps: Enqueue and Publish with nothing to append return
@@ -153,5 +158,78 @@ func TestBlockNewLifeWithAnEndedFlow(t *testing.T) {
 	must(t, b.Close(ctx, "k"))
 	if n := <-read; n != 99 {
 		t.Fatalf("read %d events of the new life, want 99", n)
+	}
+}
+
+// TestHugeDurationsMeanNever: durations near math.MaxInt64 are "never"
+// rather than an overflow: a history age that large trims nothing, an idle
+// timeout that large closes nothing and leaves the timer to forget closed
+// keys, and a retention that large forgets nothing.
+func TestHugeDurationsMeanNever(t *testing.T) {
+	const huge = time.Duration(math.MaxInt64)
+	t.Run("HistoryAge", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBroker[string](t, WithMode(FanOut), WithHistory(100, 1<<20, huge))
+			ctx := context.Background()
+			time.Sleep(time.Hour) // a clock far from 0, where the sum overflows
+			enqueueSeq(t, b, "k", 1, 5)
+			time.Sleep(time.Hour)
+			enqueueSeq(t, b, "k", 6, 6)
+			must(t, b.Close(ctx, "k"))
+			n := 0
+			for ev, err := range b.Events(ctx, "k") {
+				must(t, err)
+				if n++; ev.ID != uint64(n) {
+					t.Fatalf("event %d has ID %d", n, ev.ID)
+				}
+			}
+			if n != 6 {
+				t.Fatalf("read %d events, want 6", n)
+			}
+		})
+	})
+	t.Run("IdleTimeout", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBroker[string](t, WithIdleTimeout(huge), WithRetention(time.Minute))
+			ctx := context.Background()
+			time.Sleep(time.Hour)
+			enqueueSeq(t, b, "open", 1, 1)
+			must(t, b.Close(ctx, "closed"))
+			time.Sleep(time.Hour)
+			if s := b.Stats(); s.Keys != 1 || s.Closed != 0 {
+				t.Fatalf("after an hour: %+v, want the open key only", s)
+			}
+		})
+	})
+	t.Run("Retention", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			b := newBroker[string](t, WithRetention(huge))
+			time.Sleep(time.Hour)
+			must(t, b.Close(context.Background(), "k"))
+			time.Sleep(time.Hour)
+			if s := b.Stats(); s.Closed != 1 {
+				t.Fatalf("after an hour: %+v, want the closed key remembered", s)
+			}
+		})
+	})
+}
+
+// TestNilOption: a nil option makes New and Handler panic with a message
+// that names it, not with a nil pointer dereference.
+func TestNilOption(t *testing.T) {
+	b := newBroker[string](t)
+	for name, f := range map[string]func(){
+		"New":     func() { New[string](WithBuffer(1), nil) },
+		"Handler": func() { Handler(b, queryKey, nil) },
+	} {
+		func() {
+			defer func() {
+				msg := fmt.Sprint(recover())
+				if !strings.Contains(msg, "option 1 is nil") && !strings.Contains(msg, "option 0 is nil") {
+					t.Errorf("%s: panic %q, want one that names the nil option", name, msg)
+				}
+			}()
+			f()
+		}()
 	}
 }

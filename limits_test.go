@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -353,4 +354,33 @@ func TestMaxStreamsLetsAClientReplaceItsConnection(t *testing.T) {
 	h.waitIdle(t)
 	c := open(t, srv.Client(), srv.URL, "third") // the slot was given back
 	c.close()
+}
+
+// TestHandlerMaxStreamsChecksKeysFirst: under WithMaxStreams, a key no map
+// can hold gets 400 before the handler counts it: a NaN used to leak an
+// entry per request, and a slice in an interface used to panic.
+func TestHandlerMaxStreamsChecksKeysFirst(t *testing.T) {
+	t.Run("NaN", func(t *testing.T) {
+		b := newBroker[float64](t)
+		h := Handler(b, func(*http.Request) (float64, error) { return math.NaN(), nil }, WithMaxStreams(10))
+		for range 50 {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+			if rec.Code != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400", rec.Code)
+			}
+		}
+		if n := len(h.(*handler[float64]).streams.last); n != 0 {
+			t.Fatalf("the handler holds %d entries for refused keys", n)
+		}
+	})
+	t.Run("Unhashable", func(t *testing.T) {
+		b := newBroker[any](t)
+		h := Handler(b, func(*http.Request) (any, error) { return []int{1}, nil }, WithMaxStreams(10))
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+		if rec.Code != http.StatusBadRequest {
+			t.Fatalf("status %d, want 400", rec.Code)
+		}
+	})
 }

@@ -121,12 +121,27 @@ func WithMaxPending(n int, p Overflow) Option {
 // (counted in [Stats].Dropped) and its channel is closed after those it
 // holds; readers learn that their stream was cut short ([ErrTruncated]).
 // The key may then start afresh, with IDs from 1. The default is
-// [DefaultRetention]. d must be ≥ 0.
+// [DefaultRetention]. d must be ≥ 0; a d of 2⁶² ns (about 146 years) or
+// more, such as math.MaxInt64, means never.
 func WithRetention(d time.Duration) Option {
 	if d < 0 {
 		panic("sse: WithRetention: negative duration")
 	}
-	return optionFunc(func(c *config) { c.retention = d })
+	return optionFunc(func(c *config) { c.retention = min(d, never) })
+}
+
+// never is the longest duration the broker keeps as it is: longer ones mean
+// never, since added to a time on the loop's clock they would overflow.
+// It is about 146 years.
+const never = time.Duration(1 << 62)
+
+// orNever returns d, or 0 (which means never to the options that call it)
+// for a duration so long that it means never.
+func orNever(d time.Duration) time.Duration {
+	if d >= never {
+		return 0
+	}
+	return d
 }
 
 // DefaultReplay, DefaultReplayBytes and DefaultReplayBudget bound the replay
@@ -228,13 +243,14 @@ const DefaultHistoryAge = time.Hour
 // history costs its events' memory, 48 bytes an event plus its strings, and
 // counts against [WithReplayBudget]; it is freed when the key is forgotten.
 // The defaults are [DefaultReplay], [DefaultReplayBytes] and
-// [DefaultHistoryAge]; age 0 means no bound in time. events and bytes must
-// be ≥ 1, and age ≥ 0.
+// [DefaultHistoryAge]; age 0, or 2⁶² ns (about 146 years) or
+// more, such as math.MaxInt64, means no bound in time. events and bytes must be ≥ 1, and
+// age ≥ 0.
 func WithHistory(events, bytes int, age time.Duration) Option {
 	if events < 1 || bytes < 1 || age < 0 {
 		panic("sse: WithHistory: bound out of range")
 	}
-	return optionFunc(func(c *config) { c.historyEvents, c.historyBytes, c.historyAge = events, bytes, age })
+	return optionFunc(func(c *config) { c.historyEvents, c.historyBytes, c.historyAge = events, bytes, orNever(age) })
 }
 
 // WithReplayBudget bounds the bytes that all keys' replay windows (and, in
@@ -273,12 +289,13 @@ func WithMaxEventSize(n int) Option {
 // Enqueue, Publish or Stream for d and has no SSE connection attached; the
 // time starts again when a connection leaves, so that its client can come
 // back. Events not yet read do not keep a key open. By default keys never
-// time out. d must be ≥ 0; 0 means never.
+// time out. d must be ≥ 0; 0, or 2⁶² ns (about 146 years) or
+// more, such as math.MaxInt64, means never.
 func WithIdleTimeout(d time.Duration) Option {
 	if d < 0 {
 		panic("sse: WithIdleTimeout: negative duration")
 	}
-	return optionFunc(func(c *config) { c.idle = d })
+	return optionFunc(func(c *config) { c.idle = orNever(d) })
 }
 
 // WithMaxKeys bounds how many server keys the broker holds, open and closed
@@ -306,10 +323,13 @@ type Overflow int
 
 const (
 	// DropOldest drops the oldest waiting event for each new one, so the
-	// reader sees the newest. Dropped events keep their IDs, so a reader sees
-	// the gap.
+	// reader sees the newest. Dropped events keep their IDs: over SSE a
+	// "gap" event names them before the next event sent.
 	DropOldest Overflow = iota + 1
-	// DropNewest drops new events, so the reader sees the oldest.
+	// DropNewest drops new events, so the reader sees the oldest. Dropped
+	// events keep their IDs too: over SSE a "gap" event names them before
+	// the next event kept or, when they were the key's last, before
+	// "close".
 	DropNewest
 	// Block makes Enqueue and Publish to that key wait until it has room
 	// again, or their context ends; see [WithMaxPending] for the exact

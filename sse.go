@@ -97,8 +97,11 @@ func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), op
 	if v := reflect.ValueOf(src); v.Kind() == reflect.Pointer && v.IsNil() {
 		panic("sse: Handler: nil source")
 	}
-	h := &handler[K]{src: src, key: key, cfg: handlerDefaults()}
-	for _, o := range opts {
+	h := &handler[K]{src: src, key: key, cfg: handlerDefaults(), checkKeys: keysNeedCheck(reflect.TypeFor[K]())}
+	for i, o := range opts {
+		if o == nil {
+			panic(fmt.Sprintf("sse: Handler: option %d is nil", i))
+		}
 		o.applyHandler(&h.cfg)
 	}
 	h.streams = newStreams[K](h.cfg.maxStreams)
@@ -108,8 +111,9 @@ func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), op
 type handler[K comparable] struct {
 	src     Source[K]
 	key     func(*http.Request) (K, error)
-	cfg     handlerConfig // immutable after Handler
-	streams *streams[K]   // with WithMaxStreams: the streams being served
+	cfg       handlerConfig // immutable after Handler
+	streams   *streams[K]   // with WithMaxStreams: the streams being served
+	checkKeys bool          // immutable: K can hold keys that no map can (see keysNeedCheck)
 }
 
 var errTooManyStreams = errors.New("sse: too many streams")
@@ -153,6 +157,14 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.refuse(w, r, status, reason, err)
 		return
+	}
+	if h.checkKeys {
+		// Before anything indexes by the key: a NaN would be a new map
+		// entry each time, and a slice in an interface would panic.
+		if err := checkKey(key); err != nil {
+			h.refuse(w, r, http.StatusBadRequest, RefusedBadRequest, err)
+			return
+		}
 	}
 	if !canFlush(w) {
 		h.refuse(w, r, http.StatusInternalServerError, RefusedInternal, errCannotFlush)
