@@ -109,8 +109,8 @@ func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), op
 }
 
 type handler[K comparable] struct {
-	src     Source[K]
-	key     func(*http.Request) (K, error)
+	src       Source[K]
+	key       func(*http.Request) (K, error)
 	cfg       handlerConfig // immutable after Handler
 	streams   *streams[K]   // with WithMaxStreams: the streams being served
 	checkKeys bool          // immutable: K can hold keys that no map can (see keysNeedCheck)
