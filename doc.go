@@ -223,8 +223,10 @@
 // receive buffer in use; the default covers a Linux host at its default
 // settings with one proxy in between, as measured in the README. A window
 // costs its events' memory once it fills, up to its bound, only for keys
-// that SSE reads; it is freed when the key is forgotten, and all windows
-// together stay within [DefaultReplayBudget] ([WithReplayBudget]).
+// that SSE reads; it is freed when the key is forgotten. All windows and
+// histories together are bounded by [DefaultReplayBudget]
+// ([WithReplayBudget]) plus, for each key holding events, at most the
+// larger of 32 KiB and one event: [WithReplayBudget] states the bound.
 //
 // A browser reconnecting before it received any event sends no
 // Last-Event-ID, so for the guarantee to cover the first events too, open

@@ -256,12 +256,21 @@ func WithHistory(events, bytes int, age time.Duration) Option {
 // WithReplayBudget bounds the bytes that all keys' replay windows (and, in
 // [FanOut] mode, histories) hold together, so that many streaming keys
 // cannot exhaust memory. When the budget is used up, windows stop growing:
-// a window then drops its own oldest event for each new one, keeping at
-// least its newest 32 KiB (the most [Handler] writes at once), so the
-// budget may be exceeded by up to 32 KiB per streaming key. Clients of keys whose windows shrank that way
-// get a gap when more was in flight than their window kept. [Stats].Replay
-// tells how much the windows hold. The default is [DefaultReplayBudget].
-// n must be ≥ 0.
+// a window (or history) then drops its own oldest event for each new one,
+// keeping its newest events up to 32 KiB (the most [Handler] writes at
+// once), or its newest event alone if that is larger, so that a write that
+// fails loses nothing and a FanOut key's readers still get its newest
+// event. The bound that holds, whatever the order of events and keys:
+//
+//	Stats.Replay ≤ n + K × max(32 KiB, 48 + MaxEventSize)
+//
+// for K keys holding events, MaxEventSize being [WithMaxEventSize]'s bound
+// (1 MiB by default): bound K with [WithMaxKeys], and lower MaxEventSize
+// if events that large are not needed. Clients of keys whose windows
+// shrank that way get a gap when more was in flight than their window
+// kept; FanOut readers further behind than their key's history get a gap.
+// [Stats].Replay tells how much the windows hold. The default is
+// [DefaultReplayBudget]. n must be ≥ 0.
 func WithReplayBudget(n int64) Option {
 	if n < 0 {
 		panic("sse: WithReplayBudget: negative budget")

@@ -247,3 +247,39 @@ func TestReplayBudget(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestReplayBudgetBound: with events far larger than 32 KiB, windows and
+// histories together hold at most the budget plus, for each key holding
+// events, the larger of 32 KiB and its newest event: the bound
+// WithReplayBudget states.
+func TestReplayBudgetBound(t *testing.T) {
+	const budget, keys, maxEvent = 1 << 20, 16, 1 << 20
+	bound := int64(budget + keys*max(windowFloor, maxEvent+eventOverhead))
+	data := strings.Repeat("x", maxEvent)
+	for _, mode := range []Mode{Queue, FanOut} {
+		t.Run(mode.String(), func(t *testing.T) {
+			b := newBroker[string](t, WithMode(mode), WithReplayBudget(budget), WithMaxEventSize(maxEvent))
+			rng := rand.New(rand.NewPCG(1, 2))
+			var peak int64
+			for range 300 {
+				k := strconv.Itoa(rng.IntN(keys))
+				size := 1 + rng.IntN(64<<10) // mostly small, now and then as large as allowed
+				if rng.IntN(4) == 0 {
+					size = maxEvent - rng.IntN(1024)
+				}
+				must(t, b.Enqueue(context.Background(), k, data[:size]))
+				if mode == Queue {
+					take(t, b, k, SubscribeRequest{}, 1)
+				}
+				got := b.Stats().Replay
+				if got > bound {
+					t.Fatalf("Replay %d, over the stated bound of %d", got, bound)
+				}
+				peak = max(peak, got)
+			}
+			if peak <= budget+keys*windowFloor {
+				t.Fatalf("Replay peaked at %d: the test never went past 32 KiB a key over the budget", peak)
+			}
+		})
+	}
+}
