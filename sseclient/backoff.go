@@ -11,10 +11,15 @@ import (
 // delay returns how long to wait before the next attempt, after failures
 // attempts in a row without an event: the exponential step min(max,
 // base·2^failures) with full jitter, but at least the server's retry field
-// and Retry-After, which are the server's to set.
+// and Retry-After, which are the server's to set. It saturates rather than
+// overflow, for any base, max and failures: the step stops doubling at max
+// (in at most 63 doublings) or at 0, which doubling keeps.
 func (c *config) delay(failures int, retry, retryAfter time.Duration) time.Duration {
 	d := c.base
 	for range failures {
+		if d == 0 {
+			break
+		}
 		if d >= c.max/2 {
 			d = c.max
 			break

@@ -44,6 +44,37 @@ func TestDelayBounds(t *testing.T) {
 	}
 }
 
+// TestDelayExtremes: no backoff setting, count of failures or server
+// delay makes the delay panic or overflow: it saturates, within its range.
+func TestDelayExtremes(t *testing.T) {
+	values := []time.Duration{math.MinInt64, -1, 0, 1, time.Second, math.MaxInt64/2 - 1, math.MaxInt64 / 2,
+		math.MaxInt64/2 + 1, math.MaxInt64 - 1, math.MaxInt64}
+	for _, base := range values {
+		for _, ceiling := range values {
+			c := newConfig([]Option{WithBackoff(base, ceiling)})
+			top := max(base, ceiling, 0)
+			for _, failures := range []int{0, 1, 2, 62, 63, 64, 1000, math.MaxInt32, math.MaxInt} {
+				for _, server := range []time.Duration{0, math.MaxInt64} {
+					for range 20 {
+						d := c.delay(failures, server, server)
+						if d < server || d > max(top, server) {
+							t.Fatalf("WithBackoff(%d, %d), %d failures, server %d: delay %d, want it in [%d, %d]",
+								base, ceiling, failures, server, d, server, max(top, server))
+						}
+					}
+				}
+			}
+		}
+	}
+	for _, d := range values {
+		for range 20 {
+			if j := fullJitter(d); j < 0 || j > max(d, 0) {
+				t.Fatalf("fullJitter(%d) = %d, want it in [0, %d]", d, j, max(d, 0))
+			}
+		}
+	}
+}
+
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tc := range []struct {

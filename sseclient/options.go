@@ -54,12 +54,13 @@ func newConfig(opts []Option) *config {
 	return c
 }
 
-// fullJitter returns a delay drawn uniformly from [0, d].
+// fullJitter returns a delay drawn uniformly from [0, d]. The range's size,
+// d+1, is counted in a uint64: for d = math.MaxInt64 it overflows an int64.
 func fullJitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
-	return time.Duration(rand.Int64N(int64(d) + 1))
+	return time.Duration(rand.Uint64N(uint64(d) + 1))
 }
 
 // WithHTTPClient sends the requests with c instead of
@@ -81,7 +82,9 @@ func WithHTTPClient(c *http.Client) Option {
 // clients cut at the same moment do not all come back at the same moment.
 // It never waits less than the server asks, with its latest retry field or
 // the Retry-After header of a 429, 502, 503 or 504. The defaults are
-// [DefaultBaseDelay] and [DefaultMaxDelay].
+// [DefaultBaseDelay] and [DefaultMaxDelay]. Any values are accepted: a
+// negative one counts as 0, a ceiling below base as base, and the delay
+// saturates at the ceiling, math.MaxInt64 included, never overflowing.
 func WithBackoff(base, ceiling time.Duration) Option {
 	return optionFunc(func(c *config) {
 		c.base = max(base, 0)

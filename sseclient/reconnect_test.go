@@ -3,6 +3,7 @@ package sseclient_test
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"reflect"
 	"strings"
@@ -579,4 +580,28 @@ func TestTricklingErrorBody(t *testing.T) {
 			t.Fatalf("ended after %v, want about the idle timeout %v", took, idle)
 		}
 	})
+}
+
+// TestHugeBackoff: the largest delays the options accept do not panic on
+// the first reconnection (the jitter's range used to overflow); the test
+// cancels the wait rather than sleep for centuries.
+func TestHugeBackoff(t *testing.T) {
+	for _, tc := range []struct{ base, ceiling time.Duration }{
+		{math.MaxInt64, math.MaxInt64},
+		{math.MaxInt64, 0},
+		{0, math.MaxInt64},
+		{math.MinInt64, math.MaxInt64},
+		{-1, -1},
+	} {
+		s := script(t, status(http.StatusServiceUnavailable, ""))
+		ctx, cancel := context.WithCancel(bounded(t))
+		var delays []time.Duration
+		_, err := collect(t, sseclient.Events(ctx, s.URL, sseclient.WithHTTPClient(s.Client()),
+			sseclient.WithBackoff(tc.base, tc.ceiling),
+			sseclient.WithOnReconnect(func(_ error, d time.Duration) { delays = append(delays, d); cancel() })))
+		cancel()
+		if err != context.Canceled || len(delays) != 1 || delays[0] < 0 {
+			t.Fatalf("WithBackoff(%d, %d): got %v after reconnections %v; want context.Canceled after one", tc.base, tc.ceiling, err, delays)
+		}
+	}
 }
