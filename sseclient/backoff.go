@@ -11,9 +11,10 @@ import (
 // delay returns how long to wait before the next attempt, after failures
 // attempts in a row without an event: the exponential step min(max,
 // base·2^failures) with full jitter, but at least the server's retry field
-// and Retry-After, which are the server's to set. It saturates rather than
-// overflow, for any base, max and failures: the step stops doubling at max
-// (in at most 63 doublings) or at 0, which doubling keeps.
+// and Retry-After, which are the server's to set, each capped at maxServer
+// so that one bad answer cannot park the client for years. It saturates
+// rather than overflow, for any base, max and failures: the step stops
+// doubling at max (in at most 63 doublings) or at 0, which doubling keeps.
 func (c *config) delay(failures int, retry, retryAfter time.Duration) time.Duration {
 	d := c.base
 	for range failures {
@@ -26,7 +27,7 @@ func (c *config) delay(failures int, retry, retryAfter time.Duration) time.Durat
 		}
 		d *= 2
 	}
-	return max(c.jitter(min(d, c.max)), retry, retryAfter)
+	return max(c.jitter(min(d, c.max)), min(retry, c.maxServer), min(retryAfter, c.maxServer))
 }
 
 // parseRetryAfter returns the delay a Retry-After header asks for, from

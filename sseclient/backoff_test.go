@@ -51,15 +51,18 @@ func TestDelayExtremes(t *testing.T) {
 		math.MaxInt64/2 + 1, math.MaxInt64 - 1, math.MaxInt64}
 	for _, base := range values {
 		for _, ceiling := range values {
-			c := newConfig([]Option{WithBackoff(base, ceiling)})
-			top := max(base, ceiling, 0)
-			for _, failures := range []int{0, 1, 2, 62, 63, 64, 1000, math.MaxInt32, math.MaxInt} {
-				for _, server := range []time.Duration{0, math.MaxInt64} {
-					for range 20 {
-						d := c.delay(failures, server, server)
-						if d < server || d > max(top, server) {
-							t.Fatalf("WithBackoff(%d, %d), %d failures, server %d: delay %d, want it in [%d, %d]",
-								base, ceiling, failures, server, d, server, max(top, server))
+			for _, limit := range values {
+				c := newConfig([]Option{WithBackoff(base, ceiling), WithMaxServerDelay(limit)})
+				top := max(base, ceiling, 0)
+				for _, failures := range []int{0, 1, 2, 62, 63, 64, 1000, math.MaxInt32, math.MaxInt} {
+					for _, server := range []time.Duration{0, math.MaxInt64} {
+						least := min(server, max(limit, 0))
+						for range 5 {
+							d := c.delay(failures, server, server)
+							if d < least || d > max(top, least) {
+								t.Fatalf("WithBackoff(%d, %d), WithMaxServerDelay(%d), %d failures, server %d: delay %d, want it in [%d, %d]",
+									base, ceiling, limit, failures, server, d, least, max(top, least))
+							}
 						}
 					}
 				}
@@ -72,6 +75,35 @@ func TestDelayExtremes(t *testing.T) {
 				t.Fatalf("fullJitter(%d) = %d, want it in [0, %d]", d, j, max(d, 0))
 			}
 		}
+	}
+}
+
+// TestServerDelayCap: the server's retry field and Retry-After count up to
+// the cap, a minute by default, and no further; the cap leaves the
+// backoff, the caller's own, alone.
+func TestServerDelayCap(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		opts              []Option
+		retry, retryAfter time.Duration
+		want              time.Duration
+	}{
+		{"default, retry", nil, 10 * time.Hour, 0, time.Minute},
+		{"default, Retry-After", nil, 0, 10 * time.Hour, time.Minute},
+		{"default, below", nil, 59 * time.Second, 0, 59 * time.Second},
+		{"set", []Option{WithMaxServerDelay(time.Second)}, math.MaxInt64, math.MaxInt64, time.Second},
+		{"zero ignores the server", []Option{WithMaxServerDelay(0)}, time.Hour, time.Hour, time.Millisecond},
+		{"negative is zero", []Option{WithMaxServerDelay(-time.Hour)}, time.Hour, time.Hour, time.Millisecond},
+		{"no cap", []Option{WithMaxServerDelay(math.MaxInt64)}, 0, math.MaxInt64, math.MaxInt64},
+		{"not the backoff", []Option{WithBackoff(time.Hour, time.Hour), WithMaxServerDelay(time.Second)}, time.Minute, 0, time.Hour},
+	} {
+		c := newConfig(append([]Option{WithBackoff(time.Millisecond, time.Millisecond), WithoutJitter()}, tc.opts...))
+		if got := c.delay(0, tc.retry, tc.retryAfter); got != tc.want {
+			t.Errorf("%s: delay %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if DefaultMaxServerDelay != time.Minute {
+		t.Errorf("DefaultMaxServerDelay %v, want the minute the docs say", DefaultMaxServerDelay)
 	}
 }
 

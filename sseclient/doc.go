@@ -17,8 +17,10 @@
 // ends, a connection silent for longer than the idle timeout (a half-open
 // connection must not hang forever), and a 429, 502, 503 or 504 answer;
 // each time it waits (exponential backoff with full jitter, at least what
-// the server's retry field and Retry-After header ask) and sends the ID of
-// the last event it received in a Last-Event-ID header. A 204 answer ends
+// the server's retry field and Retry-After header ask, up to a cap of a
+// minute that [WithMaxServerDelay] changes, so that one bad answer cannot
+// park it for years) and sends the ID of the last event it received in a
+// Last-Event-ID header. A 204 answer ends
 // the sequence; any other status, or a 200 that is not text/event-stream,
 // ends it with a [*StatusError]. Such a refused response's body is read
 // for one idle timeout in all, 5 s at most, and up to 64 KiB: a body that

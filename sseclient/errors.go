@@ -29,8 +29,8 @@ var errSlowErrorBody = errors.New("sseclient: the error body is too slow")
 // A StatusError is a response that is not an event stream: a status other
 // than 200 and 204, or a 200 whose Content-Type is not text/event-stream.
 // [Stream] ends with one, except for 429, 502, 503 and 504, after which it
-// waits (at least the RetryAfter) and reconnects, reporting the error to
-// the [WithOnReconnect] function.
+// waits (at least the RetryAfter, up to the [WithMaxServerDelay] cap) and
+// reconnects, reporting the error to the [WithOnReconnect] function.
 type StatusError struct {
 	// StatusCode is the response's status code.
 	StatusCode int
@@ -43,7 +43,8 @@ type StatusError struct {
 	// cut there.
 	Body []byte
 	// RetryAfter is what the response's Retry-After header asked for, as a
-	// delay from when it arrived; 0 without one.
+	// delay from when it arrived; 0 without one. It is the server's value:
+	// the client waits no longer than the [WithMaxServerDelay] cap.
 	RetryAfter time.Duration
 }
 

@@ -11,10 +11,21 @@ import (
 // [WithIdleTimeout] set others. The idle timeout is three of the handler's
 // default heartbeats (15 s): a healthy stream of this library is never
 // silent that long.
+//
+// DefaultMaxServerDelay is the most the client waits because the server
+// asked, with a retry field or a Retry-After header, unless
+// [WithMaxServerDelay] sets another cap. A minute is twice the backoff's
+// ceiling and twelve times the delay this library's handler asks of a
+// client it has no room for (5 s): a server asking for more is most likely
+// wrong (seconds written where the retry field wants milliseconds) or a
+// rate limiter, and a client that comes back after a minute costs it one
+// request a minute, which it may refuse again; honouring a bad value could
+// park the client for years.
 const (
-	DefaultBaseDelay   = time.Second
-	DefaultMaxDelay    = 30 * time.Second
-	DefaultIdleTimeout = 45 * time.Second
+	DefaultBaseDelay      = time.Second
+	DefaultMaxDelay       = 30 * time.Second
+	DefaultIdleTimeout    = 45 * time.Second
+	DefaultMaxServerDelay = time.Minute
 )
 
 // An Option configures [Stream] and [Events].
@@ -29,6 +40,7 @@ func (f optionFunc) apply(c *config) { f(c) }
 type config struct {
 	client      *http.Client                         // sends every request
 	base, max   time.Duration                        // the backoff's first step, and its ceiling
+	maxServer   time.Duration                        // the cap on the server's retry field and Retry-After
 	idle        time.Duration                        // the idle timeout; 0: none
 	maxLine     int                                  // the Decoder's MaxLineSize
 	maxEvent    int                                  // the Decoder's MaxEventSize
@@ -40,13 +52,14 @@ type config struct {
 
 func newConfig(opts []Option) *config {
 	c := &config{
-		client:   http.DefaultClient,
-		base:     DefaultBaseDelay,
-		max:      DefaultMaxDelay,
-		idle:     DefaultIdleTimeout,
-		maxLine:  DefaultMaxLineSize,
-		maxEvent: DefaultMaxEventSize,
-		jitter:   fullJitter,
+		client:    http.DefaultClient,
+		base:      DefaultBaseDelay,
+		max:       DefaultMaxDelay,
+		maxServer: DefaultMaxServerDelay,
+		idle:      DefaultIdleTimeout,
+		maxLine:   DefaultMaxLineSize,
+		maxEvent:  DefaultMaxEventSize,
+		jitter:    fullJitter,
 	}
 	for _, o := range opts {
 		o.apply(c)
@@ -81,7 +94,8 @@ func WithHTTPClient(c *http.Client) Option {
 // min(ceiling, base·2ⁿ): exponential backoff with "full jitter", so that
 // clients cut at the same moment do not all come back at the same moment.
 // It never waits less than the server asks, with its latest retry field or
-// the Retry-After header of a 429, 502, 503 or 504. The defaults are
+// the Retry-After header of a 429, 502, 503 or 504, up to the cap
+// [WithMaxServerDelay] sets (a minute by default). The defaults are
 // [DefaultBaseDelay] and [DefaultMaxDelay]. Any values are accepted: a
 // negative one counts as 0, a ceiling below base as base, and the delay
 // saturates at the ceiling, math.MaxInt64 included, never overflowing.
@@ -90,6 +104,19 @@ func WithBackoff(base, ceiling time.Duration) Option {
 		c.base = max(base, 0)
 		c.max = max(ceiling, c.base)
 	})
+}
+
+// WithMaxServerDelay caps what the client waits because the server asked:
+// a retry field or a Retry-After header asking for longer than d counts as
+// asking for d. One bad answer (a typo, seconds where the retry field
+// wants milliseconds, a misbehaving proxy) would otherwise park the client
+// for as long as it says, years if it likes. The default is
+// [DefaultMaxServerDelay], a minute; 0 (or less) ignores the server's
+// delays, leaving only the backoff ([WithBackoff]), and math.MaxInt64
+// honours them all. The backoff's own ceiling is not capped: it is the
+// caller's. [StatusError.RetryAfter] still tells what the server asked.
+func WithMaxServerDelay(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.maxServer = max(d, 0) })
 }
 
 // WithIdleTimeout sets how long a connection may stay silent, no byte of

@@ -605,3 +605,36 @@ func TestHugeBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxServerDelay: a retry field or a Retry-After of years is cut to
+// WithMaxServerDelay's cap: the client waits that long, and no longer, then
+// reconnects. The StatusError still says what the server asked.
+func TestMaxServerDelay(t *testing.T) {
+	const limit = 100 * time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		first step
+	}{
+		{"retry field", sends("retry: 999999999999\n\n")},                                     // 31 years
+		{"Retry-After", status(http.StatusServiceUnavailable, "", "Retry-After", "99999999")}, // 3 years
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := script(t, tc.first, sends(closing))
+			var rec recorder
+			if _, err := collect(t, sseclient.Events(bounded(t), s.URL, fast(s, rec.option(), sseclient.WithMaxServerDelay(limit))...)); err != nil {
+				t.Fatal(err)
+			}
+			calls, reqs := rec.get(), s.requests()
+			if len(calls) != 1 || calls[0].delay != limit {
+				t.Fatalf("reconnections %+v, want one after the cap %v", calls, limit)
+			}
+			if gap := reqs[1].at.Sub(reqs[0].at); gap < limit || gap > patience/2 {
+				t.Fatalf("reconnected %v later, want the cap %v", gap, limit)
+			}
+			var se *sseclient.StatusError
+			if errors.As(calls[0].err, &se) && se.RetryAfter != 99999999*time.Second {
+				t.Fatalf("RetryAfter %v, want what the server asked", se.RetryAfter)
+			}
+		})
+	}
+}
