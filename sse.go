@@ -132,7 +132,18 @@ func (h *handler[K]) tryLater(w http.ResponseWriter, r *http.Request, err error)
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprintf(w, "retry: %d\n\n", retryMillis(retry))
+	w.Write(appendRetry(nil, retry))
+}
+
+// appendRetry appends a "retry" field, with no blank line after it: a
+// client applies it as it reads the line, and a blank line would end a
+// block that holds no event, which some clients (go-sse, r3labs) dispatch
+// as an empty message. So the field goes either at the end of a response,
+// or at the start of one, in the same block as the first event.
+func appendRetry(buf []byte, d time.Duration) []byte {
+	buf = append(buf, "retry: "...)
+	buf = strconv.AppendInt(buf, retryMillis(d), 10)
+	return append(buf, '\n')
 }
 
 // DefaultBusyRetry is the reconnection delay [Handler] asks of clients it
@@ -220,6 +231,11 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer sub.Close()
+	epoch := sub.Epoch()
+	if err := checkEpoch(epoch); err != nil {
+		h.refuse(w, r, http.StatusInternalServerError, RefusedInternal, err)
+		return
+	}
 	if m := h.cfg.metrics; m != nil {
 		m.streamsServed.Add(1)
 		m.streamsOpen.Add(1)
@@ -228,10 +244,11 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			m.resumes.Add(1)
 		}
 	}
-	h.stream(w, r, c, sub)
+	h.stream(w, r, c, sub, epoch)
 }
 
 var (
+	errBadEpoch    = errors.New("sse: the source's epoch is not 1 to 64 ASCII letters and digits")
 	errOnlyGet     = errors.New("sse: only GET streams events")
 	errCannotFlush = errors.New("sse: the ResponseWriter cannot flush: a middleware that wraps it must implement Unwrap() http.ResponseWriter, or Flush")
 )
@@ -263,7 +280,7 @@ const flushBytes = 32 << 10
 
 // stream writes the subscription's events until the key ends or the
 // connection does.
-func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub Subscription) {
+func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub Subscription, epoch string) {
 	ctx := r.Context()
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -272,10 +289,12 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 	w.WriteHeader(http.StatusOK)
 
 	buf := make([]byte, 0, 4<<10)
-	if h.cfg.retry > 0 {
-		buf = append(buf, "retry: "...)
-		buf = strconv.AppendInt(buf, retryMillis(h.cfg.retry), 10)
-		buf = append(buf, "\n\n"...)
+	// With WithRetry, the field opens the stream's first block, which the
+	// first event closes: until then, heartbeats leave it open (see
+	// appendRetry).
+	open := h.cfg.retry > 0
+	if open {
+		buf = appendRetry(buf, h.cfg.retry)
 	}
 	if err := c.write(buf); err != nil { // the headers, at once
 		h.failed(ctx, r, err)
@@ -288,7 +307,6 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		defer beat.Stop()
 		heartbeat = beat.C
 	}
-	epoch := sub.Epoch()
 	m := h.cfg.metrics
 	var evs []Event
 	for {
@@ -307,7 +325,10 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		switch {
 		case err == nil:
 			if ping = len(buf) == 0; ping {
-				buf = append(buf, ": ping\n\n"...)
+				buf = append(buf, ": ping\n"...)
+				if !open {
+					buf = append(buf, '\n')
+				}
 			}
 		case errors.Is(err, io.EOF):
 			buf = append(buf, h.cfg.end...)
@@ -324,14 +345,12 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		case errors.Is(context.Cause(ctx), errServerShutdown):
 			// Graceful ends the stream: tell the client when to come back,
 			// each a different time, so that they do not all come at once.
-			buf = append(buf[:0], "retry: "...)
-			buf = strconv.AppendInt(buf, retryMillis(shutdownRetry()), 10)
-			buf = append(buf, "\n\n"...)
-			c.write(buf)
+			c.write(appendRetry(buf[:0], shutdownRetry()))
 			return
 		default: // the client went away
 			return
 		}
+		open = open && ping
 		if werr := c.write(buf); werr != nil {
 			if m != nil && !errors.Is(werr, errAborted) {
 				m.dropped.Add(1)
@@ -470,13 +489,8 @@ func lastEventID(r *http.Request) (epoch string, id uint64, header, ok bool) {
 func parseID(v string) (epoch string, id uint64, ok bool) {
 	if i := strings.LastIndexByte(v, '-'); i >= 0 {
 		epoch, v = v[:i], v[i+1:]
-		if epoch == "" {
+		if epoch == "" || !alphanumeric(epoch) {
 			return "", 0, false
-		}
-		for j := 0; j < len(epoch); j++ {
-			if c := epoch[j]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
-				return "", 0, false
-			}
 		}
 	}
 	if v == "" || v[0] < '0' || v[0] > '9' {
@@ -485,6 +499,31 @@ func parseID(v string) (epoch string, id uint64, ok bool) {
 	id, err := strconv.ParseUint(v, 10, 64)
 	return epoch, id, err == nil
 }
+
+// checkEpoch refuses an epoch that docs/protocol.md does not allow: one
+// with any byte but an ASCII letter or digit could end the id line and
+// inject fields (a "close" that stops every client), and one too long would
+// make every ID a burden. It is the source's mistake: the handler answers
+// 500.
+func checkEpoch(epoch string) error {
+	if epoch == "" || len(epoch) > maxEpoch || !alphanumeric(epoch) {
+		return fmt.Errorf("%w: %q", errBadEpoch, epoch)
+	}
+	return nil
+}
+
+// alphanumeric reports whether s holds only ASCII letters and digits.
+func alphanumeric(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// maxEpoch is the longest epoch the handler writes.
+const maxEpoch = 64
 
 // retryMillis is d in whole milliseconds, at least 1: a "retry: 0" would
 // make clients reconnect at once, again and again.

@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -1314,5 +1315,96 @@ func TestReplayIsWrittenInPieces(t *testing.T) {
 	}
 	if grown := after.TotalAlloc - before.TotalAlloc; grown > 4<<20 {
 		t.Fatalf("the replay of 64 MiB allocated %d bytes, want under 4 MiB", grown)
+	}
+}
+
+// TestHandlerRetryInTheFirstEventsBlock: a retry field never stands in a
+// block of its own, which some clients (go-sse, r3labs) dispatch as an
+// empty message. With WithRetry it opens the stream's first block: the
+// heartbeats before the first event leave that block open, and the first
+// event closes it. In a retry later answer, and at a graceful shutdown, it
+// ends the response with no blank line after it.
+func TestHandlerRetryInTheFirstEventsBlock(t *testing.T) {
+	b := newBroker[string](t)
+	srv, _ := serve(t, b, WithRetry(1500*time.Millisecond), WithHeartbeat(5*time.Millisecond))
+	c := open(t, srv.Client(), srv.URL, "k")
+	raw := bufio.NewReader(c.resp.Body)
+	var head strings.Builder
+	for pings := 0; pings < 3; {
+		line, err := raw.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		head.WriteString(line)
+		if line == ": ping\n" {
+			pings++
+		}
+	}
+	enqueueSeq(t, b, "k", 1, 1)
+	for !strings.HasSuffix(head.String(), "\n\n") {
+		line, err := raw.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		head.WriteString(line)
+	}
+	got := plain(head.String())
+	if want := "retry: 1500\n: ping\n"; !strings.HasPrefix(got, want) || !strings.HasSuffix(got, ": ping\nid: 1\ndata: 1\n\n") || strings.Count(got, "\n\n") != 1 {
+		t.Fatalf("the stream began %q: want the retry, heartbeats, then the first event, in one block", got)
+	}
+
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/?key=k", nil)
+	req.Header.Set("Last-Event-ID", "0") // a takeover that lost: come back later
+	Handler[string](busy{}, queryKey, WithRetry(time.Second)).ServeHTTP(rec, req)
+	if got := rec.Body.String(); got != "retry: 1000\n" {
+		t.Fatalf("retry later: %q, want the field alone with no blank line", got)
+	}
+}
+
+// badEpoch is a Source whose subscriptions name their epoch as it says.
+type badEpoch struct {
+	Source[string]
+	epoch string
+}
+
+func (s badEpoch) Subscribe(ctx context.Context, key string, req SubscribeRequest) (Subscription, error) {
+	sub, err := s.Source.Subscribe(ctx, key, req)
+	if err != nil {
+		return nil, err
+	}
+	return epochSub{sub, s.epoch}, nil
+}
+
+type epochSub struct {
+	Subscription
+	epoch string
+}
+
+func (s epochSub) Epoch() string { return s.epoch }
+
+// TestHandlerRefusesABadEpoch: an epoch from a custom Source that
+// docs/protocol.md does not allow (a line break would let it inject
+// fields, a "close" among them) gets 500, and nothing of it is written.
+func TestHandlerRefusesABadEpoch(t *testing.T) {
+	b := newBroker[string](t)
+	enqueueSeq(t, b, "k", 1, 1)
+	for _, epoch := range []string{"", "a\nevent: close\ndata:\n\nid: b", "a-b", "é", strings.Repeat("a", 65)} {
+		rec := httptest.NewRecorder()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second) // a stream would go on
+		Handler[string](badEpoch{b, epoch}, queryKey).ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, "/?key=k", nil))
+		cancel()
+		if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "close") {
+			t.Errorf("epoch %q: %d %q, want 500 and none of it", epoch, rec.Code, rec.Body.String())
+		}
+	}
+	rec := httptest.NewRecorder()
+	Handler[string](badEpoch{b, strings.Repeat("Z9", 32)}, queryKey, WithHeartbeat(0)).ServeHTTP(rec, func() *http.Request {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(50*time.Millisecond, cancel)
+		return httptest.NewRequestWithContext(ctx, http.MethodGet, "/?key=k", nil)
+	}())
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "id: "+strings.Repeat("Z9", 32)+"-1\n") {
+		t.Errorf("a 64-character epoch: %d %q, want it streamed", rec.Code, rec.Body.String())
 	}
 }

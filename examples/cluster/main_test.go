@@ -171,7 +171,7 @@ func TestNoReplicaUp(t *testing.T) {
 	if up, _ := clusterState(t, srv.URL); up["a"] || up["b"] {
 		t.Fatalf("replicas up after stopping both: %v", up)
 	}
-	if code, body := do(t, http.MethodGet, srv.URL+job.Events); code != http.StatusOK || body != "retry: 1000\n\n" {
+	if code, body := do(t, http.MethodGet, srv.URL+job.Events); code != http.StatusOK || body != "retry: 1000\n" {
 		t.Errorf("event stream with no replica up: %d %q, want 200 with a retry field", code, body)
 	}
 	if code, _ := do(t, http.MethodPost, srv.URL+"/jobs"); code != http.StatusServiceUnavailable {

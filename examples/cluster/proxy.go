@@ -60,7 +60,7 @@ func (p *proxy) forward(w http.ResponseWriter, r *http.Request) {
 	if _, ok := eventStream(r); ok {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-store")
-		io.WriteString(w, "retry: 1000\n\n")
+		io.WriteString(w, "retry: 1000\n") // no blank line: see docs/protocol.md
 		return
 	}
 	http.Error(w, "no replica is up", http.StatusServiceUnavailable)
