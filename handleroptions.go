@@ -86,8 +86,14 @@ func WithTerminateMessage() HandlerOption {
 // and the end of the stream, so that a browser tries again later. A request
 // that takes a key over (see [Takeover]) from a stream this handler serves
 // is admitted at the bound and inherits that stream's place: a client can
-// always replace its own stale connection. By default there is no bound; 0
-// means none. It panics if n is negative.
+// always replace its own stale connection. In [FanOut] mode nothing is
+// taken over, and the handler cannot tell a client's stale connection from
+// another client's: there, a request with a Last-Event-ID header of the
+// key's current life (a browser reconnecting) is admitted beyond the
+// bound, by at most n/8 + 1 streams in all, so that the handler serves at
+// most n + n/8 + 1 streams; its stale connection gives its place back when
+// a heartbeat's write fails. By default there is no bound; 0 means none.
+// It panics if n is negative.
 func WithMaxStreams(n int) HandlerOption {
 	if n < 0 {
 		panic("sse: WithMaxStreams: negative bound")

@@ -384,3 +384,47 @@ func TestHandlerMaxStreamsChecksKeysFirst(t *testing.T) {
 		}
 	})
 }
+
+// TestMaxStreamsFanOutSpares: in FanOut mode nothing is taken over, so a
+// client reconnecting at the bound (a Last-Event-ID header of the key's
+// current life) may have one of n/8 + 1 spare places while its stale
+// connection lives on; a request without the header, or with an ID of
+// another life, still gets retry later, and so does one past the spares.
+func TestMaxStreamsFanOutSpares(t *testing.T) {
+	b := newBroker[string](t, WithMode(FanOut))
+	srv, h := serve(t, b, WithMaxStreams(2))
+	stale := open(t, srv.Client(), srv.URL, "k")
+	other := open(t, srv.Client(), srv.URL, "other")
+	enqueueSeq(t, b, "k", 1, 3)
+	stale.expectSeq(t, 1, 1)
+	h.waitActive(t, 2)
+
+	refused := func(header ...string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key=k", nil)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectTryLater(t, resp, DefaultBusyRetry)
+	}
+	refused()                                                                  // a new client
+	refused("Last-Event-ID", "0")                                              // no ID of this life
+	refused("Last-Event-ID", "zzzz-1")                                         // another life
+	c := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", stale.wireID(1)) // the spare
+	c.expectSeq(t, 2, 3)
+	h.waitActive(t, 3)
+	refused("Last-Event-ID", stale.wireID(2)) // 2/8 + 1 = 1 spare, taken
+
+	stale.close() // the places come back as streams end
+	other.close()
+	h.waitActive(t, 1)
+	again := open(t, srv.Client(), srv.URL, "k")
+	again.expectSeq(t, 1, 3)
+	c.close()
+	again.close()
+	h.waitIdle(t)
+}

@@ -31,7 +31,9 @@ import (
 //     [http.ResponseController] expects), and the key is not touched.
 //   - Beyond [WithMaxStreams] the answer is an empty stream with a "retry"
 //     field: come back later. A request that takes a key over from a
-//     stream of this handler inherits that stream's place.
+//     stream of this handler inherits that stream's place; in FanOut mode a
+//     reconnecting client may have one of a few spare places (see
+//     WithMaxStreams).
 //   - The request attaches to the key ([Source.Subscribe]): a closed key
 //     whose events the client has all received gets 204, which makes a
 //     browser stop reconnecting; in Queue mode a key another connection
@@ -182,7 +184,9 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := SubscribeRequest{Takeover: h.cfg.takeover == TakeOverAlways, Known: h.cfg.known}
+	reconnected := false // a Last-Event-ID header: the client reconnects
 	if epoch, id, header, ok := lastEventID(r); ok {
+		reconnected = header
 		// Only the header shows a reconnection: a browser sends it itself.
 		// The query parameter is in every request of a page's EventSource,
 		// so a second tab must not take the key over with it.
@@ -190,11 +194,14 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.Takeover = req.Takeover || header
 	}
 	sl, ok := h.streams.acquire(key, req.Takeover && h.src.Mode() == Queue)
-	if !ok {
+	// At the bound, a FanOut client that reconnects may have a spare slot
+	// once its ID shows that it reads the key's current life (see streams).
+	spare := !ok && reconnected && h.src.Mode() == FanOut
+	if !ok && !spare {
 		h.tryLater(w, r, errTooManyStreams)
 		return
 	}
-	defer h.streams.release(key, sl)
+	defer func() { h.streams.release(key, sl) }()
 	c := newConn(w, h.cfg.writeTimeout)
 	defer c.finish()
 	req.Abort = c.abort
@@ -235,6 +242,16 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := checkEpoch(epoch); err != nil {
 		h.refuse(w, r, http.StatusInternalServerError, RefusedInternal, err)
 		return
+	}
+	if spare {
+		if req.Epoch != epoch {
+			h.tryLater(w, r, errTooManyStreams)
+			return
+		}
+		if sl, ok = h.streams.acquireSpare(key); !ok {
+			h.tryLater(w, r, errTooManyStreams)
+			return
+		}
 	}
 	if m := h.cfg.metrics; m != nil {
 		m.streamsServed.Add(1)

@@ -7,8 +7,16 @@ import "sync"
 // that stream's slot, even at the bound: the client replaces its own
 // connection, which ends, so the count does not grow; otherwise a client
 // whose stale connection heartbeats keep alive could never come back.
+//
+// In FanOut mode nothing is taken over, so the handler cannot tell a
+// client's own stale connection from another client. A request that
+// resumes the current life of its key with a Last-Event-ID header (a
+// browser reconnecting) may then take one of a few spare slots beyond the
+// bound (see acquireSpare): its client most likely replaces a connection
+// that will fail a heartbeat's write and give its slot back.
 type streams[K comparable] struct {
-	max int // immutable
+	max   int // immutable
+	spare int // immutable: the slots beyond max that acquireSpare may give
 
 	mu   sync.Mutex
 	n    int         // guarded by mu: slots held
@@ -24,8 +32,12 @@ func newStreams[K comparable](max int) *streams[K] {
 	if max <= 0 {
 		return nil
 	}
-	return &streams[K]{max: max, last: make(map[K]*slot)}
+	return &streams[K]{max: max, spare: spareStreams(max), last: make(map[K]*slot)}
 }
+
+// spareStreams is how many streams beyond a bound of max [WithMaxStreams]
+// lets resuming FanOut clients have: an eighth, and at least one.
+func spareStreams(max int) int { return max/8 + 1 }
 
 // acquire returns a slot for a stream of key, or false at the bound. A
 // request that takes the key over (takeover) inherits the slot of the
@@ -50,9 +62,25 @@ func (s *streams[K]) acquire(key K, takeover bool) (*slot, bool) {
 	return sl, true
 }
 
+// acquireSpare returns a slot beyond the bound for a stream of key, or
+// false if every spare slot is taken. The handler calls it, in FanOut
+// mode, for a request that resumes the key's current life with a
+// Last-Event-ID header, after acquire refused it.
+func (s *streams[K]) acquireSpare(key K) (*slot, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n >= s.max+s.spare {
+		return nil, false
+	}
+	s.n++
+	sl := &slot{held: true}
+	s.last[key] = sl
+	return sl, true
+}
+
 // release gives sl back, unless a takeover inherited it.
 func (s *streams[K]) release(key K, sl *slot) {
-	if s == nil {
+	if s == nil || sl == nil {
 		return
 	}
 	s.mu.Lock()
