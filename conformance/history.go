@@ -385,6 +385,7 @@ func (v *verifier) reader(r *reader) {
 	lastAttempt := -1
 	left := make(map[string]bool) // epochs the client has left
 	strict := r.kind == client || v.h.mode == sse.FanOut
+	where, whereAttempt := name, -1
 	for i := range r.items {
 		it := &r.items[i]
 		var l life
@@ -454,7 +455,11 @@ func (v *verifier) reader(r *reader) {
 			}
 			continue
 		}
-		p = v.step(name, p, it)
+		if r.kind == client && it.attempt != whereAttempt && it.attempt >= 0 && it.attempt < len(r.attempts) {
+			whereAttempt = it.attempt
+			where = fmt.Sprintf("%s, connection %d from Last-Event-ID %q", name, it.attempt, r.attempts[it.attempt].resume)
+		}
+		p = v.step(where, p, it)
 	}
 	if r.end == closed {
 		v.closedEnd(r, name, p)
@@ -678,14 +683,21 @@ func (v *verifier) closedEnd(r *reader, name string, p position) {
 		}
 	}
 	end := r.endTick
+	how := "its range ended"
+	if r.kind == client {
+		how = "close"
+		if s := v.lastSub(r); s != nil && errors.Is(s.err, sse.ErrFinished) {
+			how = fmt.Sprintf("204 to Last-Event-ID %q", r.attempts[len(r.attempts)-1].resume)
+		}
+	}
 	v.ends = append(v.ends, func() {
 		cs, ok := v.h.closeStart[l]
 		if !ok || cs > end {
-			v.add("early-close", "%s: ended as finished (close or 204) in %v, whose key was not closed", name, l)
+			v.add("early-close", "%s: ended as finished (%s) in %v, whose key was not closed", name, how, l)
 			return
 		}
 		if b := v.life(l).minBound; known && pos < b {
-			v.add("early-close", "%s: ended as finished at ID %d of %v, which has events up to at least %d", name, pos, l, b)
+			v.add("early-close", "%s: ended as finished (%s) at ID %d of %v, which has events up to at least %d", name, how, pos, l, b)
 		}
 	})
 }

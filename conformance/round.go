@@ -351,11 +351,21 @@ func (r *round) traces(vs []Violation) []string {
 			}
 		}
 	}
+	// A violation about a life names no reader: show its key's readers.
+	keys := make(map[string]bool)
+	for _, v := range vs {
+		if v.Rule != "lost" {
+			continue
+		}
+		if i := strings.IndexByte(v.Detail, '#'); i > 0 {
+			keys[v.Detail[:i]] = true
+		}
+	}
 	var out []string
 	r.h.mu.Lock()
 	defer r.h.mu.Unlock()
 	for _, rd := range r.h.readers {
-		if want[strconv.Itoa(rd.id)] || *flagV {
+		if want[strconv.Itoa(rd.id)] || keys[rd.key] || *flagV {
 			tr := rd.trace()
 			if len(tr) > 4000 {
 				tr = tr[:2000] + " … " + tr[len(tr)-2000:]

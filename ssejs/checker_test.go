@@ -1,0 +1,253 @@
+package ssejs_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/conformance"
+	"github.com/rocketqueue/sse/ssejs"
+)
+
+// TestChecker runs the conformance checker on the broker: two replicas,
+// each with its own NATS connection through a proxy that can sever, stall
+// or refuse it, on one embedded server. The faults: a replica's connection
+// severed (an outage) or stalled (a black hole), the server restarted on
+// its store, a replica killed and started again, a lease write whose
+// acknowledgement is lost before its replica's connection is severed
+// (Queue), and a key's data expired now.
+func TestChecker(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the checker runs for a while")
+	}
+	conformance.Check(t, conformance.Backend{
+		Name:  "ssejs",
+		Caps:  conformance.Caps{AtomicBatch: 512 << 10},
+		Start: func(t testing.TB, s conformance.Setup) *conformance.Deployment { return startJS(t, s, 2) },
+	})
+}
+
+// jsServer is an embedded NATS server that can restart on its store.
+type jsServer struct {
+	t    testing.TB
+	dir  string
+	port int
+	mu   sync.Mutex
+	srv  *server.Server // guarded by mu
+}
+
+func (s *jsServer) start() error {
+	o := &server.Options{JetStream: true, StoreDir: s.dir, Port: s.port, Host: "127.0.0.1", NoLog: true, NoSigs: true}
+	srv, err := server.NewServer(o)
+	if err != nil {
+		return err
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return errors.New("the NATS server did not start")
+	}
+	s.mu.Lock()
+	s.srv = srv
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *jsServer) stop() {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+}
+
+func (s *jsServer) url() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+// jsProc is one replica: its proxy, its connection and its broker.
+type jsProc struct {
+	proxy *conformance.NetProxy
+	mu    sync.Mutex
+	nc    *nats.Conn            // guarded by mu
+	b     *ssejs.Broker[string] // guarded by mu
+}
+
+func (p *jsProc) impl() conformance.Impl[string] {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return conformance.Impl[string]{Publisher: p.b, Reader: p.b, Source: p.b}
+}
+
+func jsOptions(s conformance.Setup, name string) []ssejs.Option {
+	opts := []ssejs.Option{
+		ssejs.WithName(name), ssejs.WithMode(s.Mode), ssejs.WithMaxEventSize(s.MaxEventSize),
+		ssejs.WithLease(time.Second), ssejs.WithTimeout(3 * time.Second),
+	}
+	if s.Retain > 0 {
+		if s.Mode == sse.FanOut {
+			opts = append(opts, ssejs.WithHistory(int64(s.Retain)))
+		} else {
+			opts = append(opts, ssejs.WithReplay(s.Retain))
+		}
+	}
+	return opts
+}
+
+// connectVia connects to NATS through a proxy, reconnecting for ever.
+func connectVia(addr string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect("nats://"+addr, nats.MaxReconnects(-1), nats.ReconnectWait(25*time.Millisecond),
+		nats.PingInterval(500*time.Millisecond), nats.MaxPingsOutstanding(3), nats.Timeout(2*time.Second))
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// start connects the replica and makes its broker.
+func (p *jsProc) start(ctx context.Context, opts []ssejs.Option) error {
+	nc, js, err := connectVia(p.proxy.Addr())
+	if err != nil {
+		return err
+	}
+	b, err := ssejs.New[string](ctx, js, opts...)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	p.mu.Lock()
+	p.nc, p.b = nc, b
+	p.mu.Unlock()
+	return nil
+}
+
+// stop shuts the replica's broker down (within d) and closes its
+// connection.
+func (p *jsProc) stop(d time.Duration) {
+	p.mu.Lock()
+	nc, b := p.nc, p.b
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if b != nil {
+		b.Shutdown(ctx)
+	}
+	if nc != nil {
+		nc.Close()
+	}
+}
+
+func startJS(t testing.TB, s conformance.Setup, procs int) *conformance.Deployment {
+	srv := &jsServer{t: t, dir: t.TempDir(), port: freePortOf(t)}
+	if err := srv.start(); err != nil {
+		t.Fatal(err)
+	}
+	name := uniqueName()
+	opts := jsOptions(s, name)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ps := make([]*jsProc, procs)
+	for i := range ps {
+		proxy, err := conformance.StartNetProxy(srv.url())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps[i] = &jsProc{proxy: proxy}
+		if err := ps[i].start(ctx, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The faults; for each, heal returns the replica or server to health.
+	sever := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
+		p := ps[a.Proc]
+		p.proxy.Refuse(true)
+		p.proxy.Sever()
+		return func(context.Context) error { p.proxy.Refuse(false); return nil }, nil
+	}
+	stall := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
+		p := ps[a.Proc]
+		p.proxy.Stall(true)
+		return func(context.Context) error { p.proxy.Stall(false); return nil }, nil
+	}
+	restart := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
+		srv.stop()
+		return func(context.Context) error { return srv.start() }, nil
+	}
+	kill := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
+		p := ps[a.Proc]
+		p.stop(time.Duration(a.Rand.IntN(200)) * time.Millisecond)
+		return func(ctx context.Context) error {
+			for {
+				err := p.start(ctx, opts)
+				if err == nil || ctx.Err() != nil {
+					return err
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}, nil
+	}
+	lostAck := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
+		p := ps[a.Proc]
+		p.mu.Lock()
+		b := p.b
+		p.mu.Unlock()
+		ssejs.DropLeaseAcks(b, 1)
+		time.Sleep(time.Duration(a.Rand.IntN(300)) * time.Millisecond)
+		p.proxy.Refuse(true)
+		p.proxy.Sever()
+		return func(context.Context) error { p.proxy.Refuse(false); return nil }, nil
+	}
+	expire := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
+		// What MaxAge would do to the key, now: its messages are gone.
+		nc, js, err := connectVia(srv.url())
+		if err != nil {
+			return nil, err
+		}
+		defer nc.Close()
+		st, err := js.Stream(ctx, "SSE_"+name)
+		if err != nil {
+			return nil, err
+		}
+		tok, err := ssejs.Token[string](stringCodec{}, a.Key)
+		if err != nil {
+			return nil, err
+		}
+		return nil, st.Purge(ctx, jetstream.WithPurgeSubject("sse."+name+".e."+tok))
+	}
+	return &conformance.Deployment{
+		Procs: procs,
+		Impl:  func(i int) conformance.Impl[string] { return ps[i].impl() },
+		Faults: []conformance.Fault{
+			{Name: "sever", Inject: sever},
+			{Name: "stall", Inject: stall},
+			{Name: "restart-server", Inject: restart},
+			{Name: "kill-replica", Inject: kill},
+			{Name: "lost-lease-ack", Inject: lostAck, Modes: []sse.Mode{sse.Queue}},
+			{Name: "expire-key", Inject: expire, Loses: conformance.LosesKey},
+		},
+		Stop: func() {
+			for _, p := range ps {
+				p.proxy.Stall(false)
+				p.proxy.Refuse(false)
+			}
+			for _, p := range ps {
+				p.stop(5 * time.Second)
+				p.proxy.Close()
+			}
+			srv.stop()
+		},
+	}
+}
