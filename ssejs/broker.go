@@ -238,6 +238,16 @@ func (b *Broker[K]) downChan() <-chan struct{} {
 // perhaps to another replica.
 var ErrUnavailable = errors.New("ssejs: NATS is unreachable")
 
+// ErrNotStored is wrapped by the errors of [Broker.Enqueue],
+// [Broker.Publish], [Broker.Close] and [Broker.Open] that the broker knows
+// stored nothing: a context that ended before the call was sent (the
+// context's error is wrapped too), or a definite refusal by the server
+// (its *jetstream.APIError is wrapped too). Like [sse.ErrClosed] and the
+// others that say so, it means the call may be retried without a
+// duplicate; any error that matches none of them means the outcome is
+// unknown.
+var ErrNotStored = errors.New("ssejs: nothing was stored")
+
 // unavailable is Subscribe's error while NATS is unreachable.
 type unavailable struct{ cause error }
 

@@ -132,8 +132,11 @@
 //
 // Their error is [sse.ErrInvalidEvent] or [sse.ErrInvalidKey] (wrapped,
 // for input they refuse, as [sse.Broker] refuses it: see
-// [sse.CheckEvent]), [sse.ErrShutdown] or [sse.ErrClosed], and then nothing
-// was stored; or any other error, and then the outcome is unknown (a batch
+// [sse.CheckEvent]), [sse.ErrShutdown], [sse.ErrClosed] or [ErrNotStored]
+// (a context already done when the call would have been sent: a call whose
+// context is done when it starts stores nothing and returns the context's
+// error, wrapped), and then nothing was stored; or any other error, and
+// then the outcome is unknown (a batch
 // split at the max payload whose later part fails gets such an error,
 // whatever the part's: its earlier parts are stored). A
 // caller that retries such a call gives it an idempotency key

@@ -161,6 +161,9 @@ func (b *Broker[K]) submit(ctx context.Context, key K, c *pubCall) error {
 	}
 	ctx, cancel := b.callCtx(ctx)
 	defer cancel()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotStored, err) // a call whose context is done stores nothing
+	}
 	c.ctx, c.done = ctx, make(chan error, 1)
 	if id, ok := ctx.Value(idemKey{}).(string); ok {
 		c.idem = id
@@ -195,13 +198,23 @@ func (b *Broker[K]) submit(ctx context.Context, key K, c *pubCall) error {
 		return err
 	case <-ctx.Done():
 		b.mu.Lock()
+		queued := false
 		for i, q := range pk.queue {
 			if q == c { // not sent: nothing of it is stored
 				pk.queue = append(pk.queue[:i], pk.queue[i+1:]...)
+				queued = true
 				break
 			}
 		}
 		b.mu.Unlock()
+		if queued {
+			return fmt.Errorf("%w: %w", ErrNotStored, ctx.Err())
+		}
+		select {
+		case err := <-c.done: // the flusher answered meanwhile
+			return err
+		default:
+		}
 		return fmt.Errorf("ssejs: outcome unknown: %w", ctx.Err())
 	}
 }
@@ -234,6 +247,12 @@ func (b *Broker[K]) nextCalls(pk *pubKey) []*pubCall {
 	size := 0
 	for len(pk.queue) > 0 {
 		c := pk.queue[0]
+		if err := c.ctx.Err(); err != nil {
+			// Its caller gave up before it was sent: send nothing of it.
+			pk.queue = pk.queue[1:]
+			c.done <- fmt.Errorf("%w: %w", ErrNotStored, err)
+			continue
+		}
 		alone := c.idem != "" || c.kind != callEvents
 		if len(calls) > 0 && (alone || size+len(c.body) > b.maxBody) {
 			break

@@ -306,3 +306,37 @@ func TestIdempotencyKeyLongKey(t *testing.T) {
 		t.Errorf("%d messages stored, want 2 (the batch, whole, and the Close)", n)
 	}
 }
+
+// TestCancelledContextStoresNothing: a call whose context is done before
+// it starts stores nothing, and says so: its error wraps ErrNotStored and
+// the context's error, never "outcome unknown".
+func TestCancelledContextStoresNothing(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(uniqueName()), ssejs.WithMode(sse.FanOut))
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 300 {
+		err := b.Enqueue(done, "k", strconv.Itoa(i))
+		if !errors.Is(err, ssejs.ErrNotStored) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("call %d: %v, want ErrNotStored and context.Canceled", i, err)
+		}
+	}
+	ctx := within(t, 30*time.Second)
+	if err := b.Enqueue(ctx, "k", "kept"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	var got []sse.Event
+	for ev, err := range b.Events(ctx, "k") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev)
+	}
+	if len(got) != 1 || got[0].ID != 1 || got[0].Data != "kept" {
+		t.Fatalf("the key holds %+v, want only the call whose context was live", got)
+	}
+}

@@ -27,7 +27,14 @@ type lease struct {
 	Floor    uint64 `json:"f,omitempty"` // the last event ID handed out to a reader or connection
 	FloorSeq uint64 `json:"s,omitempty"` // the stream sequence of the message that holds Floor
 	Local    uint64 `json:"l,omitempty"` // the last event ID an in-process reader took
-	Nonce    string `json:"n,omitempty"` // random per write: tells a write whose ack was lost
+	// Pend is how many events below Floor the owner's last take covers
+	// while the owner has written nothing since: it may not have handed
+	// them out (the write's ack lost, the owner gone before it could
+	// repair the floor). A later write of the owner, made only after the
+	// take succeeded, sets it to 0. The next owner names them in a gap to
+	// its first reader that does not resume over them (see qkey.owed).
+	Pend  uint64 `json:"p,omitempty"`
+	Nonce string `json:"n,omitempty"` // random per write: tells a write whose ack was lost
 }
 
 // errLost is what a lease write returns when another process owns the key.
@@ -56,6 +63,7 @@ type qkey[K comparable] struct {
 	ended   bool     // the key's Close was taken
 	stale   bool     // the feed reached another life's messages: the next attach starts afresh
 	spans   []span   // messages wholly taken, not yet purged
+	owed    sse.Gap  // a take of the previous owner that may not have been handed out (see lease.Pend): the next take names it first
 	purging atomic.Bool
 
 	// Guarded by Broker.mu.
@@ -178,6 +186,7 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		nl.Owner = qk.b.id
 		nl.Until = time.Now().Add(qk.b.cfg.lease).UnixMilli()
 		nl.Nonce = nuid.Next()
+		nl.Pend = 0 // this process lived past its last take (a take's change sets it)
 		if change != nil {
 			change(&nl)
 		}
@@ -213,7 +222,7 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 				// its floor covers): write over it from the lease last
 				// confirmed.
 				c := qk.lease
-				cur.Epoch, cur.Floor, cur.FloorSeq, cur.Local = c.Epoch, c.Floor, c.FloorSeq, c.Local
+				cur.Epoch, cur.Floor, cur.FloorSeq, cur.Local, cur.Pend = c.Epoch, c.Floor, c.FloorSeq, c.Local, c.Pend
 				qk.lease, qk.rev, qk.unsure = cur, e.Revision(), ""
 				continue
 			}
@@ -251,6 +260,8 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 		if nl.Epoch != last.epoch {
 			nl = lease{Epoch: last.epoch}
 		}
+		// nl keeps Pend: if this process dies before its first take, the
+		// next owner owes the same gap.
 		nl.Owner, nl.Until, nl.Nonce = b.id, now.Add(b.cfg.lease).UnixMilli(), nuid.Next()
 		data, _ := json.Marshal(nl)
 		if rev == 0 {
@@ -263,6 +274,9 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			qk.lmu.Lock()
 			qk.lease, qk.rev, qk.owned = nl, rev, true
 			qk.lmu.Unlock()
+			if p := min(nl.Pend, nl.Floor); p > 0 {
+				qk.owed = sse.Gap{From: nl.Floor - p + 1, To: nl.Floor}
+			}
 			return nil
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), wrongLastSeq(err):
 			continue // written meanwhile: look again
@@ -292,7 +306,13 @@ type queueSub[K comparable] struct {
 	rpos    uint64  // the next event ID to replay
 	rend    uint64  // the last event ID to replay
 	rseq    uint64  // the stream sequence to read the replay from
-	closed  sync.Once
+	// A connection's position: the last event ID it was sent or told of
+	// by a gap, once it has one (known). The events others took since
+	// (in-process readers of this process) are named by a gap before its
+	// next events, or before the end. In-process readers have none.
+	pos    uint64
+	known  bool
+	closed sync.Once
 }
 
 func (b *Broker[K]) subscribeQueue(ctx context.Context, key K, token, subject string, req sse.SubscribeRequest, local bool) (subscription, error) {
@@ -367,7 +387,13 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 			}
 		}
 	}
-	if last.closed && l.Floor+1 == last.next() && s.rpos > s.rend && s.gap == (sse.Gap{}) {
+	if id, ok := resumeAt(req, last, local); ok {
+		qk.owed = sse.Gap{} // the replay, or its gap, covers every event up to the floor
+		if !local {
+			s.pos, s.known = max(id, l.Floor), true
+		}
+	}
+	if last.closed && l.Floor+1 == last.next() && s.rpos > s.rend && s.gap == (sse.Gap{}) && qk.owed == (sse.Gap{}) {
 		return nil, sse.ErrFinished
 	}
 	if !local {
@@ -505,8 +531,20 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		if epoch != s.epoch || qk.stale {
 			return nil, sse.Gap{}, sse.ErrTruncated
 		}
+		if g := qk.owed; g != (sse.Gap{}) {
+			qk.owed = sse.Gap{}
+			s.saw(g.To)
+			return nil, g, nil // what the previous owner may not have handed out
+		}
 		if qk.ended {
-			return nil, sse.Gap{}, io.EOF
+			// Before the end, a connection is told of the key's last
+			// events that others took.
+			var gap sse.Gap
+			if s.known && s.pos+1 < qk.off {
+				gap = sse.Gap{From: s.pos + 1, To: qk.off - 1}
+				s.saw(gap.To)
+			}
+			return nil, gap, io.EOF
 		}
 		if len(qk.batches) > 0 {
 			break
@@ -547,6 +585,9 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		maxEvents = b.cfg.replay
 	}
 	var gap sse.Gap
+	if s.known && s.pos+1 < qk.off {
+		gap = sse.Gap{From: s.pos + 1, To: qk.off - 1} // taken by others since this connection's last
+	}
 	off, size, used, ended := qk.off, 0, 0, false
 	var floorSeq uint64
 	for i, bt := range qk.batches {
@@ -564,7 +605,10 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			if len(buf) > 0 {
 				break
 			}
-			gap = sse.Gap{From: off, To: bt.first - 1} // expired before anyone took them
+			if gap == (sse.Gap{}) {
+				gap.From = off
+			}
+			gap.To = bt.first - 1 // expired before anyone took them
 			off, floorSeq = bt.first, bt.seq
 		}
 		evs, err := bt.events(nil, off)
@@ -594,7 +638,7 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		floor := off - 1
 		wctx, cancel := context.WithTimeout(ctx, b.attemptTimeout())
 		err := qk.write(wctx, false, func(l *lease) {
-			l.Floor, l.FloorSeq = floor, floorSeq
+			l.Pend, l.Floor, l.FloorSeq = floor-l.Floor, floor, floorSeq
 			if s.local {
 				l.Local = floor
 			}
@@ -615,10 +659,24 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 	if len(qk.spans) >= 32 {
 		qk.purge(context.Background(), true, 16)
 	}
+	if gap != (sse.Gap{}) {
+		s.saw(gap.To)
+	}
+	if len(buf) > 0 {
+		s.saw(buf[len(buf)-1].ID)
+	}
 	if ended && len(buf) == 0 && gap == (sse.Gap{}) {
 		return nil, sse.Gap{}, io.EOF
 	}
 	return buf, gap, nil
+}
+
+// saw records that s's connection was sent events, or told of a gap, up to
+// id. In-process readers keep no position.
+func (s *queueSub[K]) saw(id uint64) {
+	if !s.local {
+		s.pos, s.known = id, true
+	}
 }
 
 // add keeps a message read from the feed if it has events not yet taken,

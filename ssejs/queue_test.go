@@ -2,7 +2,9 @@ package ssejs_test
 
 import (
 	"errors"
+	"io"
 	"iter"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -14,7 +16,9 @@ import (
 
 // TestStaleOwner: a process that lost a Queue key's lease to another never
 // hands out another event of it: its reader ends with ErrReplaced, and
-// every event is read once, across both.
+// every event is read once, across both. The new owner's reader may first
+// be told, by a gap, of the old owner's last take, which it cannot know
+// was handed out (see lease.Pend): here the old owner did hand it out.
 func TestStaleOwner(t *testing.T) {
 	srv := startServer(t)
 	name := uniqueName()
@@ -48,6 +52,7 @@ func TestStaleOwner(t *testing.T) {
 	}
 	// B takes the key over: its reader takes the rest.
 	var gotB []sse.Event
+	var gapsB []sse.Gap
 	var wg sync.WaitGroup
 	started := make(chan struct{})
 	wg.Go(func() {
@@ -58,6 +63,10 @@ func TestStaleOwner(t *testing.T) {
 			ev, err, ok := next()
 			if !ok {
 				return
+			}
+			if gap := (*sse.GapError)(nil); errors.As(err, &gap) && len(gotB) == 0 && len(gapsB) == 0 {
+				gapsB = append(gapsB, gap.Gap)
+				continue
 			}
 			if err != nil {
 				t.Errorf("B: %v", err)
@@ -104,6 +113,13 @@ func TestStaleOwner(t *testing.T) {
 	for id := uint64(1); id <= total; id++ {
 		if seen[id] != 1 {
 			t.Fatalf("event %d read %d times (A read %d, B %d)", id, seen[id], len(gotA), len(gotB))
+		}
+	}
+	for _, g := range gapsB {
+		for id := g.From; id <= g.To; id++ {
+			if !slices.ContainsFunc(gotA, func(ev sse.Event) bool { return ev.ID == id }) {
+				t.Fatalf("B's gap %+v names event %d, which A did not read", g, id)
+			}
 		}
 	}
 	for i := 1; i < len(gotB); i++ {
@@ -215,5 +231,63 @@ func TestShutdownDuringReplay(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConnectionGapsForOthersTakes: in one process, a key's connection
+// competes with an in-process reader for its events. What the reader takes
+// reaches the connection as a gap, before the connection's next event and
+// before the end: never a silent jump, never close after a silent loss.
+func TestConnectionGapsForOthersTakes(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(uniqueName()))
+	ctx := within(t, 30*time.Second)
+	enqueue := func(data string) {
+		t.Helper()
+		if err := b.Enqueue(ctx, "k", data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	next := func(wantGap sse.Gap, wantIDs ...uint64) error {
+		t.Helper()
+		evs, gap, err := conn.Next(ctx, nil, nil, 1<<20)
+		var ids []uint64
+		for _, ev := range evs {
+			ids = append(ids, ev.ID)
+		}
+		if gap != wantGap || !slices.Equal(ids, wantIDs) {
+			t.Fatalf("the connection got gap %+v and %v, want %+v and %v", gap, ids, wantGap, wantIDs)
+		}
+		return err
+	}
+	enqueue("1")
+	next(sse.Gap{}, 1)
+	reader, stop := iter.Pull2(b.Events(ctx, "k"))
+	defer stop()
+	enqueue("2")
+	if ev, err, _ := reader(); err != nil || ev.ID != 2 {
+		t.Fatalf("the reader got %+v, %v, want event 2", ev, err)
+	}
+	enqueue("3")
+	next(sse.Gap{From: 2, To: 2}, 3)
+	enqueue("4")
+	if ev, err, _ := reader(); err != nil || ev.ID != 4 {
+		t.Fatalf("the reader got %+v, %v, want event 4", ev, err)
+	}
+	if err := b.Close(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	err = next(sse.Gap{From: 4, To: 4})
+	if err == nil { // the end may come with the gap, or just after it
+		err = next(sse.Gap{})
+	}
+	if err != io.EOF {
+		t.Fatalf("the connection's end: %v, want io.EOF after the gap", err)
 	}
 }
