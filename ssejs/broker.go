@@ -231,6 +231,26 @@ func (b *Broker[K]) downChan() <-chan struct{} {
 	return b.down
 }
 
+// bounded returns ctx bounded by one attempt's time ([WithTimeout], at
+// most 2 s) and ended as soon as NATS becomes unreachable (down closes) or
+// Shutdown begins: for the requests a subscription makes inside Next,
+// whose caller's context (a request's) may have no deadline at all, so
+// that its stream ends, or writes its heartbeat, rather than waiting out
+// an outage.
+func (b *Broker[K]) bounded(ctx context.Context, down <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, b.attemptTimeout())
+	go func() {
+		select {
+		case <-down:
+			cancel()
+		case <-b.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // ErrUnavailable is wrapped by the errors of calls that could not reach
 // NATS: a subscription's Next when the connection dropped, and Subscribe
 // while it is down. Subscribe's error also matches [sse.ErrShutdown], so

@@ -316,3 +316,57 @@ func TestUnreachable(t *testing.T) {
 		t.Errorf("%d goroutines after the calls, %d before", n, before)
 	}
 }
+
+// TestOutageDuringCatchUp: the requests a subscription makes inside Next
+// (a FanOut reader's catch-up consumer, a Queue connection's replay) end
+// when NATS becomes unreachable, or after one attempt's time, not when the
+// caller's context ends: a handler's request context has no deadline, and
+// its stream would write nothing, not even heartbeats, for the outage.
+func TestOutageDuringCatchUp(t *testing.T) {
+	srv := startServerAt(t, t.TempDir(), -1)
+	nc, js := connect(t, srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	fan := newBroker[string](t, js, ssejs.WithName(uniqueName()), ssejs.WithMode(sse.FanOut))
+	q := newBroker[string](t, js, ssejs.WithName(uniqueName()))
+	ctx := within(t, 60*time.Second)
+	for _, p := range []sse.Publisher[string]{fan, q} {
+		if err := p.Enqueue(ctx, "k", "1", "2", "3"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The Queue key's events are taken by a connection that never
+	// delivers them, so that a resuming one has them to replay.
+	took, err := q.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs, _, err := took.Next(ctx, nil, nil, 1<<20); err != nil || len(evs) != 3 {
+		t.Fatalf("%v %v", evs, err)
+	}
+	took.Close()
+	var subs []sse.Subscription
+	for _, src := range []sse.Source[string]{fan, q} {
+		sub, err := src.Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, LastID: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	for nc.IsConnected() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i, sub := range subs {
+		long, cancel := context.WithTimeout(ctx, 8*time.Second)
+		tick := time.NewTicker(time.Second)
+		start := time.Now()
+		_, _, err := sub.Next(long, nil, tick.C, 1<<20)
+		d := time.Since(start)
+		tick.Stop()
+		cancel()
+		if d > 4*time.Second || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("subscription %d, NATS gone: Next returned %v after %v, want an error (or a heartbeat) within a few seconds", i, err, d)
+		}
+	}
+}

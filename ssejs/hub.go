@@ -256,7 +256,10 @@ func (s *fanSub[K]) fetch(ctx context.Context, tick <-chan time.Time, wait bool)
 			}
 		}
 		if s.catch == nil {
-			if s.catch, err = s.b.startFeed(ctx, s.hub.subject, s.rseq); err != nil {
+			bctx, cancel := s.b.bounded(ctx, s.down)
+			s.catch, err = s.b.startFeed(bctx, s.hub.subject, s.rseq)
+			cancel()
+			if err != nil {
 				return nil, unavailable{err}
 			}
 		}

@@ -440,7 +440,9 @@ func (s *queueSub[K]) replay(ctx context.Context, buf []sse.Event, gap sse.Gap, 
 	b := s.qk.b
 	size := 0
 	for s.rpos <= s.rend {
-		bt, err := b.nextFrom(ctx, s.qk.subject, s.rseq)
+		bctx, cancel := b.bounded(ctx, s.down)
+		bt, err := b.nextFrom(bctx, s.qk.subject, s.rseq)
+		cancel()
 		if err != nil {
 			return buf, gap, unavailable{err}
 		}
