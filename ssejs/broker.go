@@ -36,6 +36,7 @@ type Broker[K comparable] struct {
 
 	mu      sync.Mutex
 	pubs    map[string]*pubKey  // guarded by mu: each key's publishing state, by token
+	pubSize int                 // guarded by mu: what pubs holds, as pubCost counts
 	qkeys   map[string]*qkey[K] // guarded by mu: Queue keys this process reads, by token
 	hubs    map[string]*hub[K]  // guarded by mu: FanOut keys this process reads, by token
 	down    chan struct{}       // guarded by mu: closed while NATS is unreachable

@@ -150,8 +150,17 @@ func stateOf(last *batch) keyState {
 	return keyState{seq: last.seq, epoch: last.epoch, next: last.next(), closed: last.closed}
 }
 
-// maxPubs bounds how many idle keys' states the broker caches.
-const maxPubs = 1 << 16
+// maxPubs and maxPubBytes bound the idle keys' states the broker caches:
+// how many, and their bytes (pubCost), so that long keys cannot make the
+// cache hold hundreds of MiB.
+const (
+	maxPubs     = 1 << 16
+	maxPubBytes = 16 << 20
+)
+
+// pubCost is what pk costs the cache: its strings and its struct, with
+// the map's share.
+func pubCost(pk *pubKey) int { return len(pk.token) + len(pk.subject) + 256 }
 
 // submit hands c to key's flusher and waits for its outcome.
 func (b *Broker[K]) submit(ctx context.Context, key K, c *pubCall) error {
@@ -175,16 +184,18 @@ func (b *Broker[K]) submit(ctx context.Context, key K, c *pubCall) error {
 	}
 	pk := b.pubs[token]
 	if pk == nil {
-		if len(b.pubs) >= maxPubs {
-			for t, p := range b.pubs { // evict an idle key at random
-				if !p.running {
-					delete(b.pubs, t)
-					break
-				}
+		pk = &pubKey{token: token, subject: subject}
+		for t, p := range b.pubs { // evict idle keys at random
+			if len(b.pubs) < maxPubs && b.pubSize+pubCost(pk) <= maxPubBytes {
+				break
+			}
+			if !p.running {
+				delete(b.pubs, t)
+				b.pubSize -= pubCost(p)
 			}
 		}
-		pk = &pubKey{token: token, subject: subject}
 		b.pubs[token] = pk
+		b.pubSize += pubCost(pk)
 	}
 	pk.queue = append(pk.queue, c)
 	if !pk.running {
@@ -384,6 +395,7 @@ func (b *Broker[K]) storeOne(ctx context.Context, waiting func() bool, pk *pubKe
 	ambiguous := false
 	backoff := 5 * time.Millisecond
 	var lastErr error
+	fresh := false // pk.st was read by this call
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && !waiting() {
 			if lastErr == nil {
@@ -399,9 +411,15 @@ func (b *Broker[K]) storeOne(ctx context.Context, waiting func() bool, pk *pubKe
 				backoff = min(2*backoff, 500*time.Millisecond)
 				continue
 			}
-			pk.st, pk.known = stateOf(last), true
+			pk.st, pk.known, fresh = stateOf(last), true, true
 		}
 		st := pk.st
+		if !fresh && (st.closed || kind == callOpen && st.seq != 0) {
+			// Read the key again before refusing or skipping the call: its
+			// messages may all have expired since, and another life begun.
+			pk.known = false
+			continue
+		}
 		switch {
 		case kind == callOpen && st.seq != 0:
 			return nil
@@ -447,7 +465,7 @@ func (b *Broker[K]) storeOne(ctx context.Context, waiting func() bool, pk *pubKe
 				lastErr = gerr
 				continue
 			}
-			pk.st, pk.known = stateOf(last), true
+			pk.st, pk.known, fresh = stateOf(last), true, true
 			if last != nil && last.msgID == id {
 				return nil
 			}

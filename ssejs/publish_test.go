@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -338,5 +340,73 @@ func TestCancelledContextStoresNothing(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].ID != 1 || got[0].Data != "kept" {
 		t.Fatalf("the key holds %+v, want only the call whose context was live", got)
+	}
+}
+
+// expireKey does to key, now, what MaxAge does once all its messages are
+// older: they are gone.
+func expireKey(t *testing.T, js jetstream.JetStream, name, key string) {
+	t.Helper()
+	ctx := within(t, 10*time.Second)
+	st, err := js.Stream(ctx, "SSE_"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ssejs.Token[string](stringCodec{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject("sse."+name+".e."+tok)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExpiredKeyStartsAfresh: a process that published to a key, and
+// closed it, keeps what it knew of the key; once the key's messages have
+// all expired, that must not make it refuse the key's next life: Subscribe
+// starts one (it used to say "the key's life keeps ending" for ever),
+// Enqueue stores into one another process started (it used to return
+// ErrClosed), and Open starts one (it used to do nothing).
+func TestExpiredKeyStartsAfresh(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	_, js2 := connect(t, srv.ClientURL())
+	name := uniqueName()
+	a := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	other := newBroker[string](t, js2, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	ctx := within(t, 30*time.Second)
+	for _, k := range []string{"sub", "enq", "open"} {
+		if err := a.Enqueue(ctx, k, "old"); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Close(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		expireKey(t, js, name, k)
+	}
+
+	sub, err := a.Subscribe(ctx, "sub", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatalf("Subscribe to an expired key: %v, want a new life", err)
+	}
+	sub.Close()
+
+	if err := other.Enqueue(ctx, "enq", "1"); err != nil { // another process starts the new life
+		t.Fatal(err)
+	}
+	if err := a.Enqueue(ctx, "enq", "2"); err != nil {
+		t.Fatalf("Enqueue to the new life: %v", err)
+	}
+
+	if err := a.Open(ctx, "open"); err != nil {
+		t.Fatal(err)
+	}
+	known := sse.Handler[string](a, func(r *http.Request) (string, error) { return "open", nil }, sse.WithKnownKeysOnly())
+	rec := httptest.NewRecorder()
+	rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	known.ServeHTTP(rec, httptest.NewRequestWithContext(rctx, http.MethodGet, "/", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("a key opened after it expired: %d, want 200 (a new life)", rec.Code)
 	}
 }
