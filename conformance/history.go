@@ -242,6 +242,7 @@ type lifeStats struct {
 	epochs   map[string]bool
 	maxSeen  uint64            // the highest ID anyone saw: read, in a gap, or handed to a connection
 	read     map[uint64]bool   // IDs some reader was handed as an event
+	inproc   map[uint64]bool   // IDs an in-process reader was handed
 	gapped   ids               // IDs some reader was told it missed
 	taken    ids               // IDs the source handed to a connection
 	tokens   map[string]uint64 // token → ID, for the tokens read in the life
@@ -282,7 +283,7 @@ func (v *verifier) add(rule, format string, args ...any) {
 func (v *verifier) life(l life) *lifeStats {
 	s := v.lives[l]
 	if s == nil {
-		s = &lifeStats{epochs: make(map[string]bool), read: make(map[uint64]bool), tokens: make(map[string]uint64)}
+		s = &lifeStats{epochs: make(map[string]bool), read: make(map[uint64]bool), inproc: make(map[uint64]bool), tokens: make(map[string]uint64)}
 		v.lives[l] = s
 	}
 	return s
@@ -459,7 +460,7 @@ func (v *verifier) reader(r *reader) {
 			whereAttempt = it.attempt
 			where = fmt.Sprintf("%s, connection %d from Last-Event-ID %q", name, it.attempt, r.attempts[it.attempt].resume)
 		}
-		p = v.step(where, p, it)
+		p = v.step(where, l, lok, p, it)
 	}
 	if r.end == closed {
 		v.closedEnd(r, name, p)
@@ -517,7 +518,7 @@ func (v *verifier) replay(r *reader, it *item, l life) bool {
 }
 
 // step applies one item to a strict reader's position.
-func (v *verifier) step(name string, p position, it *item) position {
+func (v *verifier) step(name string, l life, lok bool, p position, it *item) position {
 	if it.gap && it.from > it.id {
 		v.add("bad-gap", "%s: gap %s", name, it.show())
 		return p
@@ -528,18 +529,42 @@ func (v *verifier) step(name string, p position, it *item) position {
 		if it.from <= p.pos {
 			v.add("gap-overlap", "%s: gap %s names events up to %d it was handed", name, it.show(), p.pos)
 		} else {
-			v.add("skip", "%s: events %d to %d skipped before gap %s", name, p.pos+1, it.from-1, it.show())
+			v.skip(l, lok, p.pos+1, it.from-1, fmt.Sprintf("%s: events %d to %d skipped before gap %s", name, p.pos+1, it.from-1, it.show()))
 		}
 	case !it.gap && it.id <= p.pos:
 		v.add("back", "%s: event %s after ID %d", name, it.show(), p.pos)
 	case !it.gap && it.id > p.pos+1:
-		v.add("skip", "%s: events %d to %d skipped without a gap, before %s", name, p.pos+1, it.id-1, it.show())
+		v.skip(l, lok, p.pos+1, it.id-1, fmt.Sprintf("%s: events %d to %d skipped without a gap, before %s", name, p.pos+1, it.id-1, it.show()))
 	}
 	if p.known && it.id < p.pos {
 		return p
 	}
 	p.pos, p.known = it.id, true
 	return p
+}
+
+// skip reports a skip once every reader is known, saying who had the
+// events skipped.
+func (v *verifier) skip(l life, lok bool, from, to uint64, msg string) {
+	v.ends = append(v.ends, func() {
+		if !lok {
+			v.add("skip", "%s", msg)
+			return
+		}
+		s := v.life(l)
+		var inproc, conn, none uint64
+		for id := from; id <= to && id < from+100000; id++ {
+			switch {
+			case s.inproc[id]:
+				inproc++
+			case s.read[id] || s.taken.has(id):
+				conn++
+			default:
+				none++
+			}
+		}
+		v.add("skip", "%s (of them %d read in process, %d handed to connections, %d to no one)", msg, inproc, conn, none)
+	})
 }
 
 // note adds an item to its life's stats.
@@ -551,6 +576,9 @@ func (v *verifier) note(l life, r *reader, it *item) {
 		return
 	}
 	s.read[it.id] = true
+	if r.kind == inProcess {
+		s.inproc[it.id] = true
+	}
 }
 
 // serverSide adds what the source handed to connections to the lives'
@@ -696,8 +724,19 @@ func (v *verifier) closedEnd(r *reader, name string, p position) {
 			v.add("early-close", "%s: ended as finished (%s) in %v, whose key was not closed", name, how, l)
 			return
 		}
-		if b := v.life(l).minBound; known && pos < b {
-			v.add("early-close", "%s: ended as finished (%s) at ID %d of %v, which has events up to at least %d", name, how, pos, l, b)
+		if s := v.life(l); known && pos < s.minBound {
+			var inproc, conn, seen uint64
+			for id := pos + 1; id <= s.maxSeen; id++ {
+				switch {
+				case s.inproc[id]:
+					inproc++
+				case s.read[id] || s.taken.has(id):
+					conn++
+				}
+				seen++
+			}
+			v.add("early-close", "%s: ended as finished (%s) at ID %d of %v, which has events up to at least %d (after %d: %d seen by someone, %d of them read in process, %d handed to connections; %d never seen, e.g. dropped)",
+				name, how, pos, l, s.minBound, pos, seen, inproc, conn, s.minBound-max(pos, s.maxSeen))
 		}
 	})
 }
