@@ -2,9 +2,11 @@ package ssejs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,6 +309,72 @@ func (b *Broker[K]) last(ctx context.Context, subject string) (*batch, error) {
 		return nil, err
 	}
 	return parseBatch(m.Sequence, m.Header, m.Data)
+}
+
+// lastAtLeader is last, read at the stream's leader rather than by a
+// direct get, which any replica may answer, one that lags included.
+func (b *Broker[K]) lastAtLeader(ctx context.Context, subject string) (*batch, error) {
+	o := b.js.Options()
+	prefix := o.APIPrefix
+	switch {
+	case o.Domain != "":
+		prefix = "$JS." + o.Domain + ".API."
+	case prefix == "":
+		prefix = jetstream.DefaultAPIPrefix
+	case !strings.HasSuffix(prefix, "."):
+		prefix += "."
+	}
+	req, _ := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	m, err := b.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+b.stream.CachedInfo().Config.Name, req)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return nil, err
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, nil
+	case resp.Error != nil:
+		return nil, resp.Error
+	case resp.Message == nil:
+		return nil, jetstream.ErrInvalidJetStreamResponse
+	}
+	var hdr nats.Header
+	if len(resp.Message.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(resp.Message.Header); err != nil {
+			return nil, err
+		}
+	}
+	return parseBatch(resp.Message.Sequence, hdr, resp.Message.Data)
+}
+
+// settled returns last, the key's last message as a direct get read it,
+// or, if req resumes from an ID that last says the key has not reached
+// (or of another life), the last message read again at the stream's
+// leader: a lagging replica may have answered the direct get, and an ID
+// the key has reached must never be taken for one it has not (a FanOut
+// client would be sent the key's history again, a Queue replay cut
+// short). The leader is asked only on that rare branch.
+func (b *Broker[K]) settled(ctx context.Context, subject string, req sse.SubscribeRequest, last *batch, local bool) (*batch, error) {
+	if !req.Resume || (local || req.Epoch == last.epoch) && req.LastID < last.next() {
+		return last, nil
+	}
+	l, err := b.lastAtLeader(ctx, subject)
+	if err != nil || l == nil {
+		return last, err
+	}
+	return l, nil
 }
 
 // nextFrom returns the first message stored for subject at sequence seq or

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,5 +176,74 @@ func TestThreeNodeCluster(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestResumeOnALaggingReplica: on a three-node cluster, while a producer
+// stores events through one replica, clients resume on the others with
+// the ID of the event last acknowledged. The direct get that reads the
+// key's last message may be answered by a replica that has not stored that
+// event yet; an ID the key has reached must never be taken for one it has
+// not (the client would be sent the key's whole history again), so the
+// broker asks the stream's leader before it concludes so.
+func TestResumeOnALaggingReplica(t *testing.T) {
+	nodes := startCluster(t)
+	name := uniqueName()
+	cfg := []ssejs.Option{ssejs.WithName(name), ssejs.WithMode(sse.FanOut), ssejs.WithReplicas(3), ssejs.WithTimeout(30 * time.Second)}
+	var brokers []*ssejs.Broker[string]
+	for _, n := range nodes {
+		_, js := connect(t, n.ClientURL())
+		brokers = append(brokers, newBroker[string](t, js, cfg...))
+	}
+	ctx := within(t, 2*time.Minute)
+	if err := brokers[0].Enqueue(ctx, "k", "1"); err != nil {
+		t.Fatal(err)
+	}
+	epoch := epochOf(t, brokers[0], "k")
+	var acked atomic.Uint64
+	acked.Store(1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 2; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := brokers[0].Enqueue(ctx, "k", strconv.Itoa(i)); err != nil {
+				t.Error(err)
+				return
+			}
+			acked.Store(uint64(i))
+		}
+	})
+	defer wg.Wait()
+	defer close(stop)
+	ready := make(chan time.Time, 1)
+	again := 0
+	for i := range 300 {
+		last := acked.Load()
+		sub, err := brokers[1+i%2].Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, Epoch: epoch, LastID: last})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready <- time.Time{} // Next returns at once unless events are ready
+		evs, _, err := sub.Next(ctx, nil, ready, 1<<20)
+		sub.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ready:
+		default:
+		}
+		if len(evs) > 0 && evs[0].ID <= last {
+			again++
+			t.Errorf("resume %d after event %d: sent events from %d again", i, last, evs[0].ID)
+		}
+	}
+	if again > 0 {
+		t.Fatalf("%d of 300 resumes were sent events again", again)
 	}
 }

@@ -335,6 +335,9 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 		return nil, sse.ErrBusy
 	}
 	last, err := b.life(ctx, key, qk.subject, req.Known)
+	if err == nil {
+		last, err = b.settled(ctx, qk.subject, req, last, local)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -110,6 +110,9 @@ type fanSub[K comparable] struct {
 
 func (b *Broker[K]) subscribeFanOut(ctx context.Context, key K, token, subject string, req sse.SubscribeRequest, local, live bool) (subscription, error) {
 	last, err := b.life(ctx, key, subject, req.Known)
+	if err == nil {
+		last, err = b.settled(ctx, subject, req, last, local)
+	}
 	if err != nil {
 		return nil, err
 	}
