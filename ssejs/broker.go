@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,13 +133,6 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		b.cfg.maxEvent = b.maxBody - 16
 	}
 	name := "SSE_" + cfg.name
-	if info, err := js.Stream(ctx, name); err == nil {
-		if m := info.CachedInfo().Config.Metadata[metaMode]; m != "" && m != cfg.mode.String() {
-			return nil, fmt.Errorf("ssejs: stream %s holds %s keys, not %s", name, m, cfg.mode)
-		}
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("ssejs: looking up stream %s: %w", name, err)
-	}
 	sc := jetstream.StreamConfig{
 		Name:              name,
 		Description:       "Server-Sent Events keys of github.com/rocketqueue/sse/ssejs",
@@ -159,23 +153,44 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		// event's out.
 		sc.MaxMsgsPerSubject = cfg.history + 1
 	}
-	s, err := js.CreateOrUpdateStream(ctx, sc)
-	if err != nil {
-		return nil, fmt.Errorf("ssejs: creating stream %s: %w", name, err)
+	// Create what is missing; never change what exists, whose limits an
+	// operator may have set (see the package doc).
+	s, err := js.Stream(ctx, name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = js.CreateStream(ctx, sc)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = js.Stream(ctx, name) // another replica created it meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ssejs: creating stream %s: %w", name, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("ssejs: looking up stream %s: %w", name, err)
+	}
+	if err := checkStream(s.CachedInfo().Config, b.prefix, cfg.mode); err != nil {
+		return nil, err
 	}
 	b.stream = s
 	if cfg.mode == sse.Queue {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      name + "_keys",
-			Description: "Queue leases and read floors of stream " + name,
-			History:     1,
-			// An entry outlives the events it covers (see leases).
-			TTL:      cfg.age() + time.Minute,
-			Storage:  cfg.storage,
-			Replicas: cfg.replicas,
-		})
+		bucket := name + "_keys"
+		kv, err := js.KeyValue(ctx, bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:      bucket,
+				Description: "Queue leases and read floors of stream " + name,
+				History:     1,
+				// An entry outlives the events it covers (see leases).
+				TTL:      cfg.age() + time.Minute,
+				Storage:  cfg.storage,
+				Replicas: cfg.replicas,
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, bucket)
+			}
+		}
 		if err != nil {
-			return nil, fmt.Errorf("ssejs: creating bucket %s_keys: %w", name, err)
+			return nil, fmt.Errorf("ssejs: creating bucket %s: %w", bucket, err)
 		}
 		b.kv = kv
 	}
@@ -192,6 +207,34 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		go b.renew()
 	}
 	return b, nil
+}
+
+// checkStream refuses a stream whose settings would break the guarantees:
+// one of another mode, one that does not take every key's subject, one
+// whose retention deletes messages as they are consumed (a key's metadata
+// is its last message), a sealed one, and one that does not acknowledge
+// publishes (a call could not know its events were stored).
+func checkStream(c jetstream.StreamConfig, prefix string, mode sse.Mode) error {
+	if m := c.Metadata[metaMode]; m != "" && m != mode.String() {
+		return fmt.Errorf("ssejs: stream %s holds %s keys, not %s", c.Name, m, mode)
+	}
+	var problems []string
+	if !slices.Contains(c.Subjects, prefix+">") {
+		problems = append(problems, fmt.Sprintf("its subjects %q do not include %q", c.Subjects, prefix+">"))
+	}
+	if c.Retention != jetstream.LimitsPolicy {
+		problems = append(problems, fmt.Sprintf("its retention is %s, not limits", c.Retention))
+	}
+	if c.Sealed {
+		problems = append(problems, "it is sealed")
+	}
+	if c.NoAck {
+		problems = append(problems, "it does not acknowledge publishes")
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("ssejs: stream %s cannot hold keys: %s", c.Name, strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 // Mode returns the broker's mode; it implements [sse.Source].

@@ -79,6 +79,20 @@
 //     none gets the server's default_max_consumers, 1,000 unless
 //     configured; an account's lower limit applies instead).
 //
+// New creates the stream, and in Queue mode the bucket, when they are
+// missing, with the settings its options give ([WithStorage],
+// [WithReplicas], [WithMaxAge], [WithHistory], [WithMaxReaders],
+// [WithDuplicateWindow]). It never changes them once they exist: an
+// operator may raise or lower their limits (MaxAge, MaxBytes,
+// MaxMsgsPerSubject, replicas, MaxConsumers, placement) with the nats CLI,
+// and every replica's New keeps them; those options then only matter to
+// the first process that creates the stream. What the library owns and
+// checks is what its guarantees rest on: New refuses a stream of the other
+// mode, one whose subjects do not include "sse.n.e.>", one whose retention
+// is not Limits (a work-queue or interest stream would delete a key's
+// metadata, its last message), a sealed one, and one that does not
+// acknowledge publishes.
+//
 // What is deleted when:
 //
 //   - FanOut: a key keeps its newest [WithHistory] messages (plus one, for

@@ -202,3 +202,39 @@ func replicas(t *testing.T, natsURL string, mode sse.Mode, track func(string)) {
 	}
 	t.Logf("%d connections, %d cut", attempt.Load(), c.cuts.Load())
 }
+
+// TestOperatorSettingsKept: New creates the stream and bucket it needs if
+// they are missing, and never changes them once they exist: limits an
+// operator set survive every replica's start. A stream whose settings
+// would break the guarantees is refused.
+func TestOperatorSettingsKept(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	ctx := within(t, 30*time.Second)
+	name := uniqueName()
+	newBroker[string](t, js, ssejs.WithName(name))
+	st, err := js.Stream(ctx, "SSE_"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := st.CachedInfo().Config
+	c.MaxBytes, c.MaxAge = 64<<20, 36*time.Hour // the operator's
+	if _, err := js.UpdateStream(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	newBroker[string](t, js, ssejs.WithName(name)) // another replica starts
+	if st, err = js.Stream(ctx, "SSE_"+name); err != nil {
+		t.Fatal(err)
+	}
+	if c := st.CachedInfo().Config; c.MaxBytes != 64<<20 || c.MaxAge != 36*time.Hour {
+		t.Fatalf("after a replica's New: MaxBytes %d, MaxAge %v; want the operator's 64 MiB and 36h", c.MaxBytes, c.MaxAge)
+	}
+
+	bad := uniqueName()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SSE_" + bad, Subjects: []string{"sse." + bad + ".e.>"}, Retention: jetstream.WorkQueuePolicy}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ssejs.New[string](ctx, js, ssejs.WithName(bad)); err == nil || !strings.Contains(err.Error(), "retention") {
+		t.Fatalf("New on a work-queue stream: %v, want a refusal naming its retention", err)
+	}
+}
