@@ -6,7 +6,7 @@ replace github.com/rocketqueue/sse => ../
 
 require (
 	github.com/prometheus/client_golang v1.25.0
-	github.com/rocketqueue/sse v0.0.0-00010101000000-000000000000
+	github.com/rocketqueue/sse v0.0.0-20261207190025-23870bbcda83
 	go.uber.org/goleak v1.3.0
 )
 
