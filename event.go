@@ -99,6 +99,18 @@ func validateData(name, data string, maxSize int) error {
 	return nil
 }
 
+// sendable reports whether [Handler] can write ev as it is: a Name with
+// CR, LF or NUL would end its line and inject fields, a reserved Name or
+// an unnamed TerminateData would be taken for the library's own events.
+// Publish refuses such events; a Source other than the Broker may still
+// give them.
+func sendable(ev Event) bool {
+	if ev.Name == "" {
+		return ev.Data != TerminateData
+	}
+	return !strings.ContainsAny(ev.Name, "\r\n\x00") && !reserved(ev.Name)
+}
+
 // reserved reports whether name is one the library sends itself.
 func reserved(name string) bool {
 	return name == EventClose || name == EventGap || strings.HasPrefix(name, ReservedPrefix)

@@ -370,7 +370,7 @@ func TestHandlerMaxStreamsChecksKeysFirst(t *testing.T) {
 				t.Fatalf("status %d, want 400", rec.Code)
 			}
 		}
-		if n := len(h.(*handler[float64]).streams.last); n != 0 {
+		if n := len(h.(*handler[float64]).streams.keys); n != 0 {
 			t.Fatalf("the handler holds %d entries for refused keys", n)
 		}
 	})

@@ -99,7 +99,8 @@ func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), op
 	if v := reflect.ValueOf(src); v.Kind() == reflect.Pointer && v.IsNil() {
 		panic("sse: Handler: nil source")
 	}
-	h := &handler[K]{src: src, key: key, cfg: handlerDefaults(), checkKeys: keysNeedCheck(reflect.TypeFor[K]())}
+	_, ours := src.(*Broker[K]) // the Broker checks events as they are published
+	h := &handler[K]{src: src, key: key, cfg: handlerDefaults(), checkKeys: keysNeedCheck(reflect.TypeFor[K]()), checkEvents: !ours}
 	for i, o := range opts {
 		if o == nil {
 			panic(fmt.Sprintf("sse: Handler: option %d is nil", i))
@@ -116,6 +117,10 @@ type handler[K comparable] struct {
 	cfg       handlerConfig // immutable after Handler
 	streams   *streams[K]   // with WithMaxStreams: the streams being served
 	checkKeys bool          // immutable: K can hold keys that no map can (see keysNeedCheck)
+	// checkEvents is set, for a Source other than the Broker, so that an
+	// event that would break the stream's framing (see sendable) is sent
+	// as the gap of its ID. Immutable.
+	checkEvents bool
 }
 
 var errTooManyStreams = errors.New("sse: too many streams")
@@ -141,7 +146,7 @@ func (h *handler[K]) tryLater(w http.ResponseWriter, r *http.Request, err error)
 // client applies it as it reads the line, and a blank line would end a
 // block that holds no event, which some clients (go-sse, r3labs) dispatch
 // as an empty message. So the field goes either at the end of a response,
-// or at the start of one, in the same block as the first event.
+// or at the start of the block of a stream's first event.
 func appendRetry(buf []byte, d time.Duration) []byte {
 	buf = append(buf, "retry: "...)
 	buf = strconv.AppendInt(buf, retryMillis(d), 10)
@@ -196,7 +201,7 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sl, ok := h.streams.acquire(key, req.Takeover && h.src.Mode() == Queue)
 	// At the bound, a FanOut client that reconnects may have a spare slot
 	// once its ID shows that it reads the key's current life (see streams).
-	spare := !ok && reconnected && h.src.Mode() == FanOut
+	spare := !ok && reconnected && h.src.Mode() == FanOut && h.streams.serves(key)
 	if !ok && !spare {
 		h.tryLater(w, r, errTooManyStreams)
 		return
@@ -306,13 +311,11 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 	w.WriteHeader(http.StatusOK)
 
 	buf := make([]byte, 0, 4<<10)
-	// With WithRetry, the field opens the stream's first block, which the
-	// first event closes: until then, heartbeats leave it open (see
-	// appendRetry).
-	open := h.cfg.retry > 0
-	if open {
-		buf = appendRetry(buf, h.cfg.retry)
-	}
+	// With WithRetry, the field goes at the start of the stream's first
+	// event's block (see appendRetry): a block of its own, or one left
+	// open while heartbeats pile up in it, is not read alike by every
+	// client.
+	retry := h.cfg.retry > 0
 	if err := c.write(buf); err != nil { // the headers, at once
 		h.failed(ctx, r, err)
 		return
@@ -331,21 +334,26 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		var err error
 		evs, gap, err = sub.Next(ctx, evs, heartbeat, flushBytes)
 		buf = buf[:0]
+		if retry && (gap != (Gap{}) || len(evs) > 0 || errors.Is(err, io.EOF)) {
+			buf, retry = appendRetry(buf, h.cfg.retry), false
+		}
 		if gap != (Gap{}) {
 			buf = appendGap(buf, epoch, gap)
 			h.log(ctx, slog.LevelWarn, "sse: client missed events that can no longer be sent", r, slog.Uint64("from", gap.From), slog.Uint64("to", gap.To))
 		}
 		for _, ev := range evs {
+			if h.checkEvents && !sendable(ev) {
+				buf = appendGap(buf, epoch, Gap{From: ev.ID, To: ev.ID})
+				h.log(ctx, slog.LevelError, "sse: the source gave an event that cannot be sent: sent as a gap", r, slog.Uint64("id", ev.ID), slog.String("name", ev.Name))
+				continue
+			}
 			buf = appendEvent(buf, epoch, ev)
 		}
 		ping := false
 		switch {
 		case err == nil:
 			if ping = len(buf) == 0; ping {
-				buf = append(buf, ": ping\n"...)
-				if !open {
-					buf = append(buf, '\n')
-				}
+				buf = append(buf, ": ping\n\n"...)
 			}
 		case errors.Is(err, io.EOF):
 			buf = append(buf, h.cfg.end...)
@@ -367,7 +375,6 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		default: // the client went away
 			return
 		}
-		open = open && ping
 		if werr := c.write(buf); werr != nil {
 			if m != nil && !errors.Is(werr, errAborted) {
 				m.dropped.Add(1)

@@ -10,17 +10,24 @@ import "sync"
 //
 // In FanOut mode nothing is taken over, so the handler cannot tell a
 // client's own stale connection from another client. A request that
-// resumes the current life of its key with a Last-Event-ID header (a
-// browser reconnecting) may then take one of a few spare slots beyond the
-// bound (see acquireSpare): its client most likely replaces a connection
-// that will fail a heartbeat's write and give its slot back.
+// resumes the current life of a key this handler streams, with a
+// Last-Event-ID header (a browser reconnecting), may then take one of a
+// few spare slots beyond the bound (see acquireSpare): its client most
+// likely replaces a connection that will fail a heartbeat's write and give
+// its slot back.
 type streams[K comparable] struct {
 	max   int // immutable
 	spare int // immutable: the slots beyond max that acquireSpare may give
 
 	mu   sync.Mutex
-	n    int         // guarded by mu: slots held
-	last map[K]*slot // guarded by mu: the slot of each key's newest stream
+	n    int               // guarded by mu: slots held
+	keys map[K]*keyStreams // guarded by mu: the keys with streams
+}
+
+// keyStreams is what streams knows of one key's streams.
+type keyStreams struct {
+	newest *slot // the slot of the key's newest stream, if it runs
+	n      int   // the key's streams, whether they hold a slot or not
 }
 
 // A slot is one stream's place under the bound.
@@ -32,7 +39,7 @@ func newStreams[K comparable](max int) *streams[K] {
 	if max <= 0 {
 		return nil
 	}
-	return &streams[K]{max: max, spare: spareStreams(max), last: make(map[K]*slot)}
+	return &streams[K]{max: max, spare: spareStreams(max), keys: make(map[K]*keyStreams)}
 }
 
 // spareStreams is how many streams beyond a bound of max [WithMaxStreams]
@@ -48,37 +55,57 @@ func (s *streams[K]) acquire(key K, takeover bool) (*slot, bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.last[key]
+	ks := s.keys[key]
 	switch {
 	case s.n < s.max:
 		s.n++
-	case takeover && old != nil && old.held:
-		old.held = false // the older stream ends without giving it back
+	case takeover && ks != nil && ks.newest != nil && ks.newest.held:
+		ks.newest.held = false // the older stream ends without giving it back
 	default:
 		return nil, false
 	}
-	sl := &slot{held: true}
-	s.last[key] = sl
-	return sl, true
+	return s.add(key, ks), true
+}
+
+// serves reports whether the handler streams key, so that a request that
+// resumes it may be a client replacing its own stale connection.
+func (s *streams[K]) serves(key K) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.keys[key] != nil
 }
 
 // acquireSpare returns a slot beyond the bound for a stream of key, or
-// false if every spare slot is taken. The handler calls it, in FanOut
-// mode, for a request that resumes the key's current life with a
-// Last-Event-ID header, after acquire refused it.
+// false if the handler no longer streams key or every spare slot is taken.
+// The handler calls it, in FanOut mode, for a request that resumes the
+// key's current life with a Last-Event-ID header, after acquire refused
+// it.
 func (s *streams[K]) acquireSpare(key K) (*slot, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.n >= s.max+s.spare {
+	ks := s.keys[key]
+	if ks == nil || s.n >= s.max+s.spare {
 		return nil, false
 	}
 	s.n++
-	sl := &slot{held: true}
-	s.last[key] = sl
-	return sl, true
+	return s.add(key, ks), true
 }
 
-// release gives sl back, unless a takeover inherited it.
+// add records a new stream of key, holding a slot; ks is the key's entry,
+// if it has one. The caller holds mu and has counted the slot.
+func (s *streams[K]) add(key K, ks *keyStreams) *slot {
+	if ks == nil {
+		ks = new(keyStreams)
+		s.keys[key] = ks
+	}
+	sl := &slot{held: true}
+	ks.newest = sl
+	ks.n++
+	return sl
+}
+
+// release gives sl back, unless a takeover inherited it, and forgets the
+// stream.
 func (s *streams[K]) release(key K, sl *slot) {
 	if s == nil || sl == nil {
 		return
@@ -88,8 +115,12 @@ func (s *streams[K]) release(key K, sl *slot) {
 		sl.held = false
 		s.n--
 	}
-	if s.last[key] == sl {
-		delete(s.last, key)
+	ks := s.keys[key]
+	if ks.newest == sl {
+		ks.newest = nil
+	}
+	if ks.n--; ks.n == 0 {
+		delete(s.keys, key)
 	}
 	s.mu.Unlock()
 }
