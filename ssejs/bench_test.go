@@ -445,3 +445,48 @@ func BenchmarkHotKey(b *testing.B) {
 		wg.Wait()
 	}
 }
+
+// BenchmarkContention measures calls/s on one key from P producer
+// processes (each a broker on its own NATS connection), each making calls
+// one after another: every call is a compare and set on the key's last
+// sequence, which the other processes' calls race. b.N is the number of
+// calls, spread over the processes. It reports calls/s, the calls that
+// failed, and the attempts per call (the compare and sets the server
+// refused, plus one).
+func BenchmarkContention(b *testing.B) {
+	srv := startServer(b)
+	for _, procs := range []int{1, 2, 4, 8, 32} {
+		b.Run(fmt.Sprintf("P=%d", procs), func(b *testing.B) {
+			name := uniqueName()
+			brokers := make([]*ssejs.Broker[string], procs)
+			for i := range brokers {
+				_, js := connect(b, srv.ClientURL())
+				brokers[i] = newBroker[string](b, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut), ssejs.WithHistory(100))
+			}
+			var failed atomic.Int64
+			var next atomic.Int64
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			for _, p := range brokers {
+				wg.Go(func() {
+					for next.Add(1) <= int64(b.N) {
+						if err := p.Enqueue(context.Background(), "k", "x"); err != nil {
+							failed.Add(1)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
+			b.ReportMetric(float64(failed.Load()), "failed")
+			var refused uint64
+			for _, p := range brokers {
+				refused += ssejs.Refused(p)
+			}
+			b.ReportMetric(1+float64(refused)/float64(b.N), "attempts/call")
+		})
+	}
+}

@@ -38,14 +38,21 @@ type Broker[K comparable] struct {
 	maxBody int                 // immutable: the most body bytes of one message
 
 	mu      sync.Mutex
+	refused atomic.Uint64       // publish attempts refused because another message of their key came first
 	pubs    map[string]*pubKey  // guarded by mu: each key's publishing state, by token
 	pubSize int                 // guarded by mu: what pubs holds, as pubCost counts
 	qkeys   map[string]*qkey[K] // guarded by mu: Queue keys this process reads, by token
-	hubs    map[string]*hub[K]  // guarded by mu: FanOut keys this process reads, by token
-	down    chan struct{}       // guarded by mu: closed while NATS is unreachable
-	subs    int                 // guarded by mu: open subscriptions
-	subsEnd chan struct{}       // guarded by mu: closed when subs drops to 0 after Shutdown began
-	stopped bool                // guarded by mu: Shutdown has begun
+	// unsure holds, for Queue keys this process stopped reading, the nonce
+	// of a take's floor write that may have been stored though its ack
+	// was lost, so that none of its events were handed out, and that no
+	// later write repaired (see qkey.acquire). Guarded by mu; bounded by
+	// maxUnsure.
+	unsure  map[string]string
+	hubs    map[string]*hub[K] // guarded by mu: FanOut keys this process reads, by token
+	down    chan struct{}      // guarded by mu: closed while NATS is unreachable
+	subs    int                // guarded by mu: open subscriptions
+	subsEnd chan struct{}      // guarded by mu: closed when subs drops to 0 after Shutdown began
+	stopped bool               // guarded by mu: Shutdown has begun
 
 	quit  chan struct{}  // closed when Shutdown begins
 	calls sync.WaitGroup // flushers, purges and other goroutines of calls
@@ -120,6 +127,7 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		id:     nuid.Next(),
 		pubs:   make(map[string]*pubKey),
 		qkeys:  make(map[string]*qkey[K]),
+		unsure: make(map[string]string),
 		hubs:   make(map[string]*hub[K]),
 		down:   make(chan struct{}),
 		quit:   make(chan struct{}),
@@ -152,6 +160,12 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		// One more, so that the Close's message does not push an
 		// event's out.
 		sc.MaxMsgsPerSubject = cfg.history + 1
+	}
+	if cfg.maxBytes > 0 {
+		sc.MaxBytes = cfg.maxBytes
+		if cfg.mode == sse.Queue {
+			sc.Discard = jetstream.DiscardNew // refuse new events, never drop unread ones
+		}
 	}
 	// Create what is missing; never change what exists, whose limits an
 	// operator may have set (see the package doc).

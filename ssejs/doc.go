@@ -157,6 +157,19 @@
 // ([WithIdempotencyKey]), honoured for the stream's duplicate window
 // ([WithDuplicateWindow], at least 10 minutes).
 //
+// A definite refusal by the server is not retried: at the stream's bound
+// ([WithMaxBytes]), or with the store full ("insufficient resources"), a
+// call fails at once with an error matching ErrNotStored that wraps the
+// server's *jetstream.APIError (errors.As). Queue readers go on reading at
+// the stream's bound, and what they read is purged, which makes room; a
+// store full to the server's or the account's own limit refuses every
+// write, the read floors' included, so its readers wait until an operator
+// makes room: keep WithMaxBytes below those limits. Calls racing other
+// processes' calls to the same key retry at once the first time, then
+// after a random wait below a bound that doubles up to 32 ms, so that many
+// producing processes spread out (BenchmarkContention; the README has the
+// figures).
+//
 // Concurrent calls to one key in one process are carried in one message
 // while an earlier one is in flight, so a hot key costs a round trip per
 // group of calls, not per call. A batch larger than the server's max

@@ -47,10 +47,12 @@ func (b *Broker[K]) Events(ctx context.Context, key K, from ...sse.ReadOption) i
 		for {
 			evs, gap, err := s.Next(ctx, buf, nil, readBytes)
 			if gap != (sse.Gap{}) && !yield(sse.Event{}, &sse.GapError{Gap: gap}) {
+				forfeit[K](s, evs)
 				return
 			}
-			for _, ev := range evs {
+			for i, ev := range evs {
 				if !yield(ev, nil) {
+					forfeit[K](s, evs[i+1:])
 					return
 				}
 			}
@@ -63,5 +65,16 @@ func (b *Broker[K]) Events(ctx context.Context, key K, from ...sse.ReadOption) i
 			}
 			buf = evs
 		}
+	}
+}
+
+// forfeit tells a Queue subscription that its reader stopped before it
+// took evs, which the subscription had taken from the key (its floor is
+// past them): the key's next reader is told of them by a gap (see
+// qkey.owed), since no other reader can be given them without risking a
+// duplicate.
+func forfeit[K comparable](s subscription, evs []sse.Event) {
+	if q, ok := s.(*queueSub[K]); ok && len(evs) > 0 {
+		q.qk.forfeit(evs[0].ID, evs[len(evs)-1].ID)
 	}
 }

@@ -28,3 +28,7 @@ func Quit[K comparable](b *Broker[K]) <-chan struct{} { return b.quit }
 // DropLeaseAcks makes b's next n lease writes act as if their
 // acknowledgement was lost after the bucket stored them.
 func DropLeaseAcks[K comparable](b *Broker[K], n int) { b.dropLeaseAcks.Store(int32(n)) }
+
+// Refused returns how many of b's publish attempts the server refused
+// because another message of their key came first.
+func Refused[K comparable](b *Broker[K]) uint64 { return b.refused.Load() }

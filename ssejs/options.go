@@ -55,6 +55,7 @@ type config struct {
 	timeout    time.Duration
 	lease      time.Duration
 	maxReaders int
+	maxBytes   int64 // the stream's MaxBytes when New creates it; 0: none
 	maxEvent   int
 	codec      any // a Codec[K], or nil
 }
@@ -226,4 +227,22 @@ func WithMaxReaders(n int) Option {
 		panic("ssejs: WithMaxReaders: out of range")
 	}
 	return optionFunc(func(c *config) { c.maxReaders = n })
+}
+
+// WithMaxBytes bounds the stream's store, in bytes, when New creates it
+// (an operator may change it later, see the package doc). In Queue mode
+// the stream then refuses new events at the bound (DiscardNew) rather than
+// drop unread ones: Enqueue and Publish fail with an error matching
+// [ErrNotStored] and the server's *jetstream.APIError, and readers go on
+// reading, so that the queue drains and the bound has room again. Set it
+// below what the server and the account allow: a store full to the
+// server's or the account's own limit refuses every write, the read
+// floors' too, and then readers wait until an operator makes room. In
+// FanOut mode the oldest messages make room (DiscardOld), as the history
+// bounds do. By default the stream has no bound of its own.
+func WithMaxBytes(n int64) Option {
+	if n < 1<<20 {
+		panic("ssejs: WithMaxBytes: below 1 MiB")
+	}
+	return optionFunc(func(c *config) { c.maxBytes = n })
 }

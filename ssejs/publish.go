@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -395,11 +396,15 @@ func (b *Broker[K]) storeOne(ctx context.Context, waiting func() bool, pk *pubKe
 	ambiguous := false
 	backoff := 5 * time.Millisecond
 	var lastErr error
-	fresh := false // pk.st was read by this call
+	fresh := false              // pk.st was read by this call
+	var contended time.Duration // the bound of the wait after losing a race (see wrongLastSeq below)
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && !waiting() {
 			if lastErr == nil {
 				lastErr = context.DeadlineExceeded
+			}
+			if !ambiguous { // every attempt was refused, or never sent
+				return fmt.Errorf("%w: %w", ErrNotStored, lastErr)
 			}
 			return fmt.Errorf("ssejs: outcome unknown: %w", lastErr)
 		}
@@ -459,6 +464,7 @@ func (b *Broker[K]) storeOne(ctx context.Context, waiting func() bool, pk *pubKe
 			// Another message came first, or an earlier attempt of this
 			// one was stored (its acknowledgement lost): the server checks
 			// the expected sequence before the message ID.
+			b.refused.Add(1)
 			pk.known = false
 			last, gerr := b.last(ctx, pk.subject)
 			if gerr != nil {
@@ -470,6 +476,20 @@ func (b *Broker[K]) storeOne(ctx context.Context, waiting func() bool, pk *pubKe
 				return nil
 			}
 			backoff = 5 * time.Millisecond
+			// Other processes' calls won the race. The first time, try
+			// again at once; after that, wait a random time below a bound
+			// that doubles, so that P racing processes spread out rather
+			// than each losing about P/2 times.
+			if contended > 0 {
+				b.sleep(ctx, rand.N(contended))
+			}
+			contended = min(max(2*contended, time.Millisecond), maxContention)
+		case refusal(err) && !ambiguous:
+			// The server stored nothing and will not, whatever the retry:
+			// its store is full, say.
+			return fmt.Errorf("%w: %w", ErrNotStored, err)
+		case refusal(err):
+			return fmt.Errorf("ssejs: outcome unknown: an earlier attempt may have been stored: %w", err)
 		default:
 			lastErr, ambiguous = err, true
 			pk.known = false
@@ -479,9 +499,35 @@ func (b *Broker[K]) storeOne(ctx context.Context, waiting func() bool, pk *pubKe
 	}
 }
 
+// maxContention bounds the random wait of a call that keeps losing the
+// race for its key to other processes' calls.
+const maxContention = 32 * time.Millisecond
+
 // attemptTimeout bounds one publish attempt, so that a lost
 // acknowledgement is retried while the caller still waits.
 func (b *Broker[K]) attemptTimeout() time.Duration { return min(b.cfg.timeout, 2*time.Second) }
+
+// refusal reports whether err is the server's definite refusal of a
+// publish, one that a retry would meet again: no room in the store
+// (insufficient resources, at the account's or server's limit), a message
+// larger than the stream allows, or a store that failed to write it.
+func refusal(err error) bool {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	switch api.ErrorCode {
+	case errCodeInsufficientResources, jetstream.JSErrCodeStreamMessageExceedsMaximum, errCodeStreamStoreFailed:
+		return true
+	}
+	return false
+}
+
+// JetStream's error codes that nats.go does not name.
+const (
+	errCodeInsufficientResources jetstream.ErrorCode = 10023
+	errCodeStreamStoreFailed     jetstream.ErrorCode = 10077
+)
 
 func wrongLastSeq(err error) bool {
 	var api *jetstream.APIError

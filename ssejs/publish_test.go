@@ -410,3 +410,55 @@ func TestExpiredKeyStartsAfresh(t *testing.T) {
 		t.Fatalf("a key opened after it expired: %d, want 200 (a new life)", rec.Code)
 	}
 }
+
+// TestFullStore: at the stream's bound (WithMaxBytes, below the server's
+// store), Enqueue fails at once with the server's definite refusal
+// (matching ErrNotStored, and a *jetstream.APIError), not after its
+// timeout as "outcome unknown"; and a Queue key's reader can still read,
+// so that the queue drains and the stream has room again.
+func TestFullStore(t *testing.T) {
+	srv := startServerWith(t, func(o *server.Options) { o.JetStreamMaxStore = 8 << 20 })
+	_, js := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(uniqueName()), ssejs.WithReplay(4), ssejs.WithMaxBytes(4<<20))
+	ctx := within(t, 60*time.Second)
+	data := strings.Repeat("x", 64<<10)
+	stored := 0
+	var err error
+	for stored < 1000 {
+		start := time.Now()
+		if err = b.Enqueue(ctx, "k", data); err != nil {
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("the refusal took %v", d)
+			}
+			break
+		}
+		stored++
+	}
+	var api *jetstream.APIError
+	if !errors.Is(err, ssejs.ErrNotStored) || !errors.As(err, &api) {
+		t.Fatalf("after %d events, a full store: %v, want ErrNotStored and the server's APIError", stored, err)
+	}
+	t.Logf("%d events of 64 KiB stored, then: %v", stored, err)
+	read := 0
+	for ev, err := range b.Events(ctx, "k") {
+		if err != nil {
+			t.Fatalf("reading a full store after %d events: %v", read, err)
+		}
+		if read++; ev.ID != uint64(read) {
+			t.Fatalf("event %d has ID %d", read, ev.ID)
+		}
+		if read == stored {
+			break
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for { // read events are purged: the store has room again
+		if err = b.Enqueue(ctx, "k", data); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the queue drained: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -156,6 +156,7 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 	defer func() { <-qk.sem }()
 	b.closeFeed(qk.feed)
 	qk.feed = nil
+	defer b.keepUnsure(qk)
 	if !b.nc.IsConnected() {
 		return // the lease expires by itself
 	}
@@ -166,9 +167,56 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 	owned := qk.owned && !qk.isLost()
 	qk.released = true
 	qk.lmu.Unlock()
+	owed := qk.owed
 	if owned {
-		qk.write(ctx, true, func(l *lease) { l.Owner, l.Until = "", 0 })
+		qk.write(ctx, true, func(l *lease) {
+			l.Owner, l.Until = "", 0
+			if owed != (sse.Gap{}) && owed.To == l.Floor {
+				l.Pend = owed.To - owed.From + 1 // the next owner names them
+			}
+		})
 	}
+}
+
+// forfeit records that the events from to to, which a reader of this
+// process took, were never handed to its caller: the next take of the key
+// here names them in a gap first, and if this process lets the key go
+// before that, its release write leaves them to the next owner as the
+// lease's Pend.
+func (qk *qkey[K]) forfeit(from, to uint64) {
+	if qk.lock(context.Background()) != nil {
+		return
+	}
+	defer func() { <-qk.sem }()
+	if qk.owed == (sse.Gap{}) {
+		qk.owed = sse.Gap{From: from, To: to}
+	} else {
+		qk.owed.From, qk.owed.To = min(qk.owed.From, from), max(qk.owed.To, to)
+	}
+}
+
+// maxUnsure bounds Broker.unsure.
+const maxUnsure = 4096
+
+// keepUnsure remembers, as qk goes, the nonce of its floor write that may
+// have been stored without its events handed out, if no write repaired
+// it, for the next qkey of the key in this process.
+func (b *Broker[K]) keepUnsure(qk *qkey[K]) {
+	qk.lmu.Lock()
+	nonce := qk.unsure
+	qk.lmu.Unlock()
+	if nonce == "" {
+		return
+	}
+	b.mu.Lock()
+	for t := range b.unsure {
+		if len(b.unsure) < maxUnsure {
+			break
+		}
+		delete(b.unsure, t)
+	}
+	b.unsure[qk.token] = nonce
+	b.mu.Unlock()
 }
 
 // write writes qk's lease, changed by change, if the entry is still at the
@@ -274,7 +322,20 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			qk.lmu.Lock()
 			qk.lease, qk.rev, qk.owned = nl, rev, true
 			qk.lmu.Unlock()
-			if p := min(nl.Pend, nl.Floor); p > 0 {
+			b.mu.Lock()
+			unsure := b.unsure[qk.token]
+			delete(b.unsure, qk.token)
+			b.mu.Unlock()
+			qk.lmu.Lock()
+			if qk.unsure != "" {
+				unsure = qk.unsure
+			}
+			qk.unsure = "" // a write of another revision
+			qk.lmu.Unlock()
+			// The previous owner's last take may not have been handed
+			// out: another process's can't be known; this process's
+			// was not if its write was unsure.
+			if p := min(nl.Pend, nl.Floor); p > 0 && (cur.Owner != b.id || cur.Nonce == unsure) {
 				qk.owed = sse.Gap{From: nl.Floor - p + 1, To: nl.Floor}
 			}
 			return nil
@@ -537,9 +598,15 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			return nil, sse.Gap{}, sse.ErrTruncated
 		}
 		if g := qk.owed; g != (sse.Gap{}) {
+			// What the previous owner may not have handed out, or a
+			// reader here stopped before it took; a connection is told
+			// too of what others took before it.
 			qk.owed = sse.Gap{}
+			if s.known && s.pos < g.From {
+				g.From = s.pos + 1
+			}
 			s.saw(g.To)
-			return nil, g, nil // what the previous owner may not have handed out
+			return nil, g, nil
 		}
 		if qk.ended {
 			// Before the end, a connection is told of the key's last

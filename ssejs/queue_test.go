@@ -2,6 +2,7 @@ package ssejs_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"iter"
 	"slices"
@@ -290,4 +291,44 @@ func TestConnectionGapsForOthersTakes(t *testing.T) {
 	if err != io.EOF {
 		t.Fatalf("the connection's end: %v, want io.EOF after the gap", err)
 	}
+}
+
+// TestStoppedReaderForfeits: an in-process reader takes events from the
+// key in batches, its floor past them; when it stops before it yielded
+// them all, the rest are named in a gap to the key's next reader, here or
+// in another process, rather than skipped in silence.
+func TestStoppedReaderForfeits(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	_, js2 := connect(t, srv.ClientURL())
+	name := uniqueName()
+	a := newBroker[string](t, js, ssejs.WithName(name))
+	b := newBroker[string](t, js2, ssejs.WithName(name))
+	ctx := within(t, 30*time.Second)
+	if err := a.Enqueue(ctx, "k", "1", "2", "3", "4", "5", "6"); err != nil {
+		t.Fatal(err)
+	}
+	next := func(r *ssejs.Broker[string], want string) {
+		t.Helper()
+		for ev, err := range r.Events(ctx, "k") {
+			var gap *sse.GapError
+			got := ev.Data
+			if errors.As(err, &gap) {
+				got = fmt.Sprintf("gap %d-%d", gap.From, gap.To)
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("read %q, want %q", got, want)
+			}
+			return // stop: the rest of what it took is forfeit
+		}
+	}
+	next(a, "1")
+	next(a, "gap 2-6") // the next reader here
+	if err := a.Enqueue(ctx, "k", "7", "8", "9"); err != nil {
+		t.Fatal(err)
+	}
+	next(a, "7")
+	next(b, "gap 8-9") // in another process: a's lease, free now, tells of them
 }
