@@ -134,3 +134,38 @@ func TestBlockWakesEveryWaiter(t *testing.T) {
 		}
 	})
 }
+
+// TestBlockBoundAcrossLives: events counted in a flow that the key's Close
+// ended, and that reach the loop after the key was forgotten, join the new
+// life's flow on top of what that life's producers were admitted against:
+// the new life holds up to twice the bound, as WithMaxPending says, and no
+// more. (Driven by hand as in TestBlockNewLifeWithAnEndedFlow.)
+func TestBlockBoundAcrossLives(t *testing.T) {
+	const n, batch = 2, 1
+	b := build[string](WithBuffer(1), WithMaxPending(n, Block), WithRetention(0))
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	l := &b.loop
+	must(t, b.Enqueue(ctx, "k", "1"))
+	l.drain()                         // the first life; "1" is in its channel
+	must(t, b.Enqueue(ctx, "k", "2")) // counted in the first life's flow
+	must(t, b.Enqueue(ctx, "k", "3")) // likewise: the flow is at its bound
+	l.close("k")                      // the Close came in the batch before
+	l.expire()                        // forgotten at once
+	must(t, b.Enqueue(ctx, "k", "4")) // a fresh flow: admitted
+	must(t, b.Enqueue(ctx, "k", "5")) // admitted: the fresh flow has 1 < n
+	l.drain()                         // a new life: "2" in its channel, 3 4 5 beyond
+	pending := l.snapshot().Pending
+	go l.run()
+	t.Cleanup(func() {
+		ch := b.Stream("k")
+		go func() {
+			for range ch {
+			}
+		}()
+		must(t, b.Shutdown(context.Background()))
+	})
+	if pending <= n-1+batch || pending > 2*(n-1+batch) {
+		t.Fatalf("the key holds %d events accepted and not in its channel, want more than n-1+b = %d (the case) and at most twice that", pending, n-1+batch)
+	}
+}

@@ -428,3 +428,44 @@ func TestMaxStreamsFanOutSpares(t *testing.T) {
 	again.close()
 	h.waitIdle(t)
 }
+
+// subscribeCount counts Source.Subscribe calls.
+type subscribeCount struct {
+	Source[string]
+	calls atomic.Int64
+}
+
+func (c *subscribeCount) Subscribe(ctx context.Context, key string, req SubscribeRequest) (Subscription, error) {
+	c.calls.Add(1)
+	return c.Source.Subscribe(ctx, key, req)
+}
+
+// TestMaxStreamsFanOutSparesOnlyStreamedKeys: in FanOut mode a request over
+// WithMaxStreams with a Last-Event-ID header is subscribed, to see if it
+// may have a spare place, only for a key the handler already streams:
+// otherwise it cannot be a client replacing its own stale connection, and
+// the bound must keep it from costing the source anything.
+func TestMaxStreamsFanOutSparesOnlyStreamedKeys(t *testing.T) {
+	b := newBroker[string](t, WithMode(FanOut))
+	src := &subscribeCount{Source: b}
+	h := &tracked{h: Handler[string](src, queryKey, WithMaxStreams(1))}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	held := open(t, srv.Client(), srv.URL, "a")
+	h.waitActive(t, 1)
+	before := src.calls.Load()
+	for i := range 20 {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"?key=x"+strconv.Itoa(i), nil)
+		req.Header.Set("Last-Event-ID", "zzzz-1") // no life of any key here
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expectTryLater(t, resp, DefaultBusyRetry)
+	}
+	held.close()
+	h.waitIdle(t)
+	if n := src.calls.Load() - before; n != 0 {
+		t.Fatalf("20 requests over the bound, each told to retry later, made %d Subscribe calls", n)
+	}
+}

@@ -96,7 +96,10 @@ func WithBuffer(n int) Option {
 // them (any, for n = 0), until it has no more than n/2; a call's batch
 // enters whole. So a key never has more than n − 1 + b such events, b being
 // the largest batch of one call (b for n = 0), however many goroutines
-// produce at once. n must be ≥ 0.
+// produce at once; with a retention so short that a closed key is
+// forgotten while calls that raced its Close are on their way, the next
+// life of the key counts those calls too, and may hold up to twice that.
+// n must be ≥ 0.
 func WithMaxPending(n int, p Overflow) Option {
 	if n < 0 {
 		panic("sse: WithMaxPending: negative bound")

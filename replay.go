@@ -13,6 +13,11 @@ type window struct {
 	events fifo   // oldest first
 	bytes  int    // the sum of eventSize over events
 	taken  uint64 // the ID of the last event taken, even if the window keeps none
+	// unsent is the ID of the window's newest event if a connection took
+	// it from the channel and ended before it wrote it (see
+	// subscription.Close), else 0: nobody has it, so the next connection
+	// gets it first, resuming or not.
+	unsent uint64
 }
 
 // eventOverhead is what an event counts in a window beyond its Name and
@@ -35,7 +40,7 @@ const windowFloor = flushBytes
 // drops its own oldest rather than grow, down to windowFloor. used is the
 // budget's counter, shared by every window of the broker.
 func (w *window) add(ev Event, c *config, used *atomic.Int64) {
-	w.taken = ev.ID
+	w.taken, w.unsent = ev.ID, 0
 	if c.replayEvents == 0 || c.replayBytes == 0 {
 		return
 	}

@@ -494,3 +494,44 @@ func TestTakeoverAbortsABlockedWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestCarriedEventGoesToTheNextConnection: an event Next took from the
+// channel and did not return (it did not fit: WithReplay's event bound, the
+// 32 KiB write, or a jump in IDs), when the connection then ends, goes first
+// to the key's next connection, which carries no ID: it used to go only to
+// a client resuming before it, so that nobody else ever got it.
+func TestCarriedEventGoesToTheNextConnection(t *testing.T) {
+	b := newBroker[string](t, WithReplay(2, 1<<20))
+	ctx := context.Background()
+	enqueueSeq(t, b, "k", 1, 3)
+	sub, err := b.Subscribe(ctx, "k", SubscribeRequest{})
+	must(t, err)
+	evs, _, err := sub.Next(ctx, nil, nil, math.MaxInt)
+	must(t, err)
+	if len(evs) != 2 {
+		t.Fatalf("took %v, want 1 2", evs)
+	}
+	sub.Close() // handed over 1 and 2 only
+	enqueueSeq(t, b, "k", 4, 4)
+	must(t, b.Close(ctx, "k"))
+	next, err := b.Subscribe(ctx, "k", SubscribeRequest{})
+	must(t, err)
+	defer next.Close()
+	var got []uint64
+	for {
+		evs, gap, err := next.Next(ctx, nil, nil, math.MaxInt)
+		if gap != (Gap{}) {
+			t.Fatalf("gap %+v after %v", gap, got)
+		}
+		for _, ev := range evs {
+			got = append(got, ev.ID)
+		}
+		if err == io.EOF {
+			break
+		}
+		must(t, err)
+	}
+	if len(got) != 2 || got[0] != 3 || got[1] != 4 {
+		t.Fatalf("the next connection got %v, want 3 4: event 3 was taken and never handed to anyone", got)
+	}
+}

@@ -49,7 +49,10 @@ import (
 //     per line of Data (a CR or CRLF in Data reaches the client
 //     as LF: the format cannot tell them apart); everything that is ready is
 //     written before one flush, up to 32 KiB or the replay window's size,
-//     in writes of at most 32 KiB. After a closed key's last event comes an
+//     in writes of at most 32 KiB. An event from a Source other than the
+//     Broker that cannot be written as it is (a Name with CR, LF or NUL,
+//     a reserved Name, an unnamed [TerminateData]) is sent as the "gap" of
+//     its ID, and logged. After a closed key's last event comes an
 //     event named "close" with empty data, and the response ends.
 //
 // Responses that are not a stream (204, 4xx, 5xx, and the "retry" answers)

@@ -1409,3 +1409,72 @@ func TestHandlerRefusesABadEpoch(t *testing.T) {
 		t.Errorf("a 64-character epoch: %d %q, want it streamed", rec.Code, rec.Body.String())
 	}
 }
+
+// TestHandlerRetryBlockStaysShort: go-sse and r3labs split a stream into
+// blocks with a bufio.Scanner whose token limit is 64 KiB. With WithRetry,
+// a first block left open until the first event, with every heartbeat
+// before it added to it, outgrew that after about 9,400 heartbeats of an
+// idle key (39 h at the default 15 s), and both clients failed on a well
+// formed stream.
+func TestHandlerRetryBlockStaysShort(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBroker[string](t)
+		rec := serveBubble(t, Handler(b, queryKey, WithRetry(time.Second)), "k")
+		synctest.Wait()
+		time.Sleep(10000 * DefaultHeartbeat) // an idle key: about 42 hours
+		synctest.Wait()
+		enqueueSeq(t, b, "k", 1, 1)
+		synctest.Wait()
+		stream := strings.Join(rec.rawSent(), "")
+
+		// How go-sse and r3labs read it: a block is what ends at a blank line.
+		sc := bufio.NewScanner(strings.NewReader(stream))
+		sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
+			if i := bytes.Index(data, []byte("\n\n")); i >= 0 {
+				return i + 2, data[:i], nil
+			}
+			if atEOF && len(data) > 0 {
+				return len(data), data, nil
+			}
+			return 0, nil, nil
+		})
+		for sc.Scan() {
+		}
+		if err := sc.Err(); err != nil {
+			t.Fatalf("a 64 KiB block scanner (go-sse, r3labs) fails on the stream: %v; its first block is %d bytes",
+				err, strings.Index(stream, "\n\n")+2)
+		}
+	})
+}
+
+// injecting is a Source whose events have a Name with a line break.
+type injecting struct{}
+
+func (injecting) Mode() Mode { return Queue }
+func (injecting) Subscribe(context.Context, string, SubscribeRequest) (Subscription, error) {
+	return &injectingSub{}, nil
+}
+
+type injectingSub struct{ sent bool }
+
+func (*injectingSub) Epoch() string { return "e1" }
+func (*injectingSub) Close()        {}
+func (s *injectingSub) Next(ctx context.Context, buf []Event, _ <-chan time.Time, _ int) ([]Event, Gap, error) {
+	if s.sent {
+		return nil, Gap{}, ErrTruncated // ends the response without close
+	}
+	s.sent = true
+	return append(buf[:0], Event{ID: 1, Name: "tick\nevent: close", Data: "x"}), Gap{}, nil
+}
+
+// TestHandlerChecksSourceEvents: an event from a Source other than the
+// Broker, whose Name has a line break, would inject any field, a close
+// among them: it is sent as the gap of its ID.
+func TestHandlerChecksSourceEvents(t *testing.T) {
+	rec := httptest.NewRecorder()
+	Handler[string](injecting{}, queryKey, WithHeartbeat(0)).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?key=k", nil))
+	evs, _ := ssetest.Events(rec)
+	if len(evs) != 1 || evs[0].Type != EventGap || evs[0].Data != `{"from":1,"to":1}` {
+		t.Fatalf("a source's event with a line break in its Name: %q, want only the gap of its ID", rec.Body.String())
+	}
+}

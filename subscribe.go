@@ -82,7 +82,9 @@ type Subscription interface {
 	// retained for it); ctx's error when ctx ends.
 	Next(ctx context.Context, buf []Event, tick <-chan time.Time, limit int) (events []Event, gap Gap, err error)
 	// Close ends the subscription. In Queue mode, events it did not hand
-	// over stay queued.
+	// over stay queued; an event it took from the queue and did not hand
+	// over (one a batch's bounds left for the next call) goes first to the
+	// key's next connection, as the replay of what it missed.
 	Close()
 }
 
@@ -256,6 +258,9 @@ func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, 
 		buf = append(buf, ev)
 		size += eventSize(ev)
 		s.pos, s.known = ev.ID, true
+		if ev.ID == w.unsent {
+			w.unsent = 0 // sent now, as the window's others were
+		}
 	}
 	if len(buf) > 0 || gap != (Gap{}) {
 		return buf, gap, nil
@@ -362,7 +367,11 @@ func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, ti
 func (s *subscription[K]) Close() {
 	s.closeOnce.Do(func() {
 		if s.carried {
-			s.t.session.window.add(s.carry, &s.b.cfg, &s.b.replayed)
+			w := &s.t.session.window
+			w.add(s.carry, &s.b.cfg, &s.b.replayed)
+			if w.events.len() > 0 {
+				w.unsent = s.carry.ID
+			}
 			s.carried = false
 		}
 		s.b.post(command[K]{op: opUnsubscribe, key: s.key, arg: s})
@@ -468,6 +477,10 @@ func (l *loop[K]) attach(s *subscription[K]) {
 		// They stay in the window until a later LastID covers them.
 		s.replay = w.events.len()
 		s.pos, s.known = last, true
+	} else if n := w.events.len(); w.unsent != 0 && n > 0 && w.events.at(n-1).ID == w.unsent {
+		// What an earlier connection took and never wrote comes first.
+		s.replay, s.replayed = n, n-1
+		s.pos, s.known = w.unsent-1, true
 	}
 	// A closed key with nothing left to send is finished for this client
 	// only if it has every event or its gap: one that resumes before
