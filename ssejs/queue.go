@@ -33,8 +33,9 @@ type lease struct {
 	// repair the floor). A later write of the owner, made only after the
 	// take succeeded, sets it to 0. The next owner names them in a gap to
 	// its first reader that does not resume over them (see qkey.owed).
-	Pend  uint64 `json:"p,omitempty"`
-	Nonce string `json:"n,omitempty"` // random per write: tells a write whose ack was lost
+	Pend    uint64 `json:"p,omitempty"`
+	PrevSeq uint64 `json:"q,omitempty"` // with Pend: FloorSeq before that take, so that its own process can undo it
+	Nonce   string `json:"n,omitempty"` // random per write: tells a write whose ack was lost
 }
 
 // errLost is what a lease write returns when another process owns the key.
@@ -55,6 +56,12 @@ type qkey[K comparable] struct {
 	owned    bool   // guarded by lmu
 	released bool   // guarded by lmu: the last reader left; no more renewals
 	unsure   string // guarded by lmu: the nonce of a write that failed and may have been stored
+	// owed is guarded by lmu: events whose floor is written that may not
+	// have been handed out (see lease.Pend): a take of the previous owner,
+	// or what a reader here stopped before it took. The next take names
+	// them first, and while they are owed, every lease write keeps them in
+	// Pend for the next owner.
+	owed sse.Gap
 
 	// Guarded by sem.
 	feed    *feed
@@ -63,7 +70,6 @@ type qkey[K comparable] struct {
 	ended   bool     // the key's Close was taken
 	stale   bool     // the feed reached another life's messages: the next attach starts afresh
 	spans   []span   // messages wholly taken, not yet purged
-	owed    sse.Gap  // a take of the previous owner that may not have been handed out (see lease.Pend): the next take names it first
 	purging atomic.Bool
 
 	// Guarded by Broker.mu.
@@ -167,14 +173,8 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 	owned := qk.owned && !qk.isLost()
 	qk.released = true
 	qk.lmu.Unlock()
-	owed := qk.owed
 	if owned {
-		qk.write(ctx, true, func(l *lease) {
-			l.Owner, l.Until = "", 0
-			if owed != (sse.Gap{}) && owed.To == l.Floor {
-				l.Pend = owed.To - owed.From + 1 // the next owner names them
-			}
-		})
+		qk.write(ctx, true, func(l *lease) { l.Owner, l.Until = "", 0 })
 	}
 }
 
@@ -188,6 +188,8 @@ func (qk *qkey[K]) forfeit(from, to uint64) {
 		return
 	}
 	defer func() { <-qk.sem }()
+	qk.lmu.Lock()
+	defer qk.lmu.Unlock()
 	if qk.owed == (sse.Gap{}) {
 		qk.owed = sse.Gap{From: from, To: to}
 	} else {
@@ -234,7 +236,12 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		nl.Owner = qk.b.id
 		nl.Until = time.Now().Add(qk.b.cfg.lease).UnixMilli()
 		nl.Nonce = nuid.Next()
-		nl.Pend = 0 // this process lived past its last take (a take's change sets it)
+		// This process lived past its last take, and handed it out, but
+		// for what it owes (a take's change sets Pend anew).
+		nl.Pend = 0
+		if g := qk.owed; g != (sse.Gap{}) && g.To == nl.Floor {
+			nl.Pend = g.To - g.From + 1
+		}
 		if change != nil {
 			change(&nl)
 		}
@@ -308,8 +315,25 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 		if nl.Epoch != last.epoch {
 			nl = lease{Epoch: last.epoch}
 		}
-		// nl keeps Pend: if this process dies before its first take, the
-		// next owner owes the same gap.
+		b.mu.Lock()
+		unsure := b.unsure[qk.token]
+		b.mu.Unlock()
+		qk.lmu.Lock()
+		if qk.unsure != "" {
+			unsure = qk.unsure
+		}
+		qk.lmu.Unlock()
+		undo := nl.Pend > 0 && nl.Pend <= nl.Floor && cur.Owner == b.id && cur.Nonce == unsure
+		if undo {
+			// This process's last take failed before it handed anything
+			// out (its floor write's ack was lost): undo it, so that
+			// those events are read, rather than named in a gap.
+			nl.Floor, nl.FloorSeq = nl.Floor-nl.Pend, nl.PrevSeq
+			nl.Local = min(nl.Local, nl.Floor)
+			nl.Pend, nl.PrevSeq = 0, 0
+		}
+		// Otherwise nl keeps Pend: if this process dies before its first
+		// take, the next owner owes the same gap.
 		nl.Owner, nl.Until, nl.Nonce = b.id, now.Add(b.cfg.lease).UnixMilli(), nuid.Next()
 		data, _ := json.Marshal(nl)
 		if rev == 0 {
@@ -323,20 +347,18 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			qk.lease, qk.rev, qk.owned = nl, rev, true
 			qk.lmu.Unlock()
 			b.mu.Lock()
-			unsure := b.unsure[qk.token]
 			delete(b.unsure, qk.token)
 			b.mu.Unlock()
 			qk.lmu.Lock()
-			if qk.unsure != "" {
-				unsure = qk.unsure
-			}
 			qk.unsure = "" // a write of another revision
 			qk.lmu.Unlock()
 			// The previous owner's last take may not have been handed
-			// out: another process's can't be known; this process's
-			// was not if its write was unsure.
-			if p := min(nl.Pend, nl.Floor); p > 0 && (cur.Owner != b.id || cur.Nonce == unsure) {
+			// out: another process's can't be known (this process's was
+			// undone above, if its write was unsure).
+			if p := min(nl.Pend, nl.Floor); p > 0 && cur.Owner != b.id {
+				qk.lmu.Lock()
 				qk.owed = sse.Gap{From: nl.Floor - p + 1, To: nl.Floor}
+				qk.lmu.Unlock()
 			}
 			return nil
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), wrongLastSeq(err):
@@ -452,12 +474,17 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 		}
 	}
 	if id, ok := resumeAt(req, last, local); ok {
+		qk.lmu.Lock()
 		qk.owed = sse.Gap{} // the replay, or its gap, covers every event up to the floor
+		qk.lmu.Unlock()
 		if !local {
 			s.pos, s.known = max(id, l.Floor), true
 		}
 	}
-	if last.closed && l.Floor+1 == last.next() && s.rpos > s.rend && s.gap == (sse.Gap{}) && qk.owed == (sse.Gap{}) {
+	qk.lmu.Lock()
+	owes := qk.owed != (sse.Gap{})
+	qk.lmu.Unlock()
+	if last.closed && l.Floor+1 == last.next() && s.rpos > s.rend && s.gap == (sse.Gap{}) && !owes {
 		return nil, sse.ErrFinished
 	}
 	if !local {
@@ -597,11 +624,14 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		if epoch != s.epoch || qk.stale {
 			return nil, sse.Gap{}, sse.ErrTruncated
 		}
-		if g := qk.owed; g != (sse.Gap{}) {
+		qk.lmu.Lock()
+		g := qk.owed
+		qk.owed = sse.Gap{}
+		qk.lmu.Unlock()
+		if g != (sse.Gap{}) {
 			// What the previous owner may not have handed out, or a
 			// reader here stopped before it took; a connection is told
 			// too of what others took before it.
-			qk.owed = sse.Gap{}
 			if s.known && s.pos < g.From {
 				g.From = s.pos + 1
 			}
@@ -710,7 +740,7 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		floor := off - 1
 		wctx, cancel := context.WithTimeout(ctx, b.attemptTimeout())
 		err := qk.write(wctx, false, func(l *lease) {
-			l.Pend, l.Floor, l.FloorSeq = floor-l.Floor, floor, floorSeq
+			l.Pend, l.PrevSeq, l.Floor, l.FloorSeq = floor-l.Floor, l.FloorSeq, floor, floorSeq
 			if s.local {
 				l.Local = floor
 			}
