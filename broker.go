@@ -33,10 +33,13 @@ var (
 	ErrTooManyKeys = errors.New("sse: too many keys")
 )
 
-// A Broker keeps one FIFO queue per key and hands each event to one reader.
-// Create one with [New]; the zero value is not usable. A Broker runs one
-// goroutine, and one more for each key whose reader is behind, until
-// [Broker.Shutdown] returns. All methods are safe for
+// A Broker keeps one stream of events per key, in the [Mode] chosen with
+// [WithMode]: in [Queue] mode, the default, a FIFO queue that hands each
+// event to one reader; in [FanOut] mode, a bounded history that every reader
+// reads whole, each from its own position. Create one with [New]; the zero
+// value is not usable. A Broker runs one goroutine (and one more with
+// [WithLogger]), and in Queue mode one more for each key whose reader is
+// behind, until [Broker.Shutdown] returns. All methods are safe for
 // concurrent use.
 type Broker[K comparable] struct {
 	cfg config // immutable after New

@@ -36,8 +36,26 @@ func doLongProcess(ctx context.Context, events *sse.Broker[JobID], job JobID) er
 
 //readme:end
 
+//readme:start
+
+// startJob creates the job's key, then runs the job in the background.
+// The key exists once startJob returns, so a request for the job's events
+// finds it even before the first event: hand out the job's URL only then.
+func startJob(ctx context.Context, events *sse.Broker[JobID], job JobID) error {
+	if err := events.Open(ctx, job); err != nil {
+		return err
+	}
+	// The job outlives the request that started it, and its cancellation.
+	go doLongProcess(context.WithoutCancel(ctx), events, job)
+	return nil
+}
+
+//readme:end
+
 // A long-running process enqueues progress for its job's key and closes it;
-// a reader ranges over the key's channel until the end.
+// a reader ranges over the key's channel until the end. startJob creates the
+// key before the job runs, so that a reader, in process or over SSE, finds
+// it at once.
 func Example() {
 	//readme:reader
 	ctx := context.Background()
@@ -45,7 +63,9 @@ func Example() {
 	defer events.Shutdown(ctx)
 
 	job := JobID("job-42")
-	go doLongProcess(ctx, events, job)
+	if err := startJob(ctx, events, job); err != nil {
+		panic(err)
+	}
 
 	for ev := range events.Stream(job) {
 		fmt.Println(ev.ID, ev.Data)

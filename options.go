@@ -189,23 +189,23 @@ func WithReplay(events, bytes int) Option {
 }
 
 // Mode is how a [Broker]'s keys hand out their events, chosen with
-// [WithMode] when it is made. Producers call Enqueue, Publish and Close the
-// same way in both.
+// [WithMode] when it is made: [Queue], the default, where each event is
+// read once, or [FanOut], where every reader gets every event. Producers
+// call Enqueue, Publish and Close the same way in both.
 type Mode int
 
-const (
-	// Queue, the default, makes each key a FIFO queue whose events are each
-	// read once: readers of a key compete ([Broker.Stream]), and a key has
-	// one SSE connection at a time.
-	Queue Mode = iota
-	// FanOut makes each key a history that every reader reads from its own
-	// position: in process ([Broker.Events]) and over SSE, any number of
-	// readers and connections per key each get every event, and resume from
-	// an ID the history still holds. A reader that falls further behind than
-	// the history is told of the gap, never silently skipped; producers never
-	// wait for readers.
-	FanOut
-)
+// Queue, the default, makes each key a FIFO queue whose events are each
+// read once: readers of a key compete ([Broker.Stream]), and a key has one
+// SSE connection at a time.
+const Queue Mode = 0
+
+// FanOut makes each key a history that every reader reads from its own
+// position: in process ([Broker.Events]) and over SSE, any number of readers
+// and connections per key each get every event, and resume from an ID the
+// history still holds. A reader that falls further behind than the history
+// is told of the gap, never silently skipped; producers never wait for
+// readers.
+const FanOut Mode = 1
 
 // String returns the mode's name, as in the constant.
 func (m Mode) String() string {

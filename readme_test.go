@@ -1,12 +1,15 @@
 package sse
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestReadmeShowsCompiledCode checks that every Go, JavaScript and nginx
@@ -43,6 +46,34 @@ func TestReadmeShowsCompiledCode(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("README.md has no checked code block")
+	}
+}
+
+// TestReadmeProgramRuns builds and runs the README's complete program,
+// testdata/quickstart (a package that go vet ./... and go test ./... do not
+// reach, since it lives under testdata), and checks what it prints: the
+// job's events, in order, which its Go client read over SSE. It skips
+// without the go command, unless CI is set.
+func TestReadmeProgramRuns(t *testing.T) {
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(err)
+		}
+		t.Skip("the go command is not installed")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goCmd, "run", "./testdata/quickstart")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go run ./testdata/quickstart: %v\n%s", err, stderr.String())
+	}
+	want := "progress 25\nprogress 50\nprogress 75\nprogress 100\n"
+	if string(out) != want {
+		t.Errorf("testdata/quickstart printed:\n%s\nwant:\n%s\nstderr:\n%s", out, want, stderr.String())
 	}
 }
 
