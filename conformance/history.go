@@ -240,13 +240,15 @@ func (s *ids) has(i uint64) bool {
 // lifeStats is what the verifier gathers about one life.
 type lifeStats struct {
 	epochs   map[string]bool
-	maxSeen  uint64            // the highest ID anyone saw: read, in a gap, or handed to a connection
-	read     map[uint64]bool   // IDs some reader was handed as an event
-	inproc   map[uint64]bool   // IDs an in-process reader was handed
-	gapped   ids               // IDs some reader was told it missed
-	taken    ids               // IDs the source handed to a connection
-	tokens   map[string]uint64 // token → ID, for the tokens read in the life
-	minBound uint64            // a lower bound of the life's last ID
+	maxSeen  uint64             // the highest ID anyone saw: read, in a gap, or handed to a connection
+	read     map[uint64]bool    // IDs some reader was handed as an event
+	inproc   map[uint64]bool    // IDs an in-process reader was handed
+	by       map[uint64]*reader // who read each ID first
+	gapped   ids                // IDs some reader was told it missed
+	told     ids                // IDs named in a gap to a reader that did not resume: in process, or a connection without Last-Event-ID
+	taken    ids                // IDs the source handed to a connection
+	tokens   map[string]uint64  // token → ID, for the tokens read in the life
+	minBound uint64             // a lower bound of the life's last ID
 }
 
 // tokenRead is one reading of a token.
@@ -274,7 +276,7 @@ const maxPerRule = 8
 
 func (v *verifier) add(rule, format string, args ...any) {
 	v.perRule[rule]++
-	if v.perRule[rule] > maxPerRule {
+	if v.perRule[rule] > maxPerRule && !*flagV {
 		return
 	}
 	v.out = append(v.out, Violation{rule, fmt.Sprintf(format, args...)})
@@ -283,7 +285,7 @@ func (v *verifier) add(rule, format string, args ...any) {
 func (v *verifier) life(l life) *lifeStats {
 	s := v.lives[l]
 	if s == nil {
-		s = &lifeStats{epochs: make(map[string]bool), read: make(map[uint64]bool), inproc: make(map[uint64]bool), tokens: make(map[string]uint64)}
+		s = &lifeStats{epochs: make(map[string]bool), read: make(map[uint64]bool), inproc: make(map[uint64]bool), by: make(map[uint64]*reader), tokens: make(map[string]uint64)}
 		v.lives[l] = s
 	}
 	return s
@@ -322,7 +324,7 @@ func (h *history) verify() []Violation {
 	v.tokens()
 	v.accounting()
 	for rule, n := range v.perRule {
-		if n > maxPerRule {
+		if n > maxPerRule && !*flagV {
 			v.out = append(v.out, Violation{rule, fmt.Sprintf("… and %d more", n-maxPerRule)})
 		}
 	}
@@ -573,9 +575,15 @@ func (v *verifier) note(l life, r *reader, it *item) {
 	s.maxSeen = max(s.maxSeen, it.id)
 	if it.gap {
 		s.gapped.add(it.from, it.id)
+		if r.kind == inProcess || (it.attempt >= 0 && it.attempt < len(r.attempts) && r.attempts[it.attempt].resume == "") {
+			s.told.add(it.from, it.id)
+		}
 		return
 	}
 	s.read[it.id] = true
+	if s.by[it.id] == nil {
+		s.by[it.id] = r
+	}
 	if r.kind == inProcess {
 		s.inproc[it.id] = true
 	}
@@ -601,6 +609,9 @@ func (v *verifier) serverSide() {
 			if tk.gap != (sse.Gap{}) {
 				st.maxSeen = max(st.maxSeen, tk.gap.To)
 				st.gapped.add(tk.gap.From, tk.gap.To)
+				if !s.req.Resume {
+					st.told.add(tk.gap.From, tk.gap.To)
+				}
 			}
 		}
 	}
@@ -653,6 +664,7 @@ func (v *verifier) bounds() {
 		}
 		s.minBound = max(s.maxSeen, uint64(len(distinct)))
 		s.gapped.norm()
+		s.told.norm()
 		s.taken.norm()
 	}
 }
@@ -884,10 +896,22 @@ func (v *verifier) accounting() {
 		if len(missing) == 0 {
 			continue
 		}
+		// An unread ID is explained if a connection took it (its client,
+		// resuming over it, is told or gets it again), or, in FanOut mode,
+		// if a gap named it (the history no longer holds it). In Queue
+		// mode an event nobody was handed must be named in a gap to a
+		// reader that does not resume over it: in process, or a
+		// connection without Last-Event-ID (a gap to a client resuming
+		// from before it says only that it is not in the replay window).
 		explained := 0
+		var unexplained []uint64
 		for id := uint64(1); id <= s.minBound; id++ {
-			if !s.read[id] && (s.gapped.has(id) || s.taken.has(id)) {
+			switch {
+			case s.read[id]:
+			case s.taken.has(id), v.h.mode == sse.FanOut && s.gapped.has(id), s.told.has(id):
 				explained++
+			default:
+				unexplained = append(unexplained, id)
 			}
 		}
 		if len(missing) > explained {
@@ -895,9 +919,41 @@ func (v *verifier) accounting() {
 			if len(show) > 10 {
 				show = show[:10]
 			}
-			v.add("lost", "%v: %d events stored for sure were never read, and only %d of its unread IDs (up to %d) were named in a gap or handed to a connection: %v", l, len(missing), explained, s.minBound, show)
+			what := "named in a gap"
+			if v.h.mode == sse.Queue {
+				what = "named in a gap to a reader that did not resume over them"
+			}
+			v.add("lost", "%v: %d events stored for sure were never read, and only %d of its unread IDs (up to %d) were handed to a connection or %s: %v; unread IDs %s", l, len(missing), explained, s.minBound, what, show, v.unread(s, unexplained))
 		}
 	}
+}
+
+// unread describes the unread IDs of a life: in runs, each with the
+// reader that read the ID before it, for the reader that stopped after
+// its take's first events, or a take that nobody read.
+func (v *verifier) unread(s *lifeStats, ids []uint64) string {
+	var b strings.Builder
+	for i := 0; i < len(ids) && i < 200; {
+		j := i
+		for j+1 < len(ids) && ids[j+1] == ids[j]+1 {
+			j++
+		}
+		fmt.Fprintf(&b, " %d-%d", ids[i], ids[j])
+		if prev := s.by[ids[i]-1]; ids[i] > 1 && prev != nil {
+			last := len(prev.items) > 0 && prev.items[len(prev.items)-1].id == ids[i]-1
+			switch {
+			case prev.kind == inProcess && prev.end == cancelled && last:
+				fmt.Fprintf(&b, " (after the last event of reader %d, which stopped there)", prev.id)
+			case prev.kind == inProcess && last:
+				fmt.Fprintf(&b, " (after the last event of reader %d, %s: %v)", prev.id, prev.end, prev.endErr)
+			default:
+				fmt.Fprintf(&b, " (after an event of %s)", prev.describe())
+			}
+		}
+		b.WriteString(";")
+		i = j + 1
+	}
+	return b.String()
 }
 
 func errText(err error) string {

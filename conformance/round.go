@@ -1342,26 +1342,32 @@ func (r *round) finalKey(key string, i int, deadline time.Time) {
 				return
 			}
 		}
-		rd, done := r.startReader(key, 0, readerPlan{}, 0, salt, true)
+	}
+	// Queue: a reader drains what is left; FanOut: one reads the whole
+	// history (after 0). One that fails (the backend still recovering)
+	// is followed by another, until one finishes or the deadline.
+	from := 0
+	if r.setup.Mode == sse.FanOut {
+		from = 4
+	}
+	for j := 0; time.Now().Before(deadline); j++ {
+		rd, done := r.startReader(key, j%len(r.cur), readerPlan{}, from, salt, true)
 		if !wait(done) {
 			return
 		}
 		r.h.mu.Lock()
-		if rd.end == closed && rd.gen == l.gen {
-			r.h.settled[l] = true
-		}
+		end, gen := rd.end, rd.gen
 		r.h.mu.Unlock()
-		return
+		if end == closed {
+			if gen == l.gen {
+				r.h.mu.Lock()
+				r.h.settled[l] = true
+				r.h.mu.Unlock()
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	rd, done := r.startReader(key, 0, readerPlan{}, 4, salt, true) // after 0: the whole history
-	if !wait(done) {
-		return
-	}
-	r.h.mu.Lock()
-	if rd.end == closed && rd.gen == l.gen {
-		r.h.settled[l] = true
-	}
-	r.h.mu.Unlock()
 }
 
 // waitReaders waits for every reader to end by the deadline; those that

@@ -3,8 +3,10 @@ package ssejs_test
 import (
 	"context"
 	"errors"
+	"iter"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,12 +81,46 @@ type jsProc struct {
 	mu    sync.Mutex
 	nc    *nats.Conn            // guarded by mu
 	b     *ssejs.Broker[string] // guarded by mu
+	// armed: the next take of an in-process reader that fails severs the
+	// connection before the reader learns of it, so that the broker cannot
+	// write again (the lost-lease-ack fault: a floor write stored, its ack
+	// lost, and the connection gone with it).
+	armed   atomic.Bool
+	severed chan struct{} // closed when an armed read severed
 }
 
 func (p *jsProc) impl() conformance.Impl[string] {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return conformance.Impl[string]{Publisher: p.b, Reader: p.b, Source: p.b}
+	return conformance.Impl[string]{Publisher: p.b, Reader: &armedReader{p, p.b}, Source: p.b}
+}
+
+// trip severs the connection if armed and a read failed for the lost
+// ack (DropLeaseAcks makes the write fail with DeadlineExceeded), not for
+// the reader's own context.
+func (p *jsProc) trip(ctx context.Context, err error) {
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && p.armed.CompareAndSwap(true, false) {
+		ssejs.DropLeaseAcks(p.b, 0)
+		p.proxy.Refuse(true)
+		p.proxy.Sever()
+		close(p.severed)
+	}
+}
+
+type armedReader struct {
+	p *jsProc
+	b *ssejs.Broker[string]
+}
+
+func (r *armedReader) Events(ctx context.Context, key string, from ...sse.ReadOption) iter.Seq2[sse.Event, error] {
+	return func(yield func(sse.Event, error) bool) {
+		for ev, err := range r.b.Events(ctx, key, from...) {
+			r.p.trip(ctx, err)
+			if !yield(ev, err) {
+				return
+			}
+		}
+	}
 }
 
 func jsOptions(s conformance.Setup, name string) []ssejs.Option {
@@ -200,15 +236,38 @@ func startJS(t testing.TB, s conformance.Setup, procs int) *conformance.Deployme
 		}, nil
 	}
 	lostAck := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
+		// The replica's next lease writes are stored and their acks lost
+		// (a take then fails, handing out nothing), and its connection
+		// dies before it writes again: severed by the first read that
+		// fails so, before the reader (and the broker) can react.
 		p := ps[a.Proc]
 		p.mu.Lock()
 		b := p.b
 		p.mu.Unlock()
-		ssejs.DropLeaseAcks(b, 1)
-		time.Sleep(time.Duration(a.Rand.IntN(300)) * time.Millisecond)
-		p.proxy.Refuse(true)
-		p.proxy.Sever()
-		return func(context.Context) error { p.proxy.Refuse(false); return nil }, nil
+		p.severed = make(chan struct{})
+		p.armed.Store(true)
+		// Every lease write, until an in-process reader's take fails:
+		// renewals' and connections' writes may come first (a
+		// connection's client gets its take from the replay window).
+		ssejs.DropLeaseAcks(b, 1<<30)
+
+		return func(context.Context) error {
+			// Armed for 3 s at least, until a take's write fails.
+			select {
+			case <-p.severed:
+			case <-time.After(3 * time.Second):
+			}
+			if p.armed.CompareAndSwap(true, false) {
+				ssejs.DropLeaseAcks(b, 0)
+				return nil
+			}
+			// Severed: long enough for the lease to expire, so that
+			// another replica takes the key over first.
+			<-p.severed
+			time.Sleep(1500 * time.Millisecond)
+			p.proxy.Refuse(false)
+			return nil
+		}, nil
 	}
 	expire := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
 		// What MaxAge would do to the key, now: its messages are gone.
@@ -235,6 +294,9 @@ func startJS(t testing.TB, s conformance.Setup, procs int) *conformance.Deployme
 			{Name: "stall", Inject: stall},
 			{Name: "restart-server", Inject: restart},
 			{Name: "kill-replica", Inject: kill},
+			// Twice as likely as the others in Queue mode: it needs an
+			// in-process reader taking on the replica at the time.
+			{Name: "lost-lease-ack", Inject: lostAck, Modes: []sse.Mode{sse.Queue}},
 			{Name: "lost-lease-ack", Inject: lostAck, Modes: []sse.Mode{sse.Queue}},
 			{Name: "expire-key", Inject: expire, Loses: conformance.LosesKey},
 		},
