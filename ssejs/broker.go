@@ -206,6 +206,15 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		if err != nil {
 			return nil, fmt.Errorf("ssejs: creating bucket %s: %w", bucket, err)
 		}
+		// A read floor must outlive the events it covers, or they are
+		// read again.
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("ssejs: looking up bucket %s: %w", bucket, err)
+		}
+		if age := s.CachedInfo().Config.MaxAge; st.TTL() > 0 && (age == 0 || st.TTL() < age) {
+			return nil, fmt.Errorf("ssejs: bucket %s cannot hold read floors: its entries expire after %v, before the events of stream %s (max age %v)", bucket, st.TTL(), name, age)
+		}
 		b.kv = kv
 	}
 	// The listener first, then the state: a change in between reaches

@@ -3,6 +3,7 @@ package ssejs_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"iter"
 	"strconv"
 	"sync"
@@ -25,6 +26,13 @@ import (
 // its store, a replica killed and started again, a lease write whose
 // acknowledgement is lost before its replica's connection is severed
 // (Queue), and a key's data expired now.
+// flagSet reports whether the named flag was given.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func TestChecker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the checker runs for a while")
@@ -78,6 +86,7 @@ func (s *jsServer) url() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
 // jsProc is one replica: its proxy, its connection and its broker.
 type jsProc struct {
 	proxy *conformance.NetProxy
+	url   string // the NATS URLs it connects to; "" for its proxy's
 	mu    sync.Mutex
 	nc    *nats.Conn            // guarded by mu
 	b     *ssejs.Broker[string] // guarded by mu
@@ -138,9 +147,10 @@ func jsOptions(s conformance.Setup, name string) []ssejs.Option {
 	return opts
 }
 
-// connectVia connects to NATS through a proxy, reconnecting for ever.
-func connectVia(addr string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect("nats://"+addr, nats.MaxReconnects(-1), nats.ReconnectWait(25*time.Millisecond),
+// connectVia connects to NATS (through a proxy), reconnecting for ever,
+// trying the URLs in the order given.
+func connectVia(url string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(25*time.Millisecond), nats.DontRandomize(),
 		nats.PingInterval(500*time.Millisecond), nats.MaxPingsOutstanding(3), nats.Timeout(2*time.Second))
 	if err != nil {
 		return nil, nil, err
@@ -155,7 +165,11 @@ func connectVia(addr string) (*nats.Conn, jetstream.JetStream, error) {
 
 // start connects the replica and makes its broker.
 func (p *jsProc) start(ctx context.Context, opts []ssejs.Option) error {
-	nc, js, err := connectVia(p.proxy.Addr())
+	url := p.url
+	if url == "" {
+		url = "nats://" + p.proxy.Addr()
+	}
+	nc, js, err := connectVia(url)
 	if err != nil {
 		return err
 	}
@@ -271,7 +285,7 @@ func startJS(t testing.TB, s conformance.Setup, procs int) *conformance.Deployme
 	}
 	expire := func(ctx context.Context, a conformance.FaultArgs) (func(context.Context) error, error) {
 		// What MaxAge would do to the key, now: its messages are gone.
-		nc, js, err := connectVia(srv.url())
+		nc, js, err := connectVia("nats://" + srv.url())
 		if err != nil {
 			return nil, err
 		}

@@ -90,8 +90,10 @@
 // checks is what its guarantees rest on: New refuses a stream of the other
 // mode, one whose subjects do not include "sse.n.e.>", one whose retention
 // is not Limits (a work-queue or interest stream would delete a key's
-// metadata, its last message), a sealed one, and one that does not
-// acknowledge publishes.
+// metadata, its last message), a sealed one, one that does not
+// acknowledge publishes, and, in Queue mode, a bucket whose entries expire
+// before the stream's events (a read floor lost before its events would
+// let them be read again).
 //
 // What is deleted when:
 //

@@ -507,17 +507,20 @@ const maxContention = 32 * time.Millisecond
 // acknowledgement is retried while the caller still waits.
 func (b *Broker[K]) attemptTimeout() time.Duration { return min(b.cfg.timeout, 2*time.Second) }
 
-// refusal reports whether err is the server's definite refusal of a
-// publish, one that a retry would meet again: no room in the store
-// (insufficient resources, at the account's or server's limit), a message
-// larger than the stream allows, or a store that failed to write it.
+// refusal reports whether err is a definite refusal of a publish, one
+// that a retry would meet again: no room in the store (the account's or
+// the server's limit), a message larger than the stream allows, a store
+// that failed to write it, or a connection closed for good.
 func refusal(err error) bool {
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		return true // closed for good: nothing was sent, nor will be
+	}
 	var api *jetstream.APIError
 	if !errors.As(err, &api) {
 		return false
 	}
 	switch api.ErrorCode {
-	case errCodeInsufficientResources, jetstream.JSErrCodeStreamMessageExceedsMaximum, errCodeStreamStoreFailed:
+	case errCodeAccountResources, errCodeInsufficientResources, jetstream.JSErrCodeStreamMessageExceedsMaximum, errCodeStreamStoreFailed:
 		return true
 	}
 	return false
@@ -525,6 +528,7 @@ func refusal(err error) bool {
 
 // JetStream's error codes that nats.go does not name.
 const (
+	errCodeAccountResources      jetstream.ErrorCode = 10002 // resource limits exceeded for account
 	errCodeInsufficientResources jetstream.ErrorCode = 10023
 	errCodeStreamStoreFailed     jetstream.ErrorCode = 10077
 )

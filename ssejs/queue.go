@@ -50,12 +50,13 @@ type qkey[K comparable] struct {
 	lost           chan struct{} // closed when another process took the lease
 	lostOnce       sync.Once
 
-	lmu      sync.Mutex
-	lease    lease  // guarded by lmu
-	rev      uint64 // guarded by lmu: the entry's revision that lease was written at
-	owned    bool   // guarded by lmu
-	released bool   // guarded by lmu: the last reader left; no more renewals
-	unsure   string // guarded by lmu: the nonce of a write that failed and may have been stored
+	lmu        sync.Mutex
+	lease      lease  // guarded by lmu
+	rev        uint64 // guarded by lmu: the entry's revision that lease was written at
+	owned      bool   // guarded by lmu
+	released   bool   // guarded by lmu: the last reader left; no more renewals
+	unsure     string // guarded by lmu: the nonce of a write that failed and may have been stored
+	unsureTake bool   // guarded by lmu: that write was a take's, whose events were not handed out
 	// owed is guarded by lmu: events whose floor is written that may not
 	// have been handed out (see lease.Pend): a take of the previous owner,
 	// or what a reader here stopped before it took. The next take names
@@ -157,6 +158,13 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 	if b.qkeys[qk.token] == qk {
 		delete(b.qkeys, qk.token)
 	}
+	// A qkey of the key made from now on must know of an unsure take at
+	// once (see keepUnsure), not after the release below.
+	qk.lmu.Lock()
+	if qk.unsure != "" && qk.unsureTake {
+		b.unsure[qk.token] = qk.unsure
+	}
+	qk.lmu.Unlock()
 	b.mu.Unlock()
 	qk.lock(context.Background())
 	defer func() { <-qk.sem }()
@@ -205,9 +213,14 @@ const maxUnsure = 4096
 // it, for the next qkey of the key in this process.
 func (b *Broker[K]) keepUnsure(qk *qkey[K]) {
 	qk.lmu.Lock()
-	nonce := qk.unsure
+	nonce, take := qk.unsure, qk.unsureTake
 	qk.lmu.Unlock()
-	if nonce == "" {
+	if nonce == "" || !take {
+		b.mu.Lock()
+		if b.qkeys[qk.token] == nil {
+			delete(b.unsure, qk.token) // repaired by the release
+		}
+		b.mu.Unlock()
 		return
 	}
 	b.mu.Lock()
@@ -255,7 +268,9 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
-			qk.unsure = nl.Nonce // it may have been written, its ack lost
+			// It may have been written, its ack lost; a take's advanced
+			// the floor over events it did not hand out.
+			qk.unsure, qk.unsureTake = nl.Nonce, nl.Floor > qk.lease.Floor
 			return err
 		}
 		// Someone wrote since: another process, or an earlier write of
@@ -320,7 +335,10 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 		b.mu.Unlock()
 		qk.lmu.Lock()
 		if qk.unsure != "" {
-			unsure = qk.unsure
+			unsure = ""
+			if qk.unsureTake {
+				unsure = qk.unsure
+			}
 		}
 		qk.lmu.Unlock()
 		undo := nl.Pend > 0 && nl.Pend <= nl.Floor && cur.Owner == b.id && cur.Nonce == unsure
@@ -446,6 +464,9 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 		}
 		b.closeFeed(qk.feed)
 		qk.feed, qk.batches, qk.spans, qk.ended, qk.stale = nil, nil, nil, false, false
+		qk.lmu.Lock()
+		qk.owed = sse.Gap{} // of the life that ended
+		qk.lmu.Unlock()
 	}
 	qk.lmu.Lock()
 	l = qk.lease
@@ -626,13 +647,18 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		}
 		qk.lmu.Lock()
 		g := qk.owed
-		qk.owed = sse.Gap{}
+		if g != (sse.Gap{}) && s.known && s.pos >= g.From {
+			g = sse.Gap{} // this reader is past them: it keeps them for another
+		}
+		if g != (sse.Gap{}) {
+			qk.owed = sse.Gap{}
+		}
 		qk.lmu.Unlock()
 		if g != (sse.Gap{}) {
 			// What the previous owner may not have handed out, or a
 			// reader here stopped before it took; a connection is told
 			// too of what others took before it.
-			if s.known && s.pos < g.From {
+			if !s.local && s.known && s.pos < g.From {
 				g.From = s.pos + 1
 			}
 			s.saw(g.To)
@@ -642,7 +668,7 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			// Before the end, a connection is told of the key's last
 			// events that others took.
 			var gap sse.Gap
-			if s.known && s.pos+1 < qk.off {
+			if !s.local && s.known && s.pos+1 < qk.off {
 				gap = sse.Gap{From: s.pos + 1, To: qk.off - 1}
 				s.saw(gap.To)
 			}
@@ -687,7 +713,7 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		maxEvents = b.cfg.replay
 	}
 	var gap sse.Gap
-	if s.known && s.pos+1 < qk.off {
+	if !s.local && s.known && s.pos+1 < qk.off {
 		gap = sse.Gap{From: s.pos + 1, To: qk.off - 1} // taken by others since this connection's last
 	}
 	off, size, used, ended := qk.off, 0, 0, false
@@ -773,13 +799,11 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 	return buf, gap, nil
 }
 
-// saw records that s's connection was sent events, or told of a gap, up to
-// id. In-process readers keep no position.
-func (s *queueSub[K]) saw(id uint64) {
-	if !s.local {
-		s.pos, s.known = id, true
-	}
-}
+// saw records that s was sent events, or told of a gap, up to id. Only a
+// connection is told of what others took since (see takeHeld); an
+// in-process reader's position only keeps it from being given an owed
+// gap behind it.
+func (s *queueSub[K]) saw(id uint64) { s.pos, s.known = id, true }
 
 // add keeps a message read from the feed if it has events not yet taken,
 // or the key's Close, or is of another life than the lease's.

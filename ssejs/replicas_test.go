@@ -222,6 +222,10 @@ func TestOperatorSettingsKept(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, c); err != nil {
 		t.Fatal(err)
 	}
+	// and the bucket's entries outlive the events they cover, as they must
+	if _, err := js.UpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "SSE_" + name + "_keys", History: 1, TTL: 37 * time.Hour, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
 	newBroker[string](t, js, ssejs.WithName(name)) // another replica starts
 	if st, err = js.Stream(ctx, "SSE_"+name); err != nil {
 		t.Fatal(err)
@@ -236,5 +240,22 @@ func TestOperatorSettingsKept(t *testing.T) {
 	}
 	if _, err := ssejs.New[string](ctx, js, ssejs.WithName(bad)); err == nil || !strings.Contains(err.Error(), "retention") {
 		t.Fatalf("New on a work-queue stream: %v, want a refusal naming its retention", err)
+	}
+}
+
+// TestBucketTTLChecked: a Queue bucket whose entries an operator made
+// expire before the stream's events would lose read floors, and the
+// events would be read again: New refuses it, naming it.
+func TestBucketTTLChecked(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	ctx := within(t, 30*time.Second)
+	name := uniqueName()
+	newBroker[string](t, js, ssejs.WithName(name))
+	if _, err := js.UpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "SSE_" + name + "_keys", History: 1, TTL: time.Second, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ssejs.New[string](ctx, js, ssejs.WithName(name)); err == nil || !strings.Contains(err.Error(), "read floors") {
+		t.Fatalf("New with a bucket whose entries expire in a second: %v, want a refusal", err)
 	}
 }
