@@ -1,23 +1,6 @@
-// Package conformance is the behaviour that every implementation of the
-// interfaces of github.com/rocketqueue/sse must show, as one test suite:
-// the in-process [sse.Broker] runs it, and so does any other implementation
-// (a broker shared by several servers, say), so that code written against
-// [sse.Publisher], [sse.Reader] and [sse.Source] works with either.
-//
-// An implementation's test calls [Run] with a function that makes a fresh
-// instance for each test, in the mode and with the retention each asks
-// for:
-//
-//	func TestConformance(t *testing.T) {
-//		conformance.Run(t, func(t *testing.T, c conformance.Config) conformance.Impl[string] {
-//			b := sse.New[string](sse.WithMode(c.Mode), ...)
-//			t.Cleanup(func() { b.Shutdown(context.Background()) })
-//			return conformance.Impl[string]{Publisher: b, Reader: b, Source: b}
-//		}, strconv.Itoa)
-//	}
-//
-// The suite waits at most [Patience] for anything, with real time, so that
-// an implementation over a network passes it as the in-process one does.
+// This file is the example-based suite, Run; the randomized history
+// checker, Check, is in checker.go (see the package documentation).
+
 package conformance
 
 import (
