@@ -23,6 +23,11 @@ const readBytes = 4 << 10
 // says ([sse.After], [sse.Live]), and yields a [*sse.GapError], then goes
 // on, for events the history no longer holds.
 //
+// In Queue mode a range takes events in batches, the key's floor past
+// them: if the caller stops it early, what it took and did not yield is
+// forfeit, named in a gap to the key's next reader (not read again, which
+// could be a duplicate).
+//
 // The range ends after the last event of a closed key, with no error; or
 // with an error, once, last: ctx's, [sse.ErrReplaced], an error wrapping
 // [ErrUnavailable] when NATS became unreachable, [sse.ErrShutdown], or

@@ -41,8 +41,10 @@ func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 // ([sse.CheckEvent]): a bad one fails the call with an error wrapping
 // [sse.ErrInvalidEvent] and nothing is stored. After Shutdown the error is
 // [sse.ErrShutdown], and nothing is stored. A closed key refuses events
-// with [sse.ErrClosed], storing nothing. Any other error means the
-// outcome is unknown: the events may have been stored. To retry such a
+// with [sse.ErrClosed], storing nothing. An error matching [ErrNotStored]
+// (a context already done, a definite refusal by the server) also means
+// nothing was stored. Any other error means the outcome is unknown: the
+// events may have been stored. To retry such a
 // call safely, give it an idempotency key ([WithIdempotencyKey]): within
 // the duplicate window ([WithDuplicateWindow]) a call with the same key
 // and idempotency key is stored at most once.
@@ -77,8 +79,8 @@ func (b *Broker[K]) Publish(ctx context.Context, key K, events ...sse.Event) err
 // ends. Events published after it are refused with [sse.ErrClosed].
 // Closing a closed key does nothing; closing a key that has no events
 // records it as closed. Close waits for the server's acknowledgement, as
-// Publish does, and an error other than [sse.ErrShutdown] means the outcome
-// is unknown.
+// Publish does, and an error other than [sse.ErrShutdown] or one matching
+// [ErrNotStored] means the outcome is unknown.
 func (b *Broker[K]) Close(ctx context.Context, key K) error {
 	return b.submit(ctx, key, &pubCall{kind: callClose})
 }
