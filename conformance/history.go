@@ -256,8 +256,7 @@ type tokenRead struct {
 	r    *reader
 	it   *item
 	l    life
-	pos  uint64 // clients: the position the attempt resumed from, in l
-	repl bool   // clients: the attempt resumed from before the event (a replay may hand it again)
+	repl bool // clients: the attempt resumed from before the event (a replay may hand it again)
 }
 
 type verifier struct {
@@ -445,7 +444,7 @@ func (v *verifier) reader(r *reader) {
 			}
 			seen[t] = true
 			if lok {
-				v.reads[t] = append(v.reads[t], tokenRead{r: r, it: it, l: l, pos: v.attemptPos(r, it.attempt, l), repl: v.replay(r, it, l)})
+				v.reads[t] = append(v.reads[t], tokenRead{r: r, it: it, l: l, repl: v.replay(r, it, l)})
 			}
 		}
 		if !strict {
