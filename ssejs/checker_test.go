@@ -26,13 +26,6 @@ import (
 // its store, a replica killed and started again, a lease write whose
 // acknowledgement is lost before its replica's connection is severed
 // (Queue), and a key's data expired now.
-// flagSet reports whether the named flag was given.
-func flagSet(name string) bool {
-	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
-}
-
 func TestChecker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the checker runs for a while")
@@ -42,6 +35,13 @@ func TestChecker(t *testing.T) {
 		Caps:  conformance.Caps{AtomicBatch: 512 << 10},
 		Start: func(t testing.TB, s conformance.Setup) *conformance.Deployment { return startJS(t, s, 2) },
 	})
+}
+
+// flagSet reports whether the named flag was given.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // jsServer is an embedded NATS server that can restart on its store.
