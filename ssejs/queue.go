@@ -33,9 +33,15 @@ type lease struct {
 	// repair the floor). A later write of the owner, made only after the
 	// take succeeded, sets it to 0. The next owner names them in a gap to
 	// its first reader that does not resume over them (see qkey.owed).
-	Pend    uint64 `json:"p,omitempty"`
-	PrevSeq uint64 `json:"q,omitempty"` // with Pend: FloorSeq before that take, so that its own process can undo it
-	Nonce   string `json:"n,omitempty"` // random per write: tells a write whose ack was lost
+	Pend      uint64 `json:"p,omitempty"`
+	PrevSeq   uint64 `json:"q,omitempty"`  // with Pend: FloorSeq before that take, so that its own process can undo it
+	PrevLocal uint64 `json:"pl,omitempty"` // with Pend: Local before that take
+	// OwedFrom and OwedTo are the owner's owed events (see qkey.owed):
+	// every write of the owner records them, so that the next owner names
+	// them in a gap if the owner goes first.
+	OwedFrom uint64 `json:"of,omitempty"`
+	OwedTo   uint64 `json:"ot,omitempty"`
+	Nonce    string `json:"n,omitempty"` // random per write: tells a write whose ack was lost
 }
 
 // errLost is what a lease write returns when another process owns the key.
@@ -197,7 +203,17 @@ func (qk *qkey[K]) forfeit(from, to uint64) {
 	}
 	defer func() { <-qk.sem }()
 	qk.lmu.Lock()
-	defer qk.lmu.Unlock()
+	qk.owe(from, to)
+	qk.lmu.Unlock()
+	// Recorded in the lease at once, so that the next owner learns of them
+	// if this process goes before its next write.
+	ctx, cancel := context.WithTimeout(context.Background(), qk.b.attemptTimeout())
+	defer cancel()
+	qk.write(ctx, false, nil)
+}
+
+// owe adds the events from to to to what qk owes. The caller holds lmu.
+func (qk *qkey[K]) owe(from, to uint64) {
 	if qk.owed == (sse.Gap{}) {
 		qk.owed = sse.Gap{From: from, To: to}
 	} else {
@@ -249,12 +265,11 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		nl.Owner = qk.b.id
 		nl.Until = time.Now().Add(qk.b.cfg.lease).UnixMilli()
 		nl.Nonce = nuid.Next()
-		// This process lived past its last take, and handed it out, but
-		// for what it owes (a take's change sets Pend anew).
+		// This process lived past its last take, and handed it out (a
+		// take's change sets Pend anew); what it owes goes with every
+		// write.
 		nl.Pend = 0
-		if g := qk.owed; g != (sse.Gap{}) && g.To == nl.Floor {
-			nl.Pend = g.To - g.From + 1
-		}
+		nl.OwedFrom, nl.OwedTo = qk.owed.From, qk.owed.To
 		if change != nil {
 			change(&nl)
 		}
@@ -346,9 +361,8 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			// This process's last take failed before it handed anything
 			// out (its floor write's ack was lost): undo it, so that
 			// those events are read, rather than named in a gap.
-			nl.Floor, nl.FloorSeq = nl.Floor-nl.Pend, nl.PrevSeq
-			nl.Local = min(nl.Local, nl.Floor)
-			nl.Pend, nl.PrevSeq = 0, 0
+			nl.Floor, nl.FloorSeq, nl.Local = nl.Floor-nl.Pend, nl.PrevSeq, nl.PrevLocal
+			nl.Pend, nl.PrevSeq, nl.PrevLocal = 0, 0, 0
 		}
 		// Otherwise nl keeps Pend: if this process dies before its first
 		// take, the next owner owes the same gap.
@@ -373,11 +387,14 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			// The previous owner's last take may not have been handed
 			// out: another process's can't be known (this process's was
 			// undone above, if its write was unsure).
+			qk.lmu.Lock()
 			if p := min(nl.Pend, nl.Floor); p > 0 && cur.Owner != b.id {
-				qk.lmu.Lock()
-				qk.owed = sse.Gap{From: nl.Floor - p + 1, To: nl.Floor}
-				qk.lmu.Unlock()
+				qk.owe(nl.Floor-p+1, nl.Floor)
 			}
+			if nl.OwedFrom > 0 && nl.OwedFrom <= nl.OwedTo && nl.OwedTo <= nl.Floor {
+				qk.owe(nl.OwedFrom, nl.OwedTo) // recorded by the previous owner, or by this process before
+			}
+			qk.lmu.Unlock()
 			return nil
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), wrongLastSeq(err):
 			continue // written meanwhile: look again
@@ -496,7 +513,9 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 	}
 	if id, ok := resumeAt(req, last, local); ok {
 		qk.lmu.Lock()
-		qk.owed = sse.Gap{} // the replay, or its gap, covers every event up to the floor
+		if qk.owed != (sse.Gap{}) && id < qk.owed.From {
+			qk.owed = sse.Gap{} // the replay, or its gap, covers them
+		}
 		qk.lmu.Unlock()
 		if !local {
 			s.pos, s.known = max(id, l.Floor), true
@@ -766,7 +785,7 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		floor := off - 1
 		wctx, cancel := context.WithTimeout(ctx, b.attemptTimeout())
 		err := qk.write(wctx, false, func(l *lease) {
-			l.Pend, l.PrevSeq, l.Floor, l.FloorSeq = floor-l.Floor, l.FloorSeq, floor, floorSeq
+			l.Pend, l.PrevSeq, l.PrevLocal, l.Floor, l.FloorSeq = floor-l.Floor, l.FloorSeq, l.Local, floor, floorSeq
 			if s.local {
 				l.Local = floor
 			}
