@@ -5,18 +5,13 @@ package ssejs_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"iter"
-	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/ssejs"
@@ -45,29 +40,6 @@ func r19Next(t *testing.T, next func() (sse.Event, error, bool)) r19Item {
 		t.Fatal(err)
 	}
 	return r19Item{id: ev.ID}
-}
-
-// r19Lease reads key's bucket entry as the library wrote it.
-func r19Lease(t *testing.T, js jetstream.JetStream, name, key string) (map[string]any, uint64) {
-	t.Helper()
-	ctx := within(t, 5*time.Second)
-	kv, err := js.KeyValue(ctx, "SSE_"+name+"_keys")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := ssejs.Token[string](stringCodec{}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var l map[string]any
-	if err := json.Unmarshal(e.Value(), &l); err != nil {
-		t.Fatal(err)
-	}
-	return l, e.Revision()
 }
 
 // TestReview19OwedGapBehindConnection: a connection C got event 4; an
@@ -182,74 +154,6 @@ func TestReview19OwedCrossesLife(t *testing.T) {
 	}
 }
 
-// r19Net dials NATS connections that it can cut, and then refuses to dial
-// again until restored: NATS is unreachable for the process meanwhile.
-type r19Net struct {
-	mu    sync.Mutex
-	down  bool
-	conns []net.Conn
-}
-
-func (n *r19Net) Dial(network, addr string) (net.Conn, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.down {
-		return nil, errors.New("r19Net: down")
-	}
-	c, err := net.Dial(network, addr)
-	if err == nil {
-		n.conns = append(n.conns, c)
-	}
-	return c, err
-}
-
-func (n *r19Net) cut(t *testing.T, nc *nats.Conn) {
-	t.Helper()
-	n.mu.Lock()
-	n.down = true
-	for _, c := range n.conns {
-		c.Close()
-	}
-	n.conns = nil
-	n.mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); nc.IsConnected(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the connection did not notice the cut")
-		}
-	}
-}
-
-func (n *r19Net) restore(t *testing.T, nc *nats.Conn) {
-	t.Helper()
-	n.mu.Lock()
-	n.down = false
-	n.mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); !nc.IsConnected(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the connection did not come back")
-		}
-	}
-}
-
-func r19Conn(t *testing.T, url string, n *r19Net) (*nats.Conn, jetstream.JetStream) {
-	return connect(t, url, nats.SetCustomDialer(n), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond), nats.ReconnectJitter(0, 0))
-}
-
-// r19Subscribe subscribes, again while NATS is still reported down.
-func r19Subscribe(t *testing.T, ctx context.Context, b *ssejs.Broker[string], req sse.SubscribeRequest) sse.Subscription {
-	t.Helper()
-	for {
-		s, err := b.Subscribe(ctx, "k", req)
-		if err == nil {
-			return s
-		}
-		if !errors.Is(err, ssejs.ErrUnavailable) && !errors.Is(err, sse.ErrBusy) {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestReview19AccountLimitNotARefusal: at the account's JetStream limit (any
 // hosted NATS account has one) the server refuses a publish with 10002
 // "resource limits exceeded for account", which refusal() does not know:
@@ -354,73 +258,4 @@ func TestReview19UnsureKeptTooLate(t *testing.T) {
 	if skips > 0 {
 		t.Fatalf("%d of %d rounds read 4 first: 1-3 skipped with no gap", skips, rounds)
 	}
-}
-
-// r19Link delays what crosses it, in both directions, by its delay.
-type r19Link struct{ delay atomic.Int64 }
-
-// r19Proxy listens on a loopback port and forwards each connection to
-// target through link; it stops with the test.
-func r19Proxy(t *testing.T, target string, link *r19Link) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
-	pipe := func(src, dst net.Conn) {
-		type chunk struct {
-			b  []byte
-			at time.Time
-		}
-		ch := make(chan chunk, 4096)
-		go func() {
-			defer dst.Close()
-			for c := range ch {
-				time.Sleep(time.Until(c.at.Add(time.Duration(link.delay.Load()))))
-				if _, err := dst.Write(c.b); err != nil {
-					return
-				}
-			}
-		}()
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				ch <- chunk{append([]byte(nil), buf[:n]...), time.Now()}
-			}
-			if err != nil {
-				close(ch)
-				src.Close()
-				return
-			}
-		}
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			d, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, d)
-			mu.Unlock()
-			go pipe(c, d)
-			go pipe(d, c)
-		}
-	}()
-	return ln.Addr().String()
 }
