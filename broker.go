@@ -2,7 +2,6 @@ package sse
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -10,27 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
-
-var (
-	// ErrShutdown is returned by Enqueue, Publish and Close once
-	// [Broker.Shutdown] has been called.
-	ErrShutdown = errors.New("sse: broker shut down")
-	// ErrInvalidKey is returned (wrapped, with the reason) for a key the
-	// broker cannot hold: one that is not equal to itself, such as a NaN, or
-	// an interface holding a value that cannot be compared, such as a slice.
-	// Only key types that can hold such values (floats, complex numbers,
-	// interfaces, or arrays and structs of them) are checked.
-	ErrInvalidKey = errors.New("sse: invalid key")
-	// ErrClosed is returned by [Broker.Open] for a key that is closed and
-	// still remembered (see [WithRetention]).
-	ErrClosed = errors.New("sse: key closed")
-	// ErrDropped is wrapped by the error [Broker.Shutdown] returns when its
-	// context ended before every event had reached a channel.
-	ErrDropped = errors.New("sse: events dropped at shutdown")
-	// ErrTooManyKeys is returned by Enqueue and Publish for a new key when
-	// the broker holds as many keys as [WithMaxKeys] allows.
-	ErrTooManyKeys = errors.New("sse: too many keys")
 )
 
 // A Broker keeps one stream of events per key, in the [Mode] chosen with

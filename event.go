@@ -43,14 +43,6 @@ const (
 	TerminateData = "---terminate---"
 )
 
-// ErrInvalidEvent is returned (wrapped, with the reason) for an event that
-// cannot be sent: a Name with CR, LF or NUL, a Name or Data that is not
-// valid UTF-8, a reserved Name ([EventClose], [EventGap], or one that starts
-// with [ReservedPrefix]), an unnamed event whose Data is [TerminateData], or
-// a Name and Data larger together than [WithMaxEventSize] allows. Nothing
-// of the call that carried it is enqueued.
-var ErrInvalidEvent = errors.New("sse: invalid event")
-
 // CheckEvent reports whether ev may be published, as [Broker.Publish]
 // checks each of its events (and [Broker.Enqueue] each unnamed one): nil,
 // or an error wrapping [ErrInvalidEvent] with the reason. maxSize bounds its

@@ -3,7 +3,6 @@ package sse
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"iter"
 	"log/slog"
@@ -33,25 +32,6 @@ func (b *Broker[K]) Stream(key K) <-chan Event {
 		return closedChan
 	}
 	return t.ch
-}
-
-// ErrTruncated is the error with which [Broker.Events] and
-// [Subscription].Next report a stream cut short, in Queue mode: the key's
-// channel was closed before every event had been handed to it, because
-// Shutdown's deadline passed or the key was forgotten with events its
-// readers never took (see [WithRetention]). [Handler] then ends the
-// response without the "close" event, so that the client reconnects and
-// learns what happened.
-var ErrTruncated = errors.New("sse: stream cut short")
-
-// A GapError is what [Broker.Events] yields, in [FanOut] mode, when its
-// reader fell further behind than the key's history holds: the events From
-// to To are lost to it. The range goes on with the oldest event held; the
-// reader should rebuild what those events carried from elsewhere.
-type GapError struct{ Gap }
-
-func (e *GapError) Error() string {
-	return fmt.Sprintf("sse: events %d to %d are no longer held", e.From, e.To)
 }
 
 // A ReadOption says where a reader of [Broker.Events] starts in a [FanOut]

@@ -2,7 +2,6 @@ package sse
 
 import (
 	"context"
-	"errors"
 	"io"
 	"math"
 	"strconv"
@@ -91,21 +90,6 @@ type Subscription interface {
 // Gap is a range of event IDs, From to To inclusive, that a client missed
 // and that can no longer be sent to it. The zero Gap means none.
 type Gap struct{ From, To uint64 }
-
-var (
-	// ErrBusy is returned by [Broker.Subscribe] when another connection is
-	// attached to the key and the request does not take it over.
-	ErrBusy = errors.New("sse: another stream is attached to the key")
-	// ErrFinished is returned by [Broker.Subscribe] when the key is closed
-	// and the client has received every event.
-	ErrFinished = errors.New("sse: the key is closed and fully read")
-	// ErrUnknownKey is returned by [Broker.Subscribe] for a key that the
-	// server did not create when the request asks for a known one.
-	ErrUnknownKey = errors.New("sse: unknown key")
-	// ErrReplaced is returned by [Subscription].Next when another connection
-	// took the key over.
-	ErrReplaced = errors.New("sse: another connection took the key over")
-)
 
 // Subscribe attaches an SSE connection to key; it implements [Source] for
 // [Handler].
