@@ -10,12 +10,6 @@ import (
 	"time"
 )
 
-// A Stopper is what [Graceful] shuts down after the server: a [*Broker], or
-// any source with a Shutdown.
-type Stopper interface {
-	Shutdown(ctx context.Context) error
-}
-
 // Graceful prepares srv, in one call before Serve, so that the function it
 // returns shuts everything down in order:
 //
