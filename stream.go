@@ -206,78 +206,6 @@ func (l *loop[K]) stream(key K) streamAnswer[K] {
 	return streamAnswer[K]{t: t}
 }
 
-// publish numbers evs and appends them to key's queue: into its channel
-// while it has room and nothing waits before them, else into its overflow.
-// f is the key's flow under the Block policy, else nil.
-func (l *loop[K]) publish(key K, evs []Event, f *flow) {
-	low := l.b.cfg.low()
-	t := l.open(key, true)
-	if t == nil || t.closed { // refused by the key limit, or closed
-		l.stats.Discarded += uint64(len(evs))
-		if f != nil {
-			f.release(len(evs), low)
-			if f.pending.Load() == 0 {
-				l.endFlow(key, f)
-			}
-		}
-		return
-	}
-	if f != nil && f != t.flow {
-		f = l.adopt(t, f, len(evs)) // before the key's first feeder starts: it reads t.flow
-	}
-	t.used = true
-	l.stats.Enqueued += uint64(len(evs))
-	for i := range evs {
-		t.seq++
-		evs[i].ID = t.seq
-	}
-	if t.history != nil {
-		l.record(t, evs)
-		return
-	}
-	bl := t.backlog
-	if bl == nil {
-		sent := sendReady(t.ch, evs)
-		f.release(sent, low)
-		if evs = evs[sent:]; len(evs) == 0 {
-			return
-		}
-		bl = l.newBacklog()
-		t.backlog = bl
-		l.backlogged[t] = struct{}{}
-	}
-	bl.mu.Lock()
-	sent := 0
-	if !bl.feeding && bl.queue.len() == 0 {
-		// The last feeder sent everything before it stopped feeding, so
-		// these events may go straight into the channel again.
-		sent = sendReady(t.ch, evs)
-	}
-	bl.queue.push(l.admit(t, bl, evs[sent:])...)
-	start := !bl.feeding && bl.queue.len() > 0
-	bl.feeding = bl.feeding || start
-	feeding := bl.feeding
-	bl.mu.Unlock()
-	f.release(sent, low)
-	if start {
-		l.b.feeders.Add(1)
-		go l.b.feed(t, bl)
-	}
-	if !feeding { // everything went into the channel after all
-		l.endBacklog(t)
-	}
-}
-
-// sendReady sends evs into ch, in order, while it has room, and returns how
-// many it sent.
-func sendReady(ch chan Event, evs []Event) int {
-	n := 0
-	for n < len(evs) && trySend(ch, evs[n]) {
-		n++
-	}
-	return n
-}
-
 // admit applies a dropping overflow policy to events bound for bl's queue
 // and returns those that may enter it. Under DropOldest the queue keeps at
 // most the bound, and the feeder holds at most one more event, on its way
@@ -311,15 +239,6 @@ func (l *loop[K]) admit(t *topic[K], bl *backlog, evs []Event) []Event {
 			bl.queue.dropOldest()
 		}
 		return evs
-	}
-}
-
-func trySend(ch chan Event, ev Event) bool {
-	select {
-	case ch <- ev:
-		return true
-	default:
-		return false
 	}
 }
 

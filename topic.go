@@ -164,6 +164,13 @@ func (l *loop[K]) close(key K) {
 	l.closeTopic(t)
 }
 
+// closedChan is returned for keys that are closed before they held anything.
+var closedChan = func() chan Event {
+	ch := make(chan Event)
+	close(ch)
+	return ch
+}()
+
 // closeTopic closes an open topic. Its channel closes now if nothing is
 // backlogged, else when its feeder has handed over the last event.
 func (l *loop[K]) closeTopic(t *topic[K]) {
