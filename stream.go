@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"iter"
-	"log/slog"
 )
 
 // Stream returns key's channel, creating the key's queue if it is new: the
@@ -206,42 +205,6 @@ func (l *loop[K]) stream(key K) streamAnswer[K] {
 	return streamAnswer[K]{t: t}
 }
 
-// admit applies a dropping overflow policy to events bound for bl's queue
-// and returns those that may enter it. Under DropOldest the queue keeps at
-// most the bound, and the feeder holds at most one more event, on its way
-// into the channel; under DropNewest that one counts against the bound. The
-// caller holds bl.mu.
-func (l *loop[K]) admit(t *topic[K], bl *backlog, evs []Event) []Event {
-	cfg := l.b.cfg
-	if !cfg.dropping() {
-		return evs
-	}
-	held := bl.queue.len()
-	if cfg.policy == DropNewest {
-		held += int(bl.unsent.Load())
-	}
-	excess := held + len(evs) - cfg.maxPending
-	if excess <= 0 {
-		return evs
-	}
-	switch cfg.policy {
-	case DropNewest:
-		excess = min(excess, len(evs))
-		l.noteDropped(t, excess)
-		return evs[:len(evs)-excess]
-	default: // DropOldest
-		l.noteDropped(t, excess)
-		if len(evs) > cfg.maxPending {
-			excess -= len(evs) - cfg.maxPending
-			evs = evs[len(evs)-cfg.maxPending:]
-		}
-		for ; excess > 0; excess-- {
-			bl.queue.dropOldest()
-		}
-		return evs
-	}
-}
-
 // feed is a backlogged key's feeder goroutine. It takes events from the
 // key's overflow and sends them into the channel, blocking as the loop must
 // not, until it finds the overflow empty; then it returns. Unless a
@@ -302,80 +265,4 @@ func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 	bl.feeding, bl.spare = false, batch
 	bl.mu.Unlock()
 	b.post(command[K]{op: opFed, arg: t})
-}
-
-// fed handles opFed: t's feeder returned. If it returned with nothing left
-// to send, the backlog ends; if it was stopped, what it had not sent is
-// dropped.
-func (l *loop[K]) fed(t *topic[K]) {
-	bl := t.backlog
-	if bl == nil {
-		return // a late word from a feeder whose backlog has ended
-	}
-	bl.mu.Lock()
-	feeding, waiting := bl.feeding, bl.queue.len()
-	bl.mu.Unlock()
-	if feeding {
-		return // a new feeder took over
-	}
-	// Unless it was stopped, the feeder left the queue empty: publish
-	// starts a feeder whenever it queues events.
-	if bl.stopping {
-		dropped := int(bl.unsent.Load()) + waiting
-		l.stats.Dropped += uint64(dropped)
-		t.truncated = dropped > 0
-		if dropped > 0 {
-			l.b.log.emit("sse: key forgotten with events its readers never took", slog.Any("key", t.key), slog.Int("dropped", dropped))
-		}
-		t.flow.release(dropped, l.b.cfg.low())
-		bl.mu.Lock()
-		bl.queue.clear()
-		bl.mu.Unlock()
-	}
-	l.endBacklog(t)
-}
-
-// endBacklog ends t's backlog once its feeder has returned. A closed key's
-// channel closes here, after its last event.
-func (l *loop[K]) endBacklog(t *topic[K]) {
-	bl := t.backlog
-	t.backlog = nil
-	delete(l.backlogged, t)
-	l.endDropping(t)
-	if t.closed {
-		close(t.ch)
-	}
-	l.recycle(bl)
-}
-
-// stopFeeder stops the feeder of a key being forgotten: what it has not
-// sent is dropped, and its channel closes when it has returned.
-func (l *loop[K]) stopFeeder(t *topic[K]) {
-	if bl := t.backlog; !bl.stopping {
-		bl.stopping = true
-		close(bl.stop)
-	}
-}
-
-// abandon ends every backlog at once when Shutdown's deadline has passed:
-// it stops the feeders, waits for them, counts what they did not send as
-// dropped, and closes the channels. It returns how many events it dropped.
-func (l *loop[K]) abandon() uint64 {
-	for t := range l.backlogged {
-		l.stopFeeder(t)
-	}
-	l.b.feeders.Wait()
-	var dropped uint64
-	for t := range l.backlogged {
-		bl := t.backlog
-		n := uint64(bl.unsent.Load()) + uint64(bl.queue.len())
-		dropped += n
-		t.truncated = n > 0
-		bl.queue.clear()
-		t.backlog = nil
-		close(t.ch)
-	}
-	clear(l.backlogged)
-	l.stats.Dropped += dropped
-	return dropped
 }
