@@ -1,0 +1,194 @@
+package sse
+
+import (
+	"context"
+	"io"
+	"math"
+	"sync"
+	"time"
+)
+
+// subscription is the Broker's Subscription, and its in-process FanOut
+// reader. The loop attaches it to a key; then the connection's goroutine
+// reads: in Queue mode from the key's replay window, then its channel; in
+// FanOut mode from the key's history.
+type subscription[K comparable] struct {
+	b     *Broker[K]       // immutable
+	key   K                // immutable
+	req   SubscribeRequest // immutable
+	start start            // immutable
+	local bool             // immutable: a reader in process, not a connection (see subscribe)
+	ready chan answer      // the loop's answers to Subscribe: capacity 2 in Queue mode, 1 in FanOut mode
+	done  chan struct{}    // Queue mode: closed by the loop on takeover; nil in FanOut mode
+
+	// Set by the loop before it answers on ready, then read-only.
+	t      *topic[K]
+	gap    Gap    // the gap before the first events
+	replay int    // Queue mode: how many of the window's events to send again
+	pos    uint64 // the ID of the next event to hand over (FanOut), or the last one the client has (Queue)
+	known  bool   // Queue mode: pos is known
+
+	// Owned by the connection's goroutine.
+	started  bool  // Next has been called
+	replayed int   // Queue mode: the window's events sent again so far
+	carry    Event // Queue mode: an event taken from the channel that did not fit in the last batch
+	carried  bool
+
+	ended     bool      // loop-owned: done is closed
+	closeOnce sync.Once // Close is idempotent
+}
+
+func (s *subscription[K]) Epoch() string { return formatEpoch(s.t.epoch) }
+
+func (s *subscription[K]) Next(ctx context.Context, buf []Event, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+	buf = buf[:0]
+	var gap Gap
+	if !s.started {
+		s.started = true
+		gap = s.gap
+	}
+	if s.b.cfg.mode == FanOut {
+		return s.nextHeld(ctx, buf, gap, tick, limit)
+	}
+	return s.nextQueued(ctx, buf, gap, tick, limit)
+}
+
+// nextQueued is Next in Queue mode: the replay, then the live channel.
+func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+	w := &s.t.session.window
+	size := 0
+	for ; s.replayed < s.replay; s.replayed++ {
+		ev := w.events.at(s.replayed)
+		if ev.ID > s.pos+1 {
+			// Events between two that connections took were read in
+			// process or dropped: a gap names them, first in a batch.
+			if len(buf) > 0 || gap != (Gap{}) {
+				break
+			}
+			gap = Gap{From: s.pos + 1, To: ev.ID - 1}
+		}
+		if len(buf) > 0 && size+eventSize(ev) > limit {
+			break
+		}
+		buf = append(buf, ev)
+		size += eventSize(ev)
+		s.pos, s.known = ev.ID, true
+		if ev.ID == w.unsent {
+			w.unsent = 0 // sent now, as the window's others were
+		}
+	}
+	if len(buf) > 0 || gap != (Gap{}) {
+		return buf, gap, nil
+	}
+
+	ev, ok := s.carry, true
+	if s.carried {
+		s.carried = false
+	} else {
+		select {
+		case ev, ok = <-s.t.ch:
+		case <-tick:
+			return nil, Gap{}, nil
+		case <-s.done:
+			return nil, Gap{}, ErrReplaced
+		case <-ctx.Done():
+			return nil, Gap{}, ctx.Err()
+		}
+	}
+	// A connection takes no more than the replay window between two writes,
+	// so that a write that fails loses nothing; an event beyond it, or after
+	// a jump in IDs, waits for the next call.
+	maxEvents, maxBytes := s.b.cfg.replayEvents, s.b.cfg.replayBytes
+	if maxEvents == 0 || maxBytes == 0 {
+		maxEvents, maxBytes = math.MaxInt, math.MaxInt
+	}
+	limit = min(limit, maxBytes)
+	for n := 0; ok; n++ {
+		jump := s.known && ev.ID > s.pos+1
+		if n > 0 && (n == maxEvents || size+eventSize(ev) > limit || jump) {
+			s.carry, s.carried = ev, true
+			break
+		}
+		if jump {
+			gap = Gap{From: s.pos + 1, To: ev.ID - 1}
+		}
+		w.add(ev, &s.b.cfg, &s.b.replayed)
+		buf = append(buf, ev)
+		size += eventSize(ev)
+		s.pos, s.known = ev.ID, true
+		select {
+		case ev, ok = <-s.t.ch:
+			continue
+		default:
+		}
+		break
+	}
+	select {
+	case <-s.done: // taken over: what it took is in the replay window
+		return nil, Gap{}, ErrReplaced
+	default:
+	}
+	if !ok {
+		if s.t.truncated { // written before the channel closed
+			return buf, gap, ErrTruncated
+		}
+		// The events after the last this connection saw, up to the key's
+		// last, were read by others or dropped: their gap comes before the
+		// end, in a call of its own. The loop wrote seq before it closed
+		// the channel.
+		if last := s.t.seq; s.known && s.pos < last {
+			if len(buf) > 0 || gap != (Gap{}) {
+				return buf, gap, nil
+			}
+			gap, s.pos = Gap{From: s.pos + 1, To: last}, last
+		}
+		return buf, gap, io.EOF
+	}
+	return buf, gap, nil
+}
+
+// nextHeld is Next in FanOut mode: the history from the reader's position.
+func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+	h := s.t.history
+	for {
+		var g Gap
+		buf, g, s.pos = h.read(s.pos, buf, limit)
+		if g != (Gap{}) {
+			gap = g
+		}
+		ended := h.closed.Load() && s.pos >= h.next.Load()
+		if len(buf) > 0 || gap != (Gap{}) || ended {
+			if ended {
+				return buf, gap, io.EOF
+			}
+			return buf, gap, nil
+		}
+		wake := h.waiter()
+		if s.pos < h.next.Load() || h.closed.Load() {
+			continue // events, or the end, came meanwhile
+		}
+		select {
+		case <-wake:
+		case <-tick:
+			return nil, Gap{}, nil
+		case <-ctx.Done():
+			return nil, Gap{}, ctx.Err()
+		}
+	}
+}
+
+// Close records, in Queue mode, the event the connection took and did not
+// hand over, so that the next connection gets it, then detaches.
+func (s *subscription[K]) Close() {
+	s.closeOnce.Do(func() {
+		if s.carried {
+			w := &s.t.session.window
+			w.add(s.carry, &s.b.cfg, &s.b.replayed)
+			if w.events.len() > 0 {
+				w.unsent = s.carry.ID
+			}
+			s.carried = false
+		}
+		s.b.post(command[K]{op: opUnsubscribe, key: s.key, arg: s})
+	})
+}
