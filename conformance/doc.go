@@ -76,7 +76,10 @@
 //     stored for sure is read by someone, or was handed to a connection
 //     (whose client, resuming, gets it again or a gap), or is named in a
 //     gap to the reader handed the next ID: an event whose hand-out was
-//     lost is named to the reader that would have had it. Under an
+//     lost is named to the reader that would have had it. Events an
+//     in-process reader took and did not yield when it stopped may be
+//     named to any reader (the next ID may have been handed out before
+//     the reader stopped). Under an
 //     overflow policy that drops events, in-process readers are not told
 //     of drops, so only the rules on clients hold.
 //   - FanOut: every event stored for sure reaches every reader that stays

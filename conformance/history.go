@@ -942,13 +942,16 @@ func (v *verifier) accounting() {
 		// Queue mode, which hands events out in the order of their IDs, a
 		// gap to the reader handed the next ID (the event's hand-out was
 		// lost: that reader, which would have had it, is told), or to
-		// anyone if no later ID was handed out.
+		// anyone if no later ID was handed out, or if an in-process
+		// reader took it and stopped before it was yielded (the next ID
+		// may have been handed out before: only a later reader can be
+		// told).
 		explained := 0
 		var unexplained []uint64
 		for id := uint64(1); id <= s.minBound; id++ {
 			switch {
 			case s.read[id]:
-			case s.taken.has(id), v.h.mode == sse.FanOut && s.gapped.has(id), v.h.mode == sse.Queue && v.toldNext(s, id):
+			case s.taken.has(id), v.h.mode == sse.FanOut && s.gapped.has(id), v.h.mode == sse.Queue && (v.toldNext(s, id) || v.forfeit(s, id) && s.gapped.has(id)):
 				explained++
 			default:
 				unexplained = append(unexplained, id)
@@ -985,6 +988,20 @@ func (v *verifier) toldNext(s *lifeStats, id uint64) bool {
 		return false
 	}
 	return s.gapped.has(id)
+}
+
+// forfeit reports whether, in a run of unread IDs, id follows the last
+// event of an in-process reader that stopped there: events it took and
+// did not yield, forfeit (see [sse.Reader]).
+func (v *verifier) forfeit(s *lifeStats, id uint64) bool {
+	for id > 1 && !s.read[id-1] {
+		id--
+	}
+	prev := s.by[id-1]
+	if id <= 1 || prev == nil || prev.kind != inProcess || prev.end != cancelled || len(prev.items) == 0 {
+		return false
+	}
+	return prev.items[len(prev.items)-1].id == id-1
 }
 
 // unread describes the unread IDs of a life: in runs, each with the
