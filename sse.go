@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -126,40 +124,6 @@ type handler[K comparable] struct {
 	checkEvents bool
 }
 
-var errTooManyStreams = errors.New("sse: too many streams")
-
-// tryLater answers a request that the handler has no room for with an
-// empty stream that tells the client when to come back: any status but 200
-// would make a browser give up for good.
-func (h *handler[K]) tryLater(w http.ResponseWriter, r *http.Request, err error) {
-	h.cfg.metrics.refuse(RefusedRetryLater)
-	h.log(r.Context(), slog.LevelWarn, "sse: request refused for now", r, slog.Any("error", err))
-	retry := h.cfg.retry
-	if retry <= 0 {
-		retry = DefaultBusyRetry
-	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	w.Write(appendRetry(nil, retry))
-}
-
-// appendRetry appends a "retry" field, with no blank line after it: a
-// client applies it as it reads the line, and a blank line would end a
-// block that holds no event, which some clients (go-sse, r3labs) dispatch
-// as an empty message. So the field goes either at the end of a response,
-// or at the start of the block of a stream's first event.
-func appendRetry(buf []byte, d time.Duration) []byte {
-	buf = append(buf, "retry: "...)
-	buf = strconv.AppendInt(buf, retryMillis(d), 10)
-	return append(buf, '\n')
-}
-
-// DefaultBusyRetry is the reconnection delay [Handler] asks of clients it
-// has no room for, unless [WithRetry] sets one.
-const DefaultBusyRetry = 5 * time.Second
-
 func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
@@ -271,12 +235,6 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.stream(w, r, c, sub, epoch)
 }
-
-var (
-	errBadEpoch    = errors.New("sse: the source's epoch is not 1 to 64 ASCII letters and digits")
-	errOnlyGet     = errors.New("sse: only GET streams events")
-	errCannotFlush = errors.New("sse: the ResponseWriter cannot flush: a middleware that wraps it must implement Unwrap() http.ResponseWriter, or Flush")
-)
 
 // keyOf calls the key function, turning a panic into an error, except
 // http.ErrAbortHandler, which aborts the request as it should.
@@ -413,70 +371,12 @@ func (h *handler[K]) failed(ctx context.Context, r *http.Request, err error) {
 	h.log(ctx, level, "sse: write failed", r, slog.Any("error", err))
 }
 
-// refuse answers a request that gets no stream, and logs why. The client
-// sees the error's public message, if it has one, or the library's own
-// text for the library's errors; for any other error, which the key
-// function may have built from a database address or the like, only the
-// status text. The logger gets the whole error.
-func (h *handler[K]) refuse(w http.ResponseWriter, r *http.Request, status int, reason Reason, err error) {
-	h.cfg.metrics.refuse(reason)
-	level := slog.LevelInfo
-	if status >= 500 {
-		level = slog.LevelError
-	}
-	h.log(r.Context(), level, "sse: request refused", r, slog.Int("status", status), slog.String("reason", reason.String()), slog.Any("error", err))
-	w.Header().Set("Cache-Control", "no-store")
-	http.Error(w, publicMessage(err, status), status)
-}
-
-// A PublicError is an error whose message may be shown to clients. An
-// error the key function returns reaches the client only through its
-// PublicMessage: anything else the error says stays in the server's log.
-type PublicError interface {
-	error
-	PublicMessage() string
-}
-
-// publicMessage is what a client may read of err.
-func publicMessage(err error, status int) string {
-	var pub PublicError
-	switch {
-	case errors.As(err, &pub):
-		return pub.PublicMessage()
-	case ours(err) != nil:
-		return ours(err).Error()
-	}
-	return http.StatusText(status)
-}
-
-// ours returns the library's own error that err is, if any: its text says
-// nothing of the application (what wraps it might).
-func ours(err error) error {
-	for _, e := range []error{errOnlyGet, errCannotFlush, ErrBusy, ErrUnknownKey, ErrInvalidKey, ErrFinished} {
-		if errors.Is(err, e) {
-			return e
-		}
-	}
-	return nil
-}
-
 func (h *handler[K]) log(ctx context.Context, level slog.Level, msg string, r *http.Request, attrs ...slog.Attr) {
 	if h.cfg.logger == nil || !h.cfg.logger.Enabled(ctx, level) {
 		return
 	}
 	attrs = append(attrs, slog.String("path", r.URL.Path), slog.String("remote", r.RemoteAddr))
 	h.cfg.logger.LogAttrs(ctx, level, msg, attrs...)
-}
-
-// statusOf returns the status an error carries, or def.
-func statusOf(err error, def int) int {
-	var sc interface{ StatusCode() int }
-	if errors.As(err, &sc) {
-		if code := sc.StatusCode(); code >= 400 && code <= 599 {
-			return code
-		}
-	}
-	return def
 }
 
 // canFlush reports whether w, or a ResponseWriter it wraps, can flush. It
@@ -494,115 +394,4 @@ func canFlush(w http.ResponseWriter) bool {
 		}
 		w = u.Unwrap()
 	}
-}
-
-// lastEventID returns the ID a request resumes from: its Last-Event-ID
-// header or, without one, its lastEventId query parameter, split into its
-// epoch (empty for a plain decimal ID) and event ID.
-func lastEventID(r *http.Request) (epoch string, id uint64, header, ok bool) {
-	v, header := r.Header["Last-Event-Id"]
-	if !header {
-		v = r.URL.Query()["lastEventId"]
-	}
-	if len(v) == 0 {
-		return "", 0, header, false
-	}
-	epoch, id, ok = parseID(v[0])
-	return epoch, id, header, ok
-}
-
-// parseID splits a wire ID, "<epoch>-<id>" or a plain "<id>", into its
-// parts: an epoch of ASCII letters and digits, and a decimal event ID.
-func parseID(v string) (epoch string, id uint64, ok bool) {
-	if i := strings.LastIndexByte(v, '-'); i >= 0 {
-		epoch, v = v[:i], v[i+1:]
-		if epoch == "" || !alphanumeric(epoch) {
-			return "", 0, false
-		}
-	}
-	if v == "" || v[0] < '0' || v[0] > '9' {
-		return "", 0, false
-	}
-	id, err := strconv.ParseUint(v, 10, 64)
-	return epoch, id, err == nil
-}
-
-// checkEpoch refuses an epoch that docs/protocol.md does not allow: one
-// with any byte but an ASCII letter or digit could end the id line and
-// inject fields (a "close" that stops every client), and one too long would
-// make every ID a burden. It is the source's mistake: the handler answers
-// 500.
-func checkEpoch(epoch string) error {
-	if epoch == "" || len(epoch) > maxEpoch || !alphanumeric(epoch) {
-		return fmt.Errorf("%w: %q", errBadEpoch, epoch)
-	}
-	return nil
-}
-
-// alphanumeric reports whether s holds only ASCII letters and digits.
-func alphanumeric(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
-			return false
-		}
-	}
-	return true
-}
-
-// maxEpoch is the longest epoch the handler writes.
-const maxEpoch = 64
-
-// retryMillis is d in whole milliseconds, at least 1: a "retry: 0" would
-// make clients reconnect at once, again and again.
-func retryMillis(d time.Duration) int64 { return max(1, d.Milliseconds()) }
-
-// appendID appends a wire ID: the epoch, a dash, and the event ID.
-func appendID(buf []byte, epoch string, id uint64) []byte {
-	buf = append(buf, "id: "...)
-	buf = append(buf, epoch...)
-	buf = append(buf, '-')
-	buf = strconv.AppendUint(buf, id, 10)
-	return append(buf, '\n')
-}
-
-// appendGap appends a gap event: its id is that of g.To, so that a client
-// that resumes after it does not ask for the gap again.
-func appendGap(buf []byte, epoch string, g Gap) []byte {
-	buf = appendID(buf, epoch, g.To)
-	buf = append(buf, "event: "+EventGap+"\ndata: {\"from\":"...)
-	buf = strconv.AppendUint(buf, g.From, 10)
-	buf = append(buf, ",\"to\":"...)
-	buf = strconv.AppendUint(buf, g.To, 10)
-	return append(buf, "}\n\n"...)
-}
-
-// appendEvent appends ev in the text/event-stream format: an id line with
-// the epoch, an event line if it has a Name, one data line per line of
-// Data (a line ends at CRLF, LF or CR, as the client's parser splits them),
-// and a blank line. An empty Data still gets one data line, so that the
-// client dispatches it.
-func appendEvent(buf []byte, epoch string, ev Event) []byte {
-	buf = appendID(buf, epoch, ev.ID)
-	if ev.Name != "" {
-		buf = append(buf, "event: "...)
-		buf = append(buf, ev.Name...)
-		buf = append(buf, '\n')
-	}
-	data := ev.Data
-	for {
-		i := strings.IndexAny(data, "\r\n")
-		if i < 0 {
-			break
-		}
-		buf = append(buf, "data: "...)
-		buf = append(buf, data[:i]...)
-		buf = append(buf, '\n')
-		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
-			i++
-		}
-		data = data[i+1:]
-	}
-	buf = append(buf, "data: "...)
-	buf = append(buf, data...)
-	return append(buf, "\n\n"...)
 }

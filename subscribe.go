@@ -1,9 +1,6 @@
 package sse
 
-import (
-	"context"
-	"strconv"
-)
+import "context"
 
 // Subscribe attaches an SSE connection to key; it implements [Source] for
 // [Handler].
@@ -87,9 +84,6 @@ type answer struct {
 	abort func()
 	err   error
 }
-
-// formatEpoch is the text of an epoch on the wire.
-func formatEpoch(e uint64) string { return strconv.FormatUint(e, 36) }
 
 // A session is a key's SSE state: who is attached, and the replay window
 // (Queue mode), or how many readers it has (FanOut mode). The first

@@ -1,0 +1,95 @@
+package sse
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+var errTooManyStreams = errors.New("sse: too many streams")
+
+// tryLater answers a request that the handler has no room for with an
+// empty stream that tells the client when to come back: any status but 200
+// would make a browser give up for good.
+func (h *handler[K]) tryLater(w http.ResponseWriter, r *http.Request, err error) {
+	h.cfg.metrics.refuse(RefusedRetryLater)
+	h.log(r.Context(), slog.LevelWarn, "sse: request refused for now", r, slog.Any("error", err))
+	retry := h.cfg.retry
+	if retry <= 0 {
+		retry = DefaultBusyRetry
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(appendRetry(nil, retry))
+}
+
+// DefaultBusyRetry is the reconnection delay [Handler] asks of clients it
+// has no room for, unless [WithRetry] sets one.
+const DefaultBusyRetry = 5 * time.Second
+
+var (
+	errBadEpoch    = errors.New("sse: the source's epoch is not 1 to 64 ASCII letters and digits")
+	errOnlyGet     = errors.New("sse: only GET streams events")
+	errCannotFlush = errors.New("sse: the ResponseWriter cannot flush: a middleware that wraps it must implement Unwrap() http.ResponseWriter, or Flush")
+)
+
+// refuse answers a request that gets no stream, and logs why. The client
+// sees the error's public message, if it has one, or the library's own
+// text for the library's errors; for any other error, which the key
+// function may have built from a database address or the like, only the
+// status text. The logger gets the whole error.
+func (h *handler[K]) refuse(w http.ResponseWriter, r *http.Request, status int, reason Reason, err error) {
+	h.cfg.metrics.refuse(reason)
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	h.log(r.Context(), level, "sse: request refused", r, slog.Int("status", status), slog.String("reason", reason.String()), slog.Any("error", err))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, publicMessage(err, status), status)
+}
+
+// A PublicError is an error whose message may be shown to clients. An
+// error the key function returns reaches the client only through its
+// PublicMessage: anything else the error says stays in the server's log.
+type PublicError interface {
+	error
+	PublicMessage() string
+}
+
+// publicMessage is what a client may read of err.
+func publicMessage(err error, status int) string {
+	var pub PublicError
+	switch {
+	case errors.As(err, &pub):
+		return pub.PublicMessage()
+	case ours(err) != nil:
+		return ours(err).Error()
+	}
+	return http.StatusText(status)
+}
+
+// ours returns the library's own error that err is, if any: its text says
+// nothing of the application (what wraps it might).
+func ours(err error) error {
+	for _, e := range []error{errOnlyGet, errCannotFlush, ErrBusy, ErrUnknownKey, ErrInvalidKey, ErrFinished} {
+		if errors.Is(err, e) {
+			return e
+		}
+	}
+	return nil
+}
+
+// statusOf returns the status an error carries, or def.
+func statusOf(err error, def int) int {
+	var sc interface{ StatusCode() int }
+	if errors.As(err, &sc) {
+		if code := sc.StatusCode(); code >= 400 && code <= 599 {
+			return code
+		}
+	}
+	return def
+}
