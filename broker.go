@@ -1,5 +1,51 @@
 package sse
 
+// Where the code is: one concept a file. The Broker's one loop goroutine owns
+// every key's state; producers reach it through the inbox, readers through
+// channels, histories and subscriptions. An event in Queue mode goes
+// Publish (broker.go) → send, push, run, drain, publish into the key's
+// channel or its backlog (loop.go) → feed, and Stream or Events (stream.go)
+// or, for a connection, Next (subscription.go); in FanOut mode publish
+// records it in the key's history (history.go), which readers read. drain
+// hands each command to its handler: publish (loop.go), close and openKey
+// (topic.go), stream (stream.go), fed (backlog.go), subscribe and
+// unsubscribe (subscribe.go).
+//
+// The broker and its loop:
+//
+//	broker.go          the Broker, New and its API (Enqueue, Publish, Open, Close, Stats, Shutdown); key checks
+//	loop.go            the inbox (commands; send, post, push) and the loop goroutine (run, drain, publish, shutdown)
+//	topic.go           one key's state (topic) and its life: open, close, forget; idle timeout and retention (expire, arm)
+//	backlog.go         a Queue key's events beyond its channel buffer, and the loop's side of its feeder
+//	fifo.go            the ring buffer of events that backlogs and replay windows hold
+//	list.go            the intrusive lists of topics that the timers walk
+//	flow.go            the Block policy's count of a key's pending events; shrunk, for the loop's maps
+//	history.go         a FanOut key's history, appended by the loop, read without locks
+//	replay.go          a Queue key's replay window, and what an event counts (eventSize)
+//
+// Reading:
+//
+//	stream.go          reading in process (Stream, Events, ReadOption), and the feeder goroutine
+//	subscribe.go       attaching a connection or reader to a key (Subscribe) and the loop's side: attach, takeover, detach
+//	subscription.go    the Broker's Subscription: Next reads the replay window then the channel, or the history
+//	source.go          the interfaces a backend implements: Publisher, Reader, Source, Subscription, Stopper
+//
+// Serving SSE:
+//
+//	sse.go             Handler and the stream it writes
+//	wire.go            the wire encoding: IDs and epochs, events, gaps, the retry field
+//	refuse.go          the answers without a stream: retry later, error statuses, PublicError
+//	writer.go          conn, the writer of one response: a deadline per write, aborted by a takeover
+//	maxstreams.go      the WithMaxStreams bound
+//	handleroptions.go  the handler's options
+//	graceful.go        Graceful: the streams end, then the server, then the brokers
+//
+// For both sides: event.go (Event, the library's own event names,
+// CheckEvent), errors.go (every error value, and GapError), options.go (the
+// Broker's options, Mode, Overflow), logging.go (WithLogger, and the loop's
+// log goroutine), metrics.go (the handler's counters). doc.go is the
+// package documentation, for users.
+
 import (
 	"context"
 	"fmt"
