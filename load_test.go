@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rocketqueue/sse/ssetest"
+	"golang.org/x/sync/errgroup"
 )
 
 // rawStream is an event stream read over a plain TCP connection, with no
@@ -83,22 +84,19 @@ func (s *rawStream) expect(key string, n int) error {
 func openStreams(t *testing.T, addr string, n int, keyOf func(int) string, deadline time.Time) []*rawStream {
 	t.Helper()
 	streams := make([]*rawStream, n)
-	var wg sync.WaitGroup
-	dials := make(chan struct{}, 64)
-	var failed atomic.Value
+	var dials errgroup.Group
+	dials.SetLimit(64)
 	for k := range n {
-		dials <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-dials }()
+		dials.Go(func() error {
 			s, err := dialStream(addr, keyOf(k), deadline)
 			if err != nil {
-				failed.Store(err)
-				return
+				return err
 			}
 			streams[k] = s
+			return nil
 		})
 	}
-	wg.Wait()
+	err := dials.Wait()
 	t.Cleanup(func() {
 		for _, s := range streams {
 			if s != nil {
@@ -106,7 +104,7 @@ func openStreams(t *testing.T, addr string, n int, keyOf func(int) string, deadl
 			}
 		}
 	})
-	if err := failed.Load(); err != nil {
+	if err != nil {
 		t.Fatal(err)
 	}
 	return streams
