@@ -54,7 +54,9 @@
 //     is closed after them ("Sse-Close"); its body holds each event's Name
 //     and Data, each preceded by its length as a uvarint. A message of no
 //     event starts a key's life ([Broker.Open], or the first request for
-//     a new key) or closes it ([Broker.Close]).
+//     a new key) or closes it ([Broker.Close]); an Enqueue or Publish of
+//     no event stores nothing. A reader that starts before such a message
+//     is told of the events before it by a gap, as of any it missed.
 //   - No per-key metadata written apart from the events: a key's epoch,
 //     next ID and closed state are its subject's last message, read by a
 //     direct get. So a key costs nothing but its messages, and its
@@ -62,7 +64,11 @@
 //   - In Queue mode only, one key-value bucket, "SSE_n_keys", with an
 //     entry per key that a process has read: its lease (owner, until when)
 //     and read floor (the last event ID handed out, the sequence of its
-//     message, the last one an in-process reader took), written only by
+//     message, the last one an in-process reader took), the events its
+//     owner's readers took and may not have handed to their callers (a
+//     stopped range forfeits them; the next owner names them in a gap,
+//     even if the owner died before it could say the range stopped),
+//     written only by
 //     compare and set on the entry's revision. Its entries expire a minute
 //     after the stream's MaxAge, that is after every event they cover.
 //   - Ordered consumers (ephemeral, in memory, no acks), only for keys

@@ -32,3 +32,7 @@ func DropLeaseAcks[K comparable](b *Broker[K], n int) { b.dropLeaseAcks.Store(in
 // Refused returns how many of b's publish attempts the server refused
 // because another message of their key came first.
 func Refused[K comparable](b *Broker[K]) uint64 { return b.refused.Load() }
+
+// StaleGets makes b's next n direct gets of a key's messages find
+// nothing, as a replica that lags the stream's leader answers.
+func StaleGets[K comparable](b *Broker[K], n int) { b.staleGets.Store(int32(n)) }

@@ -18,7 +18,11 @@ import (
 
 // Enqueue appends unnamed events with the given data to key, as one batch:
 // one message, stored once the server acknowledged it (see [Broker.Publish]).
+// A call with no events does nothing.
 func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
+	if len(data) == 0 {
+		return b.nothing(key)
+	}
 	body, n := make([]byte, 0, 64), 0
 	for i, d := range data {
 		if err := sse.CheckEvent(sse.Event{Data: d}, b.cfg.maxEvent); err != nil {
@@ -59,7 +63,14 @@ func (b *Broker[K]) Enqueue(ctx context.Context, key K, data ...string) error {
 // Calls made concurrently in one process to one key are carried together
 // in one message while an earlier one is in flight, in the order they
 // came.
+//
+// A call with no events does nothing, as in [sse.Broker.Publish]: it
+// stores no message and starts no life of the key; it returns nil, or
+// [sse.ErrInvalidKey] or [sse.ErrShutdown].
 func (b *Broker[K]) Publish(ctx context.Context, key K, events ...sse.Event) error {
+	if len(events) == 0 {
+		return b.nothing(key)
+	}
 	size := 0
 	for i := range events {
 		if err := sse.CheckEvent(events[i], b.cfg.maxEvent); err != nil {
@@ -166,6 +177,21 @@ const (
 func pubCost(pk *pubKey) int { return len(pk.token) + len(pk.subject) + 256 }
 
 // submit hands c to key's flusher and waits for its outcome.
+// nothing is Enqueue and Publish with no events: it checks the key and
+// whether the broker is shut down, and stores nothing.
+func (b *Broker[K]) nothing(key K) error {
+	if _, _, err := b.subject(key); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	stopped := b.stopped
+	b.mu.Unlock()
+	if stopped {
+		return sse.ErrShutdown
+	}
+	return nil
+}
+
 func (b *Broker[K]) submit(ctx context.Context, key K, c *pubCall) error {
 	token, subject, err := b.subject(key)
 	if err != nil {

@@ -462,3 +462,44 @@ func TestFullStore(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestEmptyCallsStoreNothing: Enqueue and Publish with no events do
+// nothing, as the in-process broker's do: no message (which a FanOut
+// history would count, and a reader from its start would meet with no
+// events), no life started; the key is still checked, and Shutdown still
+// refuses.
+func TestEmptyCallsStoreNothing(t *testing.T) {
+	srv := startServer(t)
+	_, js := connect(t, srv.ClientURL())
+	ctx := within(t, 30*time.Second)
+	for _, mode := range []sse.Mode{sse.Queue, sse.FanOut} {
+		name := uniqueName()
+		b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(mode))
+		key := "k" + strconv.Itoa(int(mode))
+		if err := b.Enqueue(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Publish(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Subscribe(ctx, key, sse.SubscribeRequest{Known: true}); !errors.Is(err, sse.ErrUnknownKey) {
+			t.Fatalf("%v: after empty calls, Subscribe(Known): %v, want ErrUnknownKey (no life started)", mode, err)
+		}
+		if err := b.Enqueue(ctx, strings.Repeat("x", 2000)); !errors.Is(err, sse.ErrInvalidKey) {
+			t.Fatalf("%v: an empty call on a key too long: %v, want ErrInvalidKey", mode, err)
+		}
+		if err := b.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Publish(ctx, key); !errors.Is(err, sse.ErrShutdown) {
+			t.Fatalf("%v: an empty call after Shutdown: %v, want ErrShutdown", mode, err)
+		}
+		st, err := js.Stream(ctx, "SSE_"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := st.CachedInfo().State.Msgs; n != 0 {
+			t.Fatalf("%v: the stream holds %d messages after empty calls, want 0", mode, n)
+		}
+	}
+}

@@ -36,9 +36,12 @@ type lease struct {
 	Pend      uint64 `json:"p,omitempty"`
 	PrevSeq   uint64 `json:"q,omitempty"`  // with Pend: FloorSeq before that take, so that its own process can undo it
 	PrevLocal uint64 `json:"pl,omitempty"` // with Pend: Local before that take
-	// OwedFrom and OwedTo are the owner's owed events (see qkey.owed):
-	// every write of the owner records them, so that the next owner names
-	// them in a gap if the owner goes first.
+	// OwedFrom and OwedTo are the owner's owed events (see qkey.owed),
+	// and the events its in-process readers took and may not have yielded
+	// yet (see qkey.held): every write of the owner records them, so that
+	// the next owner names them in a gap if the owner goes first, even
+	// when the owner could not write again (its connection gone, its
+	// server restarted) after a reader stopped mid-take.
 	OwedFrom uint64 `json:"of,omitempty"`
 	OwedTo   uint64 `json:"ot,omitempty"`
 	Nonce    string `json:"n,omitempty"` // random per write: tells a write whose ack was lost
@@ -69,6 +72,11 @@ type qkey[K comparable] struct {
 	// them first, and while they are owed, every lease write keeps them in
 	// Pend for the next owner.
 	owed sse.Gap
+	// held is guarded by lmu: per in-process reader of this process, the
+	// events of its last take that it may not have yielded yet (from the
+	// take until its next Next or its Close). Every lease write adds them
+	// to OwedFrom and OwedTo: a forfeit may never reach the bucket.
+	held map[*queueSub[K]]sse.Gap
 
 	// Guarded by sem.
 	feed    *feed
@@ -214,11 +222,35 @@ func (qk *qkey[K]) forfeit(from, to uint64) {
 
 // owe adds the events from to to to what qk owes. The caller holds lmu.
 func (qk *qkey[K]) owe(from, to uint64) {
-	if qk.owed == (sse.Gap{}) {
-		qk.owed = sse.Gap{From: from, To: to}
-	} else {
-		qk.owed.From, qk.owed.To = min(qk.owed.From, from), max(qk.owed.To, to)
+	qk.owed = union(qk.owed, sse.Gap{From: from, To: to})
+}
+
+// union returns the smallest range of IDs that holds a and b; the zero
+// Gap is empty.
+func union(a, b sse.Gap) sse.Gap {
+	switch {
+	case a == (sse.Gap{}):
+		return b
+	case b == (sse.Gap{}):
+		return a
 	}
+	return sse.Gap{From: min(a.From, b.From), To: max(a.To, b.To)}
+}
+
+// hold records, for the in-process reader s, the events from to to of
+// its last take, which it has not yielded yet; zero from and to: it has
+// yielded them all (or stopped, and forfeit what it had not).
+func (qk *qkey[K]) hold(s *queueSub[K], from, to uint64) {
+	qk.lmu.Lock()
+	defer qk.lmu.Unlock()
+	if from == 0 {
+		delete(qk.held, s)
+		return
+	}
+	if qk.held == nil {
+		qk.held = make(map[*queueSub[K]]sse.Gap)
+	}
+	qk.held[s] = sse.Gap{From: from, To: to}
 }
 
 // maxUnsure bounds Broker.unsure.
@@ -269,7 +301,11 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		// take's change sets Pend anew); what it owes goes with every
 		// write.
 		nl.Pend = 0
-		nl.OwedFrom, nl.OwedTo = qk.owed.From, qk.owed.To
+		owes := qk.owed
+		for _, g := range qk.held {
+			owes = union(owes, g)
+		}
+		nl.OwedFrom, nl.OwedTo = owes.From, owes.To
 		if change != nil {
 			change(&nl)
 		}
@@ -552,6 +588,9 @@ func (s *queueSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan tim
 		return buf, sse.Gap{}, sse.ErrShutdown
 	default:
 	}
+	if s.local {
+		s.qk.hold(s, 0, 0) // it yielded what it took before
+	}
 	var gap sse.Gap
 	if !s.started {
 		s.started = true
@@ -573,11 +612,22 @@ func (s *queueSub[K]) replay(ctx context.Context, buf []sse.Event, gap sse.Gap, 
 	for s.rpos <= s.rend {
 		bctx, cancel := b.bounded(ctx, s.down)
 		bt, err := b.nextFrom(bctx, s.qk.subject, s.rseq)
+		if err == nil && (bt == nil || bt.epoch != s.epoch) {
+			// The floor says events up to rend are stored: a direct get
+			// that finds none may have been answered by a lagging
+			// replica. Ask the leader.
+			bt, err = b.nextFromAtLeader(bctx, s.qk.subject, s.rseq)
+		}
 		cancel()
 		if err != nil {
 			return buf, gap, unavailable{err}
 		}
 		if bt == nil || bt.epoch != s.epoch {
+			// Gone (expired, or the life ended): named, not skipped.
+			if len(buf) > 0 || gap != (sse.Gap{}) {
+				return buf, gap, nil
+			}
+			gap = sse.Gap{From: s.rpos, To: s.rend}
 			s.rpos = s.rend + 1
 			break
 		}
@@ -811,6 +861,9 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 	}
 	if len(buf) > 0 {
 		s.saw(buf[len(buf)-1].ID)
+		if s.local {
+			qk.hold(s, buf[0].ID, buf[len(buf)-1].ID)
+		}
 	}
 	if ended && len(buf) == 0 && gap == (sse.Gap{}) {
 		return nil, sse.Gap{}, io.EOF
@@ -884,6 +937,9 @@ func (s *queueSub[K]) Close() {
 			s.qk.conn = nil
 		}
 		b.mu.Unlock()
+		if s.local {
+			s.qk.hold(s, 0, 0) // what it did not yield is forfeit (see forfeit)
+		}
 		b.unref(s.qk)
 		b.untrack()
 	})

@@ -332,3 +332,139 @@ func TestStoppedReaderForfeits(t *testing.T) {
 	next(a, "7")
 	next(b, "gap 8-9") // in another process: a's lease, free now, tells of them
 }
+
+// TestForfeitNeverWritten: an in-process reader of process A takes 1-3
+// and yields 1; A renews its lease, then loses its NATS connection, and
+// only then the reader stops: the forfeit of 2-3 cannot reach the bucket.
+// Every write since the take must have said that the reader held 1-3, so
+// that B, which takes the key once A's lease expires, names them (a gap
+// may name 1 too: A cannot know, when it writes, how far its reader got);
+// it used to read 4 first, skipping 2-3 in silence (the checker's seeds
+// 2559794569802867842 on ssejs, 19 on a cluster).
+func TestForfeitNeverWritten(t *testing.T) {
+	srv := startServer(t)
+	nca, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	name := uniqueName()
+	const lease = 1500 * time.Millisecond // renewed every 500 ms
+	a := newBroker[string](t, jsA, ssejs.WithName(name), ssejs.WithLease(lease))
+	b := newBroker[string](t, jsB, ssejs.WithName(name), ssejs.WithLease(lease))
+	ctx := within(t, 30*time.Second)
+	if err := a.Enqueue(ctx, "k", "1", "2", "3"); err != nil {
+		t.Fatal(err)
+	}
+	r, stop := iter.Pull2(a.Events(ctx, "k"))
+	defer stop()
+	if it := r19Next(t, r); it.id != 1 {
+		t.Fatalf("A's reader: %+v, want event 1", it)
+	}
+	kv, err := jsB.KeyValue(ctx, "SSE_"+name+"_keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := ssejs.Token[string](stringCodec{}, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rev := e.Revision(); ; time.Sleep(20 * time.Millisecond) { // A renews
+		if e, err := kv.Get(ctx, tok); err == nil && e.Revision() != rev {
+			break
+		}
+	}
+	nca.Close()
+	stop() // 2 and 3 forfeit, and A cannot write it
+	if err := b.Enqueue(ctx, "k", "4"); err != nil {
+		t.Fatal(err)
+	}
+	var rb func() (sse.Event, error, bool)
+	for { // A's lease expires
+		next, stopb := iter.Pull2(b.Events(ctx, "k"))
+		ev, err, _ := next()
+		var g *sse.GapError
+		switch {
+		case errors.Is(err, sse.ErrBusy):
+			stopb()
+			time.Sleep(50 * time.Millisecond)
+			continue
+		case errors.As(err, &g):
+			if g.From > 2 || g.To < 3 {
+				t.Fatalf("B: gap %+v, want one naming 2 and 3", g.Gap)
+			}
+		case err != nil:
+			t.Fatal(err)
+		default:
+			t.Fatalf("B read %d first: 2 and 3, taken by A's reader and never yielded, skipped with no gap", ev.ID)
+		}
+		defer stopb()
+		rb = next
+		break
+	}
+	if it := r19Next(t, rb); it.id != 4 {
+		t.Fatalf("B after the gap: %+v, want event 4", it)
+	}
+}
+
+// TestReplayOnALaggingReplica: a Queue replay reads the events to send
+// again by direct gets, which any replica answers, one that lags the
+// stream's leader included. Such a replica finds no message after the
+// client's position: the replay used to end there, as if the window were
+// done, and since the connection starts at the key's floor, the events
+// between were neither sent nor named (issue 19, item 2, found by its
+// review). A direct get that finds less than the floor says is stored is
+// asked again at the leader.
+func TestReplayOnALaggingReplica(t *testing.T) {
+	srv := startServer(t)
+	_, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	name := uniqueName()
+	a := newBroker[string](t, jsA, ssejs.WithName(name))
+	b := newBroker[string](t, jsB, ssejs.WithName(name))
+	ctx := within(t, 30*time.Second)
+	if err := a.Enqueue(ctx, "k", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := conn.Epoch()
+	for got := uint64(0); got < 10; { // the floor is 10; the client got 1-5
+		evs, _, err := conn.Next(ctx, nil, nil, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) > 0 {
+			got = evs[len(evs)-1].ID
+		}
+	}
+	conn.Close()
+	if err := a.Enqueue(ctx, "k", "11"); err != nil {
+		t.Fatal(err)
+	}
+	ssejs.StaleGets(b, 2) // locate's first read, and the replay's
+	s, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, Epoch: epoch, LastID: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	next := uint64(6)
+	for next <= 11 {
+		evs, gap, err := s.Next(ctx, nil, nil, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gap != (sse.Gap{}) {
+			t.Fatalf("gap %+v after %d: the replay window holds 6-10", gap, next-1)
+		}
+		for _, ev := range evs {
+			if ev.ID != next {
+				t.Fatalf("event %d after %d: the replay was cut short", ev.ID, next-1)
+			}
+			next++
+		}
+	}
+}

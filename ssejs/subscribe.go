@@ -221,7 +221,7 @@ func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.
 		if bt.next() <= s.pos && !bt.closed {
 			continue // events before the reader's position
 		}
-		if bt.first > s.pos && (bt.count > 0 || bt.closed) {
+		if bt.first > s.pos { // a message with no events too: the events before it are missed
 			if len(buf) > 0 || gap != (sse.Gap{}) {
 				s.held = bt // the gap goes just before its events, next time
 				return buf, gap, nil
