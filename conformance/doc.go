@@ -75,11 +75,11 @@
 //     replay window, to a client that resumes from before it. Every event
 //     stored for sure is read by someone, or was handed to a connection
 //     (whose client, resuming, gets it again or a gap), or is named in a
-//     gap to the reader handed the next ID: an event whose hand-out was
-//     lost is named to the reader that would have had it. Events an
-//     in-process reader took and did not yield when it stopped may be
-//     named to any reader (the next ID may have been handed out before
-//     the reader stopped). Under an
+//     gap to a reader of the key: an event whose hand-out was lost (a
+//     take whose floor write's ack was lost, events an in-process reader
+//     took and did not yield when it stopped) is named to the key's next
+//     reader that can be told; which reader that is, is not the
+//     contract's. Under an
 //     overflow policy that drops events, in-process readers are not told
 //     of drops, so only the rules on clients hold.
 //   - FanOut: every event stored for sure reaches every reader that stays

@@ -245,7 +245,6 @@ type lifeStats struct {
 	inproc   map[uint64]bool    // IDs an in-process reader was handed
 	by       map[uint64]*reader // who read each ID first
 	gapped   ids                // IDs some reader was told it missed
-	holders  map[uint64][]*ids  // per ID handed out, the gaps its holders (readers, subscriptions) were given
 	taken    ids                // IDs the source handed to a connection
 	tokens   map[string]uint64  // token → ID, for the tokens read in the life
 	minBound uint64             // a lower bound of the life's last ID
@@ -268,7 +267,6 @@ type verifier struct {
 	epochs   map[string]life // epoch → life
 	lives    map[life]*lifeStats
 	reads    map[string][]tokenRead
-	gaps     map[*reader]*ids
 	ends     []func() // checks that need every life's bound
 }
 
@@ -285,7 +283,7 @@ func (v *verifier) add(rule, format string, args ...any) {
 func (v *verifier) life(l life) *lifeStats {
 	s := v.lives[l]
 	if s == nil {
-		s = &lifeStats{epochs: make(map[string]bool), read: make(map[uint64]bool), inproc: make(map[uint64]bool), by: make(map[uint64]*reader), holders: make(map[uint64][]*ids), tokens: make(map[string]uint64)}
+		s = &lifeStats{epochs: make(map[string]bool), read: make(map[uint64]bool), inproc: make(map[uint64]bool), by: make(map[uint64]*reader), tokens: make(map[string]uint64)}
 		v.lives[l] = s
 	}
 	return s
@@ -297,7 +295,7 @@ func (h *history) verify() []Violation {
 	defer h.mu.Unlock()
 	v := &verifier{
 		h: h, perRule: make(map[string]int), byToken: make(map[string]*call), tokenIdx: make(map[string]int),
-		epochs: make(map[string]life), lives: make(map[life]*lifeStats), reads: make(map[string][]tokenRead), gaps: make(map[*reader]*ids),
+		epochs: make(map[string]life), lives: make(map[life]*lifeStats), reads: make(map[string][]tokenRead),
 	}
 	for _, x := range h.extra {
 		v.add(x.Rule, "%s", x.Detail)
@@ -578,7 +576,6 @@ func (v *verifier) note(l life, r *reader, it *item) {
 		return
 	}
 	s.read[it.id] = true
-	s.holders[it.id] = append(s.holders[it.id], v.gapsOf(r))
 	if s.by[it.id] == nil {
 		s.by[it.id] = r
 	}
@@ -599,15 +596,10 @@ func (v *verifier) serverSide() {
 			continue
 		}
 		st := v.life(l)
-		var g *ids
 		for _, tk := range s.takes {
 			for _, id := range tk.ids {
 				st.maxSeen = max(st.maxSeen, id)
 				st.taken.add(id, id)
-				if g == nil {
-					g = v.subGaps(s)
-				}
-				st.holders[id] = append(st.holders[id], g)
 			}
 			if tk.gap != (sse.Gap{}) {
 				st.maxSeen = max(st.maxSeen, tk.gap.To)
@@ -615,47 +607,6 @@ func (v *verifier) serverSide() {
 			}
 		}
 	}
-}
-
-// gapsOf returns the IDs a reader was told it missed: in its items and,
-// for a client, in what the source handed its connections (a gap lost
-// with a connection is sent again when the client resumes).
-func (v *verifier) gapsOf(r *reader) *ids {
-	if g := v.gaps[r]; g != nil {
-		return g
-	}
-	g := &ids{}
-	for _, it := range r.items {
-		if it.gap {
-			g.add(it.from, it.id)
-		}
-	}
-	if r.kind == client {
-		for _, s := range v.h.subs {
-			if s.reader == r.id {
-				for _, tk := range s.takes {
-					if tk.gap != (sse.Gap{}) {
-						g.add(tk.gap.From, tk.gap.To)
-					}
-				}
-			}
-		}
-	}
-	g.norm()
-	v.gaps[r] = g
-	return g
-}
-
-// subGaps returns the gaps the source handed a subscription.
-func (v *verifier) subGaps(s *subRecord) *ids {
-	g := &ids{}
-	for _, tk := range s.takes {
-		if tk.gap != (sse.Gap{}) {
-			g.add(tk.gap.From, tk.gap.To)
-		}
-	}
-	g.norm()
-	return g
 }
 
 // storedIn returns the calls whose events are stored in l for sure: they
@@ -938,20 +889,18 @@ func (v *verifier) accounting() {
 		}
 		// An unread ID is explained if a connection took it (its client,
 		// resuming over it, is told or gets it again), or if a gap named
-		// it: in FanOut mode, any (the history no longer holds it); in
-		// Queue mode, which hands events out in the order of their IDs, a
-		// gap to the reader handed the next ID (the event's hand-out was
-		// lost: that reader, which would have had it, is told), or to
-		// anyone if no later ID was handed out, or if an in-process
-		// reader took it and stopped before it was yielded (the next ID
-		// may have been handed out before: only a later reader can be
-		// told).
+		// it: in FanOut mode the history no longer holds it; in Queue mode
+		// its hand-out was lost (a take whose floor write's ack was lost,
+		// a reader that stopped before it yielded what it took), and some
+		// reader of the key was told. Which one is not the contract's: the
+		// reader that would have had it may be gone, and the one handed the
+		// next ID may have had it before the loss was known.
 		explained := 0
 		var unexplained []uint64
 		for id := uint64(1); id <= s.minBound; id++ {
 			switch {
 			case s.read[id]:
-			case s.taken.has(id), v.h.mode == sse.FanOut && s.gapped.has(id), v.h.mode == sse.Queue && (v.toldNext(s, id) || v.forfeit(s, id) && s.gapped.has(id)):
+			case s.taken.has(id), s.gapped.has(id):
 				explained++
 			default:
 				unexplained = append(unexplained, id)
@@ -962,46 +911,9 @@ func (v *verifier) accounting() {
 			if len(show) > 10 {
 				show = show[:10]
 			}
-			what := "named in a gap"
-			if v.h.mode == sse.Queue {
-				what = "named in a gap to the reader handed the next ID"
-			}
-			v.add("lost", "%v: %d events stored for sure were never read, and only %d of its unread IDs (up to %d) were handed to a connection or %s: %v; unread IDs %s", l, len(missing), explained, s.minBound, what, show, v.unread(s, unexplained))
+			v.add("lost", "%v: %d events stored for sure were never read, and only %d of its unread IDs (up to %d) were handed to a connection or named in a gap: %v; unread IDs %s", l, len(missing), explained, s.minBound, show, v.unread(s, unexplained))
 		}
 	}
-}
-
-// toldNext reports whether, in Queue mode, the reader handed the first ID
-// after id (or one of them: a connection and its client) was told of id
-// in a gap, or, if no later ID was handed out, anyone was.
-func (v *verifier) toldNext(s *lifeStats, id uint64) bool {
-	for j := id + 1; j <= s.maxSeen && j < id+100000; j++ {
-		hs := s.holders[j]
-		if len(hs) == 0 {
-			continue
-		}
-		for _, g := range hs {
-			if g.has(id) {
-				return true
-			}
-		}
-		return false
-	}
-	return s.gapped.has(id)
-}
-
-// forfeit reports whether, in a run of unread IDs, id follows the last
-// event of an in-process reader that stopped there: events it took and
-// did not yield, forfeit (see [sse.Reader]).
-func (v *verifier) forfeit(s *lifeStats, id uint64) bool {
-	for id > 1 && !s.read[id-1] {
-		id--
-	}
-	prev := s.by[id-1]
-	if id <= 1 || prev == nil || prev.kind != inProcess || prev.end != cancelled || len(prev.items) == 0 {
-		return false
-	}
-	return prev.items[len(prev.items)-1].id == id-1
 }
 
 // unread describes the unread IDs of a life: in runs, each with the
