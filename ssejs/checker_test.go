@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"iter"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,16 +27,12 @@ import (
 // acknowledgement is lost before its replica's connection is severed
 // (Queue), and a key's data expired now.
 //
-// It is not in the default run (nor CI's) yet: on ssejs it still finds
-// open defects at random (conformance/testdata/open-seeds.txt), which
-// would fail unrelated changes. Run it with CHECK_SSEJS=1, or give
-// -check.time or -check.seed.
+// It runs in the default run and CI's (the regression seeds, then fresh
+// rounds for conformance's default time, 60 s when CI is set); -check.time
+// runs longer, -check.seed replays one seed.
 func TestChecker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the checker runs for a while")
-	}
-	if os.Getenv("CHECK_SSEJS") == "" && !flagSet("check.time") && !flagSet("check.seed") {
-		t.Skip("open defects: set CHECK_SSEJS=1, or give -check.time or -check.seed")
 	}
 	conformance.Check(t, conformance.Backend{
 		Name:  "ssejs",
@@ -316,16 +311,11 @@ func startJS(t testing.TB, s conformance.Setup, procs int) *conformance.Deployme
 		{Name: "kill-replica", Inject: kill},
 		{Name: "expire-key", Inject: expire, Loses: conformance.LosesKey},
 	}
-	if os.Getenv("CHECK_LOST_ACK") != "" {
-		// Not in the default run yet: under it the checker still finds
-		// open defects (events of a lost take, or of a reader ended by a
-		// takeover, named to no one: see the closing note of issue 19).
-		// Twice as likely as the others in Queue mode: it needs an
-		// in-process reader taking on the replica at the time.
-		faults = append(faults,
-			conformance.Fault{Name: "lost-lease-ack", Inject: lostAck, Modes: []sse.Mode{sse.Queue}},
-			conformance.Fault{Name: "lost-lease-ack", Inject: lostAck, Modes: []sse.Mode{sse.Queue}})
-	}
+	// Twice as likely as the others in Queue mode: it needs an in-process
+	// reader taking on the replica at the time.
+	faults = append(faults,
+		conformance.Fault{Name: "lost-lease-ack", Inject: lostAck, Modes: []sse.Mode{sse.Queue}},
+		conformance.Fault{Name: "lost-lease-ack", Inject: lostAck, Modes: []sse.Mode{sse.Queue}})
 	return &conformance.Deployment{
 		Procs:  procs,
 		Impl:   func(i int) conformance.Impl[string] { return ps[i].impl() },
