@@ -1343,6 +1343,24 @@ func (r *round) finalKey(key string, i int, deadline time.Time) {
 			}
 		}
 	}
+	if r.setup.Mode == sse.Queue {
+		// The key's in-process readers end first (each by its plan, or at
+		// the key's end): one that stops forfeits what it took and did not
+		// yield, which only a later reader can be told of.
+		r.mu.Lock()
+		var readers []chan struct{}
+		for rd, x := range r.running {
+			if rd.key == key && rd.kind == inProcess && !rd.final {
+				readers = append(readers, x.done)
+			}
+		}
+		r.mu.Unlock()
+		for _, done := range readers {
+			if !wait(done) {
+				return
+			}
+		}
+	}
 	// Queue: a reader drains what is left; FanOut: one reads the whole
 	// history (after 0). One that fails (the backend still recovering)
 	// is followed by another, until one finishes or the deadline.
