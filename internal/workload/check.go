@@ -65,11 +65,17 @@ type reader struct {
 	_ [64]byte // keeps the hot fields of neighbouring readers off one cache line
 }
 
-// check takes the next message received for the reader's key.
+// check takes the next message received for the reader's key. With
+// -lean it only counts it: what a hand-written reader would do, so that
+// the harness's own per-message work does not shrink the ratios between
+// designs; verify then compares the total only.
 func (r *reader) check(ev sse.Event) {
 	r.n++
 	if r.n&15 == 0 {
 		r.seen.Store(int64(r.n))
+	}
+	if *lean {
+		return
 	}
 	if len(ev.Name) < 2 || ev.Name[1]-'0' >= maxProducers {
 		r.fail(ev, -1, 0)
@@ -113,6 +119,16 @@ func (r *reader) end() { r.seen.Store(int64(r.n) + 1) }
 func (r *reader) verify(key int) error {
 	if r.err != nil {
 		return fmt.Errorf("key %d: %w", key, r.err)
+	}
+	if *lean {
+		want := 0
+		for p := range r.want {
+			want += r.want[p]
+		}
+		if r.n != want {
+			return fmt.Errorf("key %d: received %d messages, %d were sent", key, r.n, want)
+		}
+		return nil
 	}
 	for p := range r.next {
 		if r.next[p] != r.want[p] {

@@ -115,6 +115,14 @@ func FromChan(ch <-chan sse.Event) iter.Seq[sse.Event] {
 //	go test -run '^$' -bench W6 -benchtime 1x -idlekeys=100000 .
 var idleKeys = flag.Int("idlekeys", 1_000_000, "number of idle keys W6 opens")
 
+// lean makes the readers of every workload count messages rather than
+// check each one's content and order (the counts are still checked at the
+// end): the lean baselines of issue 22, against which a design's ratio
+// is what a competent hand-written reader would see.
+//
+//	go test -run '^$' -bench 'W[1-4]' -lean .
+var lean = flag.Bool("lean", false, "readers count messages instead of checking each")
+
 // The workloads' shapes.
 const (
 	manyKeys    = 1000   // W3, W7: keys, each with its own reader
