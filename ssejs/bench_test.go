@@ -171,7 +171,7 @@ func benchRaw(b *testing.B, natsURL string, keys int) {
 	prefix := "raw." + name + "."
 	_, err := jsP.CreateStream(ctx, jetstream.StreamConfig{
 		Name: stream, Subjects: []string{prefix + ">"}, Storage: jetstream.FileStorage,
-		MaxMsgsPerSubject: ssejs.DefaultHistory + 1, MaxAge: time.Hour, Duplicates: 10 * time.Minute, AllowDirect: true,
+		MaxMsgsPerSubject: ssejs.DefaultHistoryMessages + 1, MaxAge: time.Hour, Duplicates: 10 * time.Minute, AllowDirect: true,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -461,7 +461,7 @@ func BenchmarkContention(b *testing.B) {
 			brokers := make([]*ssejs.Broker[string], procs)
 			for i := range brokers {
 				_, js := connect(b, srv.ClientURL())
-				brokers[i] = newBroker[string](b, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut), ssejs.WithHistory(100))
+				brokers[i] = newBroker[string](b, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut), ssejs.WithHistoryMessages(100))
 			}
 			var failed atomic.Int64
 			var next atomic.Int64

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +35,8 @@ type Broker[K comparable] struct {
 	prefix  string              // immutable: "sse.<name>.e."
 	id      string              // immutable: this broker's name in Queue leases
 	maxBody int                 // immutable: the most body bytes of one message
+
+	stats counters // what Stats reports (stats.go)
 
 	mu      sync.Mutex
 	refused atomic.Uint64       // publish attempts refused because another message of their key came first
@@ -85,43 +86,22 @@ var (
 	_ sse.Stopper           = (*Broker[string])(nil)
 )
 
-var validName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
-
 // metaMode is the stream metadata entry that records the broker's mode.
 const metaMode = "ssejs.mode"
 
 // New returns a Broker on js: it creates, with opts, the stream
 // "SSE_<name>" and, in [sse.Queue] mode, the KV bucket "SSE_<name>_keys",
 // if they are missing, and never changes them if they exist (see the
-// package documentation). ctx bounds those calls. New fails if the stream
-// or bucket breaks the guarantees (another mode among them), if K is neither a string nor an
-// integer kind and no [WithCodec] is given, or if the options contradict
-// each other. Call [Broker.Shutdown] to stop it; the connection stays the
-// caller's.
+// package documentation). ctx bounds those calls. New fails only for what
+// depends on the environment: NATS unreachable, a server whose max payload
+// is too small, or a stream or bucket that breaks the guarantees (another
+// mode among them). What is the program's error panics, as in the options:
+// a nil option, a key type K other than strings and integers without
+// [WithCodec], a codec of another key type, or options that contradict
+// each other ([WithMaxAge] below [WithDuplicateWindow]). Call
+// [Broker.Shutdown] to stop it; the connection stays the caller's.
 func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Option) (*Broker[K], error) {
-	cfg := defaults()
-	for _, o := range opts {
-		o.apply(&cfg)
-	}
-	if !validName.MatchString(cfg.name) {
-		return nil, fmt.Errorf("ssejs: name %q: want 1 to 32 ASCII letters, digits, - or _", cfg.name)
-	}
-	var codec Codec[K]
-	switch c := cfg.codec.(type) {
-	case nil:
-		if codec = defaultCodec[K](); codec == nil {
-			var zero K
-			return nil, fmt.Errorf("ssejs: keys of type %T need WithCodec", zero)
-		}
-	case Codec[K]:
-		codec = c
-	default:
-		var zero K
-		return nil, fmt.Errorf("ssejs: WithCodec's key type is not %T", zero)
-	}
-	if cfg.age() < cfg.dupWindow {
-		return nil, fmt.Errorf("ssejs: max age %v is less than the duplicate window %v", cfg.age(), cfg.dupWindow)
-	}
+	cfg, codec := configure[K](opts)
 	b := &Broker[K]{
 		cfg:    cfg,
 		codec:  codec,

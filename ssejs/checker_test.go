@@ -143,9 +143,9 @@ func jsOptions(s conformance.Setup, name string) []ssejs.Option {
 	}
 	if s.Retain > 0 {
 		if s.Mode == sse.FanOut {
-			opts = append(opts, ssejs.WithHistory(int64(s.Retain)))
+			opts = append(opts, ssejs.WithHistoryMessages(s.Retain))
 		} else {
-			opts = append(opts, ssejs.WithReplay(s.Retain))
+			opts = append(opts, ssejs.WithReplayEvents(s.Retain))
 		}
 	}
 	return opts

@@ -18,9 +18,9 @@ func TestConformance(t *testing.T) {
 		opts := []ssejs.Option{ssejs.WithName(uniqueName()), ssejs.WithMode(c.Mode)}
 		if c.Retain > 0 {
 			if c.Mode == sse.FanOut {
-				opts = append(opts, ssejs.WithHistory(int64(c.Retain)))
+				opts = append(opts, ssejs.WithHistoryMessages(c.Retain))
 			} else {
-				opts = append(opts, ssejs.WithReplay(c.Retain))
+				opts = append(opts, ssejs.WithReplayEvents(c.Retain))
 			}
 		}
 		b := newBroker[string](t, js, opts...)

@@ -33,7 +33,7 @@
 // the events after its ID that earlier connections took (the replay
 // window), so a client cut off and reconnected anywhere gets every event
 // exactly once and in order, as long as what was in flight fits in the
-// window ([WithReplay]). See "Queue mode: leases" below.
+// window ([WithReplayEvents]). See "Queue mode: leases" below.
 //
 // # The mapping onto JetStream
 //
@@ -87,7 +87,7 @@
 //
 // New creates the stream, and in Queue mode the bucket, when they are
 // missing, with the settings its options give ([WithStorage],
-// [WithReplicas], [WithMaxAge], [WithHistory], [WithMaxReaders],
+// [WithReplicas], [WithMaxAge], [WithHistoryMessages], [WithMaxReaders],
 // [WithDuplicateWindow]). It never changes them once they exist: an
 // operator may raise or lower their limits (MaxAge, MaxBytes,
 // MaxMsgsPerSubject, replicas, MaxConsumers, placement) with the nats CLI,
@@ -103,12 +103,13 @@
 //
 // What is deleted when:
 //
-//   - FanOut: a key keeps its newest [WithHistory] messages (plus one, for
-//     the Close), none older than [WithMaxAge] (an hour by default). The
-//     bound counts messages, that is calls: a call of many events is one.
+//   - FanOut: a key keeps its newest [WithHistoryMessages] messages (plus
+//     one, for the Close), none older than [WithMaxAge] (an hour by
+//     default). The bound counts messages, that is calls: a call of many
+//     events is one.
 //   - Queue: once events are handed out, the messages all of whose events
-//     are more than [WithReplay] events below the floor are purged (the
-//     subject's last message is always kept: it holds the key's
+//     are more than [WithReplayEvents] events below the floor are purged
+//     (the subject's last message is always kept: it holds the key's
 //     metadata), and every message expires after [WithMaxAge] (a day by
 //     default), read or not. A reader finds events that expired unread as
 //     a gap.
@@ -250,4 +251,14 @@
 // [sse.WithKnownKeysOnly]. Queue mode has no channel API (Stream): range
 // over Events. There is no overflow policy: producers wait for the
 // server, never for readers.
+//
+// The options that share a name with [sse.Broker]'s take the same
+// arguments in the same units ([WithMode], [WithMaxEventSize]); where
+// JetStream bounds something in other units, the option says so in its
+// name: a history of [WithHistoryMessages] (calls, not events) and
+// [WithMaxAge], not [sse.WithHistory]'s events, bytes and age per key; a
+// replay window of [WithReplayEvents], with no bound in bytes, not
+// [sse.WithReplay]'s. The README's table lists every option of both.
+// [Broker.Stats] fills [sse.Stats] with what a process can know of keys
+// that every process shares.
 package ssejs

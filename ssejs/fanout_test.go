@@ -85,7 +85,7 @@ func TestGapBeforeAMessageWithNoEvents(t *testing.T) {
 	srv := startServer(t)
 	_, js := connect(t, srv.ClientURL())
 	name := uniqueName()
-	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut), ssejs.WithHistory(2))
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut), ssejs.WithHistoryMessages(2))
 	ctx := within(t, 30*time.Second)
 	if err := b.Enqueue(ctx, "k", "1", "2", "3"); err != nil {
 		t.Fatal(err)

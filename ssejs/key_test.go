@@ -67,16 +67,19 @@ func TestTokens(t *testing.T) {
 type jobID string
 
 // TestKeyTypes: strings and integers of any kind need no codec, other
-// types do; each round-trips through a broker, special keys included.
+// types do (New panics without one); each round-trips through a broker,
+// special keys included.
 func TestKeyTypes(t *testing.T) {
 	srv := startServer(t)
 	_, js := connect(t, srv.ClientURL())
 	ctx := within(t, 30e9)
-	if _, err := ssejs.New[point](ctx, js, ssejs.WithName(uniqueName())); err == nil {
-		t.Error("New[point] without a codec succeeded")
+	if !panics(func() { ssejs.New[point](ctx, js, ssejs.WithName(uniqueName())) }) {
+		t.Error("New[point] without a codec did not panic")
 	}
-	if _, err := ssejs.New[point](ctx, js, ssejs.WithName(uniqueName()), ssejs.WithCodec[string](stringCodec{})); err == nil {
-		t.Error("New[point] with a codec of strings succeeded")
+	if !panics(func() {
+		ssejs.New[point](ctx, js, ssejs.WithName(uniqueName()), ssejs.WithCodec[string](stringCodec{}))
+	}) {
+		t.Error("New[point] with a codec of strings did not panic")
 	}
 	sb := newBroker[jobID](t, js, ssejs.WithName(uniqueName()), ssejs.WithMode(sse.FanOut))
 	for _, k := range []jobID{"", "a.b", "*", ">", "a b", "ünïcødé"} {
@@ -85,6 +88,13 @@ func TestKeyTypes(t *testing.T) {
 	roundTrip(t, newBroker[int8](t, js, ssejs.WithName(uniqueName()), ssejs.WithMode(sse.FanOut)), -128)
 	roundTrip(t, newBroker[uint64](t, js, ssejs.WithName(uniqueName()), ssejs.WithMode(sse.FanOut)), 1<<63)
 	roundTrip(t, newBroker[point](t, js, ssejs.WithName(uniqueName()), ssejs.WithMode(sse.FanOut), ssejs.WithCodec[point](pointCodec{})), point{1, -1})
+}
+
+// panics reports whether f panics.
+func panics(f func()) (panicked bool) {
+	defer func() { panicked = recover() != nil }()
+	f()
+	return false
 }
 
 // roundTrip publishes an event to key and a neighbour, and reads key's

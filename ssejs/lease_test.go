@@ -193,7 +193,7 @@ func TestPurge(t *testing.T) {
 	srv := startServer(t)
 	name := uniqueName()
 	_, js := connect(t, srv.ClientURL())
-	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithReplay(10))
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithReplayEvents(10))
 	ctx := within(t, 60*time.Second)
 	for i := 1; i <= 200; i++ {
 		if err := b.Enqueue(ctx, "k", strconv.Itoa(i)); err != nil {

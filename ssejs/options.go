@@ -2,6 +2,8 @@ package ssejs
 
 import (
 	"fmt"
+	"reflect"
+	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,12 +22,13 @@ const (
 	// DefaultName is the name of the broker's stream and bucket unless
 	// [WithName] says otherwise.
 	DefaultName = "sse"
-	// DefaultHistory is how many messages a FanOut key's history holds (see
-	// [WithHistory]).
-	DefaultHistory = 10_000
-	// DefaultReplay is how many events a Queue key keeps below its floor,
-	// to send again to a client that resumes (see [WithReplay]).
-	DefaultReplay = 10_000
+	// DefaultHistoryMessages is how many messages a FanOut key's history
+	// holds (see [WithHistoryMessages]).
+	DefaultHistoryMessages = 10_000
+	// DefaultReplayEvents is how many events a Queue key keeps below its
+	// floor, to send again to a client that resumes (see
+	// [WithReplayEvents]).
+	DefaultReplayEvents = 10_000
 	// DefaultQueueAge is how long a Queue key's events are kept (see
 	// [WithMaxAge]); a FanOut key's default is [sse.DefaultHistoryAge].
 	DefaultQueueAge = 24 * time.Hour
@@ -64,8 +67,8 @@ func defaults() config {
 	return config{
 		name:       DefaultName,
 		mode:       sse.Queue,
-		history:    DefaultHistory,
-		replay:     DefaultReplay,
+		history:    DefaultHistoryMessages,
+		replay:     DefaultReplayEvents,
 		storage:    jetstream.FileStorage,
 		replicas:   1,
 		dupWindow:  DefaultDuplicateWindow,
@@ -87,12 +90,48 @@ func (c *config) age() time.Duration {
 	return DefaultQueueAge
 }
 
+// configure applies opts to the defaults. It panics, as the options do,
+// for the program's errors that no option can see alone: a nil option, a
+// key type K that needs a codec and has none, or a codec of another key
+// type, and options that contradict each other.
+func configure[K comparable](opts []Option) (config, Codec[K]) {
+	cfg := defaults()
+	for i, o := range opts {
+		if o == nil {
+			panic(fmt.Sprintf("ssejs: New: option %d is nil", i))
+		}
+		o.apply(&cfg)
+	}
+	var codec Codec[K]
+	switch c := cfg.codec.(type) {
+	case nil:
+		if codec = defaultCodec[K](); codec == nil {
+			panic(fmt.Sprintf("ssejs: New: keys of type %v need WithCodec", reflect.TypeFor[K]()))
+		}
+	case Codec[K]:
+		codec = c
+	default:
+		panic(fmt.Sprintf("ssejs: New: WithCodec's key type is not %v", reflect.TypeFor[K]()))
+	}
+	if cfg.age() < cfg.dupWindow {
+		panic(fmt.Sprintf("ssejs: New: max age %v is less than the duplicate window %v", cfg.age(), cfg.dupWindow))
+	}
+	return cfg, codec
+}
+
 // WithName names the broker's stream ("SSE_" + name), subjects
 // ("sse." + name + ".e.<key>") and Queue bucket ("SSE_" + name + "_keys").
 // Brokers with the same name, on any process, share their keys; they must
-// have the same mode. name is ASCII letters, digits, "-" and "_", at most
-// 32 of them; [New] fails otherwise. The default is [DefaultName].
-func WithName(name string) Option { return optionFunc(func(c *config) { c.name = name }) }
+// have the same mode. name is 1 to 32 ASCII letters, digits, "-" and "_";
+// WithName panics otherwise. The default is [DefaultName].
+func WithName(name string) Option {
+	if !validName.MatchString(name) {
+		panic(fmt.Sprintf("ssejs: WithName: %q is not 1 to 32 ASCII letters, digits, - or _", name))
+	}
+	return optionFunc(func(c *config) { c.name = name })
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
 
 // WithMode chooses [sse.Queue] (the default: each event is read once,
 // across every process) or [sse.FanOut] (every reader on every process
@@ -104,28 +143,32 @@ func WithMode(m sse.Mode) Option {
 	return optionFunc(func(c *config) { c.mode = m })
 }
 
-// WithHistory bounds a [sse.FanOut] key's history to its newest messages
+// WithHistoryMessages bounds a [sse.FanOut] key's history to its newest n
 // messages (the stream's MaxMsgsPerSubject). A message is one Enqueue,
 // Publish or Close call (a batch of events), or a part of one split at the
-// server's max payload, so the bound counts calls, not events. The default
-// is [DefaultHistory]; it must be ≥ 1. Queue mode ignores it.
-func WithHistory(messages int64) Option {
-	if messages < 1 {
-		panic("ssejs: WithHistory: bound out of range")
+// server's max payload, so the bound counts calls, not events: it is not
+// [sse.WithHistory]'s bound in events, which JetStream cannot keep per key
+// (its byte bound, [WithMaxBytes], is the whole stream's, and its age,
+// [WithMaxAge], too). The default is [DefaultHistoryMessages]; n must be
+// ≥ 1. Queue mode ignores it.
+func WithHistoryMessages(n int) Option {
+	if n < 1 {
+		panic("ssejs: WithHistoryMessages: bound out of range")
 	}
-	return optionFunc(func(c *config) { c.history = messages })
+	return optionFunc(func(c *config) { c.history = int64(n) })
 }
 
-// WithReplay sets how many events a [sse.Queue] key keeps, below the last
-// one handed out, to send again to a client that resumes after a lost
+// WithReplayEvents sets how many events a [sse.Queue] key keeps, below the
+// last one handed out, to send again to a client that resumes after a lost
 // connection (on any replica): the replay window. Older events are purged.
-// The default is [DefaultReplay]; 0 turns replay off. FanOut mode ignores
-// it.
-func WithReplay(events int) Option {
-	if events < 0 {
-		panic("ssejs: WithReplay: negative bound")
+// It counts events, as [sse.WithReplay]'s first bound does; there is no
+// bound in bytes. The default is [DefaultReplayEvents]; 0 turns replay off.
+// n must be ≥ 0. FanOut mode ignores it.
+func WithReplayEvents(n int) Option {
+	if n < 0 {
+		panic("ssejs: WithReplayEvents: negative bound")
 	}
-	return optionFunc(func(c *config) { c.replay = uint64(events) })
+	return optionFunc(func(c *config) { c.replay = uint64(n) })
 }
 
 // WithMaxAge bounds how long an event is kept (the stream's MaxAge): in
@@ -133,7 +176,8 @@ func WithReplay(events int) Option {
 // Queue mode, how long an event waits for its reader ([DefaultQueueAge] by
 // default). A key none of whose messages is younger than that is forgotten
 // with them: its next event starts a new life, with a new epoch and IDs
-// from 1. It must be at least the duplicate window.
+// from 1. d must be > 0, and [New] panics if it is less than the duplicate
+// window ([WithDuplicateWindow]).
 func WithMaxAge(d time.Duration) Option {
 	if d <= 0 {
 		panic("ssejs: WithMaxAge: age out of range")
@@ -142,8 +186,12 @@ func WithMaxAge(d time.Duration) Option {
 }
 
 // WithStorage chooses where the stream and bucket keep their messages:
-// [jetstream.FileStorage], the default, or [jetstream.MemoryStorage].
+// [jetstream.FileStorage], the default, or [jetstream.MemoryStorage]; it
+// panics for any other value.
 func WithStorage(s jetstream.StorageType) Option {
+	if s != jetstream.FileStorage && s != jetstream.MemoryStorage {
+		panic("ssejs: WithStorage: unknown StorageType")
+	}
 	return optionFunc(func(c *config) { c.storage = s })
 }
 
@@ -199,9 +247,12 @@ func WithMaxEventSize(n int) Option {
 }
 
 // WithCodec sets how keys become subject tokens, for a key type other than
-// strings and integers, which need none. [New] fails if K is not the
-// codec's key type.
+// strings and integers, which need none. It panics if c is nil, and [New]
+// panics if K is not the codec's key type.
 func WithCodec[K comparable](c Codec[K]) Option {
+	if c == nil {
+		panic("ssejs: WithCodec: nil Codec")
+	}
 	return optionFunc(func(cfg *config) { cfg.codec = c })
 }
 

@@ -272,6 +272,7 @@ func (b *Broker[K]) flush(pk *pubKey) {
 		}
 		b.mu.Unlock()
 		err := b.store(pk, calls)
+		b.stats.count(calls, err)
 		for _, c := range calls {
 			c.done <- err
 		}

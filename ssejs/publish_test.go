@@ -419,7 +419,7 @@ func TestExpiredKeyStartsAfresh(t *testing.T) {
 func TestFullStore(t *testing.T) {
 	srv := startServerWith(t, func(o *server.Options) { o.JetStreamMaxStore = 8 << 20 })
 	_, js := connect(t, srv.ClientURL())
-	b := newBroker[string](t, js, ssejs.WithName(uniqueName()), ssejs.WithReplay(4), ssejs.WithMaxBytes(4<<20))
+	b := newBroker[string](t, js, ssejs.WithName(uniqueName()), ssejs.WithReplayEvents(4), ssejs.WithMaxBytes(4<<20))
 	ctx := within(t, 60*time.Second)
 	data := strings.Repeat("x", 64<<10)
 	stored := 0

@@ -64,9 +64,9 @@ func TestExternal(t *testing.T) {
 			opts := []ssejs.Option{ssejs.WithName(name), ssejs.WithMode(c.Mode), ssejs.WithStorage(jetstream.MemoryStorage)}
 			if c.Retain > 0 {
 				if c.Mode == sse.FanOut {
-					opts = append(opts, ssejs.WithHistory(int64(c.Retain)))
+					opts = append(opts, ssejs.WithHistoryMessages(c.Retain))
 				} else {
-					opts = append(opts, ssejs.WithReplay(c.Retain))
+					opts = append(opts, ssejs.WithReplayEvents(c.Retain))
 				}
 			}
 			b := newBroker[string](t, js, opts...)

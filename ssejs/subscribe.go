@@ -25,7 +25,7 @@ import (
 // request that does not gets [sse.ErrBusy] while another process's lease is
 // fresh or this process has a connection. The new connection first
 // receives the events after its Last-Event-ID that earlier connections took
-// (within [WithReplay]), on whichever process, then the queue.
+// (within [WithReplayEvents]), on whichever process, then the queue.
 //
 // A key with no life yet gets one (its epoch) unless req.Known is set,
 // which fails with [sse.ErrUnknownKey] instead. While NATS is unreachable
