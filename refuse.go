@@ -93,3 +93,46 @@ func statusOf(err error, def int) int {
 	}
 	return def
 }
+
+// refuseKey answers a request whose key function failed: 400, or the
+// status the error carries (500 for a panic).
+func (h *handler[K]) refuseKey(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err, http.StatusBadRequest)
+	reason := RefusedByKey
+	switch {
+	case status == http.StatusBadRequest:
+		reason = RefusedBadRequest
+	case errors.As(err, new(panicError)):
+		reason = RefusedInternal
+	}
+	h.refuse(w, r, status, reason, err)
+}
+
+// refuseSubscribe answers a request that [Source.Subscribe] refused with
+// err; takeover is whether the request asked to take the key over.
+func (h *handler[K]) refuseSubscribe(w http.ResponseWriter, r *http.Request, err error, takeover bool) {
+	switch {
+	case errors.Is(err, ErrFinished):
+		h.cfg.metrics.refuse(RefusedFinished)
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusNoContent)
+	case errors.Is(err, ErrBusy) && !takeover:
+		h.refuse(w, r, http.StatusConflict, RefusedConflict, err)
+	case errors.Is(err, ErrUnknownKey):
+		h.refuse(w, r, http.StatusNotFound, RefusedNotFound, err)
+	case errors.Is(err, ErrInvalidKey):
+		h.refuse(w, r, http.StatusBadRequest, RefusedBadRequest, err)
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrShutdown), errors.Is(err, ErrTooManyKeys), r.Context().Err() != nil:
+		// A newer takeover won, the source is going away or full, or the
+		// wait for a takeover ended (the client left, or the server is
+		// shutting down): come back later, perhaps to another server.
+		h.tryLater(w, r, err)
+	default:
+		status := statusOf(err, http.StatusInternalServerError)
+		reason := RefusedByKey
+		if status == http.StatusInternalServerError {
+			reason = RefusedInternal
+		}
+		h.refuse(w, r, status, reason, err)
+	}
+}
