@@ -23,6 +23,7 @@ type handlerConfig struct {
 	metrics      *Metrics     // nil: nothing counted
 	maxStreams   int          // 0: no bound
 	known        bool         // refuse keys the source does not have
+	maxKeys      int          // MultiHandler: the most keys a request may name; 0: DefaultKeysPerRequest
 }
 
 // DefaultHeartbeat and DefaultWriteTimeout are [Handler]'s heartbeat
