@@ -1389,6 +1389,7 @@ func TestBadArgumentsPanic(t *testing.T) {
 		"negative streams":   func() { WithMaxStreams(-1) },
 		"event size 0":       func() { WithMaxEventSize(0) },
 		"history of 0":       func() { WithHistory(0, 1, 0) },
+		"unknown takeover":   func() { WithTakeover(Takeover(2)) },
 	} {
 		func() {
 			defer func() {

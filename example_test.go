@@ -334,7 +334,7 @@ func ExampleSource() {
 	// event=close data=""
 }
 
-// WithTakeover(TakeOverAlways) lets every new request take a Queue key over
+// WithTakeover(TakeoverAlways) lets every new request take a Queue key over
 // from the connection that has it: the newest wins, even without a
 // Last-Event-ID (the default gives such a request 409).
 func ExampleWithTakeover() {
@@ -343,7 +343,7 @@ func ExampleWithTakeover() {
 	defer events.Shutdown(ctx)
 	key := func(r *http.Request) (string, error) { return r.URL.Query().Get("key"), nil }
 
-	for _, policy := range []sse.Takeover{sse.TakeOverOnResume, sse.TakeOverAlways} {
+	for _, policy := range []sse.Takeover{sse.TakeoverOnResume, sse.TakeoverAlways} {
 		srv := httptest.NewServer(sse.Handler(events, key, sse.WithTakeover(policy)))
 		first, err := http.Get(srv.URL + "?key=k")
 		if err != nil {
@@ -353,12 +353,12 @@ func ExampleWithTakeover() {
 		if err != nil {
 			panic(err)
 		}
-		fmt.Printf("%s: the second request gets %d\n", map[sse.Takeover]string{sse.TakeOverOnResume: "TakeOverOnResume", sse.TakeOverAlways: "TakeOverAlways"}[policy], second.StatusCode)
+		fmt.Printf("%s: the second request gets %d\n", map[sse.Takeover]string{sse.TakeoverOnResume: "TakeoverOnResume", sse.TakeoverAlways: "TakeoverAlways"}[policy], second.StatusCode)
 		second.Body.Close()
 		first.Body.Close()
 		srv.Close()
 	}
 	// Output:
-	// TakeOverOnResume: the second request gets 409
-	// TakeOverAlways: the second request gets 200
+	// TakeoverOnResume: the second request gets 409
+	// TakeoverAlways: the second request gets 200
 }

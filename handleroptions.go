@@ -111,8 +111,12 @@ func WithKnownKeysOnly() HandlerOption {
 }
 
 // WithTakeover sets what happens when a request arrives for a key that
-// another connection is streaming. See [Takeover].
+// another connection is streaming. See [Takeover]. It panics for a value
+// that is not one of Takeover's constants.
 func WithTakeover(t Takeover) HandlerOption {
+	if t != TakeoverOnResume && t != TakeoverAlways {
+		panic("sse: WithTakeover: unknown Takeover policy")
+	}
 	return handlerOptionFunc(func(c *handlerConfig) { c.takeover = t })
 }
 
@@ -128,7 +132,7 @@ func WithTakeover(t Takeover) HandlerOption {
 type Takeover int
 
 const (
-	// TakeOverOnResume, the default, lets a request that carries a
+	// TakeoverOnResume, the default, lets a request that carries a
 	// Last-Event-ID header, as a reconnecting browser sends, take the key
 	// over: the older response ends first (a write of it blocked on a dead
 	// client fails at once), then the new one streams. A lastEventId query
@@ -136,10 +140,10 @@ const (
 	// EventSource carries it, another tab's too. A request without the
 	// header gets 409 Conflict, which makes a browser stop instead of
 	// competing.
-	TakeOverOnResume Takeover = iota
-	// TakeOverAlways lets every new request take the key over, the newest
+	TakeoverOnResume Takeover = iota
+	// TakeoverAlways lets every new request take the key over, the newest
 	// connection winning. Use it when a client may lose its connection before
 	// it has received any event, and so reconnects without an ID; two tabs
 	// on one key will then take it from each other.
-	TakeOverAlways
+	TakeoverAlways
 )

@@ -864,7 +864,7 @@ func TestHandlerSecondConnection(t *testing.T) {
 	})
 	t.Run("always take over", func(t *testing.T) {
 		b := newBroker[string](t)
-		srv, _ := serve(t, b, WithTakeover(TakeOverAlways))
+		srv, _ := serve(t, b, WithTakeover(TakeoverAlways))
 		first := open(t, srv.Client(), srv.URL, "k")
 		enqueueSeq(t, b, "k", 1, 1)
 		first.expectSeq(t, 1, 1)
