@@ -130,19 +130,16 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, http.StatusMethodNotAllowed, RefusedMethod, errOnlyGet)
 		return
 	}
-	key, err := h.keyOf(r)
+	key, err := keyOf(h.key, r)
 	if err != nil {
-		status := statusOf(err, http.StatusBadRequest)
-		reason := RefusedByKey
-		switch {
-		case status == http.StatusBadRequest:
-			reason = RefusedBadRequest
-		case errors.As(err, new(panicError)):
-			reason = RefusedInternal
-		}
-		h.refuse(w, r, status, reason, err)
+		h.refuseKey(w, r, err)
 		return
 	}
+	h.serve(w, r, key)
+}
+
+// serve streams key, which the key function gave, to the request.
+func (h *handler[K]) serve(w http.ResponseWriter, r *http.Request, key K) {
 	if h.checkKeys {
 		// Before anything indexes by the key: a NaN would be a new map
 		// entry each time, and a slice in an interface would panic.
@@ -178,35 +175,8 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer c.finish()
 	req.Abort = c.abort
 	sub, err := h.src.Subscribe(r.Context(), key, req)
-	switch {
-	case err == nil:
-	case errors.Is(err, ErrFinished):
-		h.cfg.metrics.refuse(RefusedFinished)
-		w.Header().Set("Cache-Control", "no-store")
-		w.WriteHeader(http.StatusNoContent)
-		return
-	case errors.Is(err, ErrBusy) && !req.Takeover:
-		h.refuse(w, r, http.StatusConflict, RefusedConflict, err)
-		return
-	case errors.Is(err, ErrUnknownKey):
-		h.refuse(w, r, http.StatusNotFound, RefusedNotFound, err)
-		return
-	case errors.Is(err, ErrInvalidKey):
-		h.refuse(w, r, http.StatusBadRequest, RefusedBadRequest, err)
-		return
-	case errors.Is(err, ErrBusy), errors.Is(err, ErrShutdown), errors.Is(err, ErrTooManyKeys), r.Context().Err() != nil:
-		// A newer takeover won, the source is going away or full, or the
-		// wait for a takeover ended (the client left, or the server is
-		// shutting down): come back later, perhaps to another server.
-		h.tryLater(w, r, err)
-		return
-	default:
-		status := statusOf(err, http.StatusInternalServerError)
-		reason := RefusedByKey
-		if status == http.StatusInternalServerError {
-			reason = RefusedInternal
-		}
-		h.refuse(w, r, status, reason, err)
+	if err != nil {
+		h.refuseSubscribe(w, r, err, req.Takeover)
 		return
 	}
 	defer sub.Close()
@@ -236,9 +206,10 @@ func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.stream(w, r, c, sub, epoch)
 }
 
-// keyOf calls the key function, turning a panic into an error, except
-// http.ErrAbortHandler, which aborts the request as it should.
-func (h *handler[K]) keyOf(r *http.Request) (key K, err error) {
+// keyOf calls a key function (Handler's, or MultiHandler's), turning a
+// panic into an error, except http.ErrAbortHandler, which aborts the
+// request as it should.
+func keyOf[T any](f func(*http.Request) (T, error), r *http.Request) (key T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -247,7 +218,7 @@ func (h *handler[K]) keyOf(r *http.Request) (key K, err error) {
 			err = panicError{p}
 		}
 	}()
-	return h.key(r)
+	return f(r)
 }
 
 type panicError struct{ value any }
