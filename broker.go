@@ -21,11 +21,11 @@ package sse
 //	list.go            the intrusive lists of topics that the timers walk
 //	flow.go            the Block policy's count of a key's pending events; shrunk, for the loop's maps
 //	history.go         a FanOut key's history, appended by the loop, read without locks
-//	replay.go          a Queue key's replay window, and what an event counts (eventSize)
+//	replay.go          a Queue key's replay window
 //
 // Reading:
 //
-//	stream.go          reading in process (Stream, Events, ReadOption), and the feeder goroutine
+//	stream.go          reading in process (Stream, Events, ReadOption, SubscriptionEvents), and the feeder goroutine
 //	subscribe.go       attaching a connection or reader to a key (Subscribe) and the loop's side: attach, takeover, detach
 //	subscription.go    the Broker's Subscription: Next reads the replay window then the channel, or the history
 //	source.go          the interfaces a backend implements: Publisher, Reader, Source, Subscription, Stopper
@@ -33,18 +33,18 @@ package sse
 // Serving SSE:
 //
 //	sse.go             Handler and the stream it writes
-//	wire.go            the wire encoding: IDs and epochs, events, gaps, the retry field
+//	wire.go            the wire encoding: IDs and epochs (NewEpoch), events, gaps, the retry field
 //	refuse.go          the answers without a stream: retry later, error statuses, PublicError
 //	writer.go          conn, the writer of one response: a deadline per write, aborted by a takeover
 //	maxstreams.go      the WithMaxStreams bound
 //	handleroptions.go  the handler's options
 //	graceful.go        Graceful: the streams end, then the server, then the brokers
 //
-// For both sides: event.go (Event, the library's own event names,
-// CheckEvent), errors.go (every error value, and GapError), options.go (the
-// Broker's options, Mode, Overflow), logging.go (WithLogger, and the loop's
-// log goroutine), metrics.go (the handler's counters). doc.go is the
-// package documentation, for users.
+// For both sides: event.go (Event and what it counts, Event.Size; the
+// library's own event names, CheckEvent), errors.go (every error value, and
+// GapError), options.go (the Broker's options, Mode, Overflow), logging.go
+// (WithLogger, and the loop's log goroutine), metrics.go (the handler's
+// counters). doc.go is the package documentation, for users.
 
 import (
 	"context"
@@ -255,7 +255,12 @@ func (b *Broker[K]) Stats() Stats {
 	}
 }
 
-// Stats is a snapshot of a [Broker]'s state and counters.
+// Stats is a snapshot of a [Broker]'s state and counters. Other backends
+// return theirs in the same type, with the same method, so that one
+// exporter reads any of them (github.com/rocketqueue/sse/sseprom); each
+// documents the fields it fills and what they mean there (ssejs counts a
+// process's part of keys that every process shares, and leaves Closed,
+// Pending, Dropped and Replay at 0).
 type Stats struct {
 	Keys    int // open keys
 	Closed  int // closed keys still remembered (see [WithRetention])

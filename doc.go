@@ -53,7 +53,13 @@
 // replicas of a server and its worker processes, the nested module
 // github.com/rocketqueue/sse/ssejs keeps them in NATS JetStream, in both
 // modes. Code written against [Publisher], [Reader] and [Source] runs on
-// either, and the package conformance is the behaviour both show.
+// either, and the package conformance is the behaviour both show. The two
+// share one vocabulary: an option of the same name takes the same arguments
+// in the same units in both (the README has a table of every option and
+// which backend takes it), and both report [Stats]. A backend of your own
+// implements those interfaces with the same parts: [Event.Size] for what
+// Next's limit counts, [NewEpoch] for a key's new life, and
+// [SubscriptionEvents] for a Reader over its subscriptions.
 //
 // # Ordering
 //
@@ -218,13 +224,13 @@
 // died fit in the window; otherwise it gets a "gap" event that names
 // exactly the IDs it lost, then everything after them. The window holds
 // [DefaultReplayBytes] (16 MiB) by default, each event counting 48 bytes
-// plus its Name and Data ([WithReplay]). Size it as at least the server's
-// socket send buffer, plus each proxy's buffering, plus the client's
-// receive buffer in use; the default covers a Linux host at its default
-// settings with one proxy in between, as measured in the README. A window
-// costs its events' memory once it fills, up to its bound, only for keys
-// that SSE reads; it is freed when the key is forgotten. All windows and
-// histories together are bounded by [DefaultReplayBudget]
+// plus its Name and Data ([Event.Size], [WithReplay]). Size it as at least
+// the server's socket send buffer, plus each proxy's buffering, plus the
+// client's receive buffer in use; the default covers a Linux host at its
+// default settings with one proxy in between, as measured in the README. A
+// window costs its events' memory once it fills, up to its bound, only for
+// keys that SSE reads; it is freed when the key is forgotten. All windows
+// and histories together are bounded by [DefaultReplayBudget]
 // ([WithReplayBudget]) plus, for each key holding events, at most the
 // larger of 32 KiB and one event: [WithReplayBudget] states the bound.
 //

@@ -22,6 +22,20 @@ type Event struct {
 	Data string
 }
 
+// Size is what ev counts against the bounds in bytes: [Subscription].Next's
+// limit (what [Handler] writes at once), the replay window ([WithReplay]),
+// the history ([WithHistory]) and the budget ([WithReplayBudget]). It is
+// 48 bytes plus the lengths of its Name and Data: about its size on the
+// wire, and about what it costs in memory. A [Source] of another backend
+// counts with it too, so that Next's limit means the same everywhere.
+func (ev Event) Size() int { return eventOverhead + len(ev.Name) + len(ev.Data) }
+
+// eventOverhead is what an event counts beyond its Name and Data: the
+// 40-byte Event in a window's ring and 8 bytes for the ring's slack, which
+// is also at least what frames a one-line event on the wire ("id: ", the
+// ID, "event: ", "data: " and the line ends, for IDs below 10^12).
+const eventOverhead = 48
+
 // The names and data the library writes itself. A producer cannot send an
 // event that a client would take for one of them: [Broker.Publish] and
 // [Broker.Enqueue] refuse it with [ErrInvalidEvent].

@@ -49,7 +49,7 @@ type history struct {
 
 	// Owned by the loop.
 	tail  *chunk // the chunk that takes the next event, if it has room
-	bytes int    // eventSize of the events held
+	bytes int    // Event.Size of the events held
 }
 
 // A waker is the channel the readers of a key wait on for its next
@@ -87,7 +87,7 @@ func (h *history) notify() {
 }
 
 // read appends to buf the events from pos on that are ready, at most limit
-// bytes of them (as eventSize counts) but at least one, and returns them
+// bytes of them (as Event.Size counts) but at least one, and returns them
 // with the position after them. If the events from pos on are no longer
 // held, gap names them and the events start at the oldest held one. A gap
 // ends what a read returns: the events after it wait for the next read.
@@ -110,11 +110,11 @@ func (h *history) read(pos uint64, buf []Event, limit int) ([]Event, Gap, uint64
 		}
 		for end := min(next, c.base+chunkSize); pos < end; pos++ {
 			ev := c.events[pos-c.base]
-			if len(buf) > 0 && size+eventSize(ev) > limit {
+			if len(buf) > 0 && size+ev.Size() > limit {
 				return buf, Gap{}, pos
 			}
 			buf = append(buf, ev)
-			size += eventSize(ev)
+			size += ev.Size()
 		}
 	}
 	return buf, Gap{}, pos
@@ -140,7 +140,7 @@ func (l *loop[K]) record(t *topic[K], evs []Event) {
 		}
 		c.events[ev.ID-c.base] = ev
 		c.added[ev.ID-c.base] = stamp
-		added += eventSize(ev)
+		added += ev.Size()
 	}
 	h.bytes += added
 	l.b.replayed.Add(int64(added))
@@ -193,7 +193,7 @@ func (l *loop[K]) trim(h *history, now int64) {
 		if !over {
 			break
 		}
-		size := eventSize(c.events[first-c.base])
+		size := c.events[first-c.base].Size()
 		h.bytes -= size
 		l.b.replayed.Add(-int64(size))
 		first++

@@ -7,7 +7,7 @@ import "sync/atomic"
 // dropped, heartbeats. Give one to any number of handlers with
 // [WithMetrics]; they add to it with atomic operations, so it costs a few
 // nanoseconds per event and no lock. The zero value is ready to use. Read
-// it with [Metrics.Snapshot]; the broker's own figures are in
+// it with [Metrics.Stats]; the broker's own figures are in
 // [Broker.Stats]. The counters only grow (StreamsOpen excepted), and carry
 // no per-key label, so that their number stays fixed however many keys
 // there are. The nested module github.com/rocketqueue/sse/sseprom exports
@@ -25,8 +25,9 @@ type Metrics struct {
 	heartbeats    atomic.Uint64
 }
 
-// MetricsSnapshot is what a [Metrics] has counted.
-type MetricsSnapshot struct {
+// HandlerStats is what a [Metrics] has counted: the handlers' figures, as
+// [Stats] are a broker's.
+type HandlerStats struct {
 	StreamsOpen   int64             // streams being served now
 	StreamsServed uint64            // streams started: responses 200 with events to come
 	Refused       map[Reason]uint64 // requests that got no stream, by reason
@@ -88,10 +89,10 @@ func Reasons() []Reason {
 	return r
 }
 
-// Snapshot returns what m has counted. Each counter is read atomically;
+// Stats returns what m has counted. Each counter is read atomically;
 // together they are not one instant's, as handlers go on meanwhile.
-func (m *Metrics) Snapshot() MetricsSnapshot {
-	s := MetricsSnapshot{
+func (m *Metrics) Stats() HandlerStats {
+	s := HandlerStats{
 		StreamsOpen:   m.streamsOpen.Load(),
 		StreamsServed: m.streamsServed.Load(),
 		Refused:       make(map[Reason]uint64, numReasons),
@@ -108,6 +109,16 @@ func (m *Metrics) Snapshot() MetricsSnapshot {
 	}
 	return s
 }
+
+// MetricsSnapshot is HandlerStats's old name.
+//
+// Deprecated: use HandlerStats; MetricsSnapshot goes before the next release.
+type MetricsSnapshot = HandlerStats
+
+// Snapshot is Stats's old name.
+//
+// Deprecated: use [Metrics.Stats]; Snapshot goes before the next release.
+func (m *Metrics) Snapshot() HandlerStats { return m.Stats() }
 
 // refuse counts a refusal; a nil Metrics counts nothing.
 func (m *Metrics) refuse(r Reason) {

@@ -20,8 +20,8 @@ func TestMetrics(t *testing.T) {
 	c := open(t, srv.Client(), srv.URL, "k")
 	enqueueSeq(t, b, "k", 1, 3)
 	c.expectSeq(t, 1, 3)
-	waitFor(t, "a heartbeat", func() bool { return m.Snapshot().Heartbeats > 0 })
-	s := m.Snapshot()
+	waitFor(t, "a heartbeat", func() bool { return m.Stats().Heartbeats > 0 })
+	s := m.Stats()
 	if s.StreamsOpen != 1 || s.StreamsServed != 1 || s.Events != 3 || s.Bytes == 0 {
 		t.Fatalf("one stream of 3 events: %+v", s)
 	}
@@ -29,7 +29,7 @@ func TestMetrics(t *testing.T) {
 	back := open(t, srv.Client(), srv.URL, "k", "Last-Event-ID", c.wireID(1))
 	back.expectSeq(t, 2, 3)
 	c.expectCut(t)
-	waitFor(t, "the takeover", func() bool { return m.Snapshot().Takeovers == 1 })
+	waitFor(t, "the takeover", func() bool { return m.Stats().Takeovers == 1 })
 	// Refusals, each with its reason.
 	for _, q := range []string{"", "?key=secret", "?key=k"} { // 400, 403, 409
 		resp, err := srv.Client().Get(srv.URL + q)
@@ -48,7 +48,7 @@ func TestMetrics(t *testing.T) {
 		resp.Body.Close() // 204
 	}
 	h.waitIdle(t)
-	s = m.Snapshot()
+	s = m.Stats()
 	if s.StreamsOpen != 0 || s.StreamsServed != 2 || s.Resumes != 1 || s.Takeovers != 1 || s.Events != 5 {
 		t.Fatalf("after the resume and the end: %+v", s)
 	}
@@ -77,7 +77,7 @@ func TestMetrics(t *testing.T) {
 	}
 	gc.close()
 	gh.waitIdle(t)
-	if s := m.Snapshot(); s.Gaps != 1 {
+	if s := m.Stats(); s.Gaps != 1 {
 		t.Fatalf("gaps %d, want 1", s.Gaps)
 	}
 	db := New[string]() // its stalled key's events will be dropped at Shutdown
@@ -98,7 +98,7 @@ func TestMetrics(t *testing.T) {
 		must(t, db.Enqueue(ctx, "d", big))
 	}
 	dh.waitIdle(t)
-	if s := m.Snapshot(); s.Dropped != 1 {
+	if s := m.Stats(); s.Dropped != 1 {
 		t.Fatalf("dropped %d, want the client that stopped reading", s.Dropped)
 	}
 }

@@ -6,7 +6,13 @@ import (
 	"time"
 )
 
-// An Option configures a [Broker]; pass options to [New].
+// An Option configures a [Broker]; pass options to [New]. [Handler]'s
+// options are of another type, [HandlerOption], since a handler serves any
+// [Source], a Broker or another backend's: an option passed where it means
+// nothing does not compile. [WithLogger], which both take, is both (a
+// [LoggerOption]). Another backend has options of its own, which take the
+// same arguments in the same units when they share a name with these (see
+// the README's table of options).
 type Option interface{ apply(*config) }
 
 type optionFunc func(*config)
@@ -22,11 +28,11 @@ type config struct {
 	idle          time.Duration // close keys untouched for this long; 0: never
 	inbox         int           // commands, and events, the inbox holds before producers wait
 	replayEvents  int           // events each key's replay window holds
-	replayBytes   int           // bytes (see eventSize) each key's replay window holds
+	replayBytes   int           // bytes (see Event.Size) each key's replay window holds
 	replayBudget  int64         // bytes all replay windows and histories hold together
 	mode          Mode          // Queue or FanOut
 	historyEvents int           // FanOut: events each key's history holds
-	historyBytes  int           // FanOut: bytes (see eventSize) each key's history holds
+	historyBytes  int           // FanOut: bytes (see Event.Size) each key's history holds
 	historyAge    time.Duration // FanOut: how long an event stays in a history; 0: no bound
 	maxKeys       int           // bound on keys, open and closed; 0: none
 	maxEventSize  int           // bound on an event's Name and Data together, in bytes
@@ -60,10 +66,10 @@ func defaults() config {
 		retention:     DefaultRetention,
 		maxEventSize:  DefaultMaxEventSize,
 		inbox:         1024,
-		replayEvents:  DefaultReplay,
+		replayEvents:  DefaultReplayEvents,
 		replayBytes:   DefaultReplayBytes,
 		replayBudget:  DefaultReplayBudget,
-		historyEvents: DefaultReplay,
+		historyEvents: DefaultReplayEvents,
 		historyBytes:  DefaultReplayBytes,
 		historyAge:    DefaultHistoryAge,
 	}
@@ -147,8 +153,8 @@ func orNever(d time.Duration) time.Duration {
 	return d
 }
 
-// DefaultReplay, DefaultReplayBytes and DefaultReplayBudget bound the replay
-// windows unless [WithReplay] and [WithReplayBudget] say otherwise.
+// DefaultReplayEvents, DefaultReplayBytes and DefaultReplayBudget bound the
+// replay windows unless [WithReplay] and [WithReplayBudget] say otherwise.
 //
 // DefaultReplayBytes covers what a connection can swallow before it dies on
 // a Linux host at its default TCP settings, with one proxy on the way: the
@@ -156,12 +162,12 @@ func orNever(d time.Duration) time.Duration {
 // client's receive buffer. Measured on loopback, a connection cut while its
 // client read held at most 4.4 MB, and one whose client stopped reading at
 // most 14.5 MB, unless a proxy's own sockets grew buffers of tens of
-// megabytes (see the README's section on resuming). DefaultReplay is as
-// many events of 48 bytes, the least an event counts, so that by default
-// the bound in bytes is the one that holds. DefaultReplayBudget lets 32 keys
+// megabytes (see the README's section on resuming). DefaultReplayEvents is
+// as many events of 48 bytes, the least an event counts ([Event.Size]), so
+// that by default the bound in bytes is the one that holds. DefaultReplayBudget lets 32 keys
 // hold full windows at once.
 const (
-	DefaultReplay       = DefaultReplayBytes / eventOverhead
+	DefaultReplayEvents = DefaultReplayBytes / eventOverhead
 	DefaultReplayBytes  = 16 << 20
 	DefaultReplayBudget = 32 * DefaultReplayBytes
 )
@@ -169,9 +175,10 @@ const (
 // WithReplay bounds each key's replay window: the events SSE connections
 // took from the key (see [Broker.Subscribe]) that their clients have not
 // yet confirmed by resuming after them. The window holds at most events
-// events and bytes bytes, each event counting 48 bytes plus its Name and
-// Data (about its size on the wire, which is larger by 6 bytes for each
-// line of Data after the first); it drops its oldest beyond that. It
+// events and bytes bytes, each event counting its [Event.Size], 48 bytes
+// plus its Name and Data (about its size on the wire, which is larger by 6
+// bytes for each line of Data after the first); it drops its oldest beyond
+// that. It
 // allocates as it fills, only for keys that SSE connections read, and is
 // freed when the key is forgotten.
 //
@@ -179,8 +186,9 @@ const (
 // the server's socket, each proxy's buffers and its own receive buffer) is
 // told of the gap when it resumes. [Handler] takes no more than the window
 // between two writes, so a small window means smaller writes. The defaults
-// are [DefaultReplay] and [DefaultReplayBytes]; 0 for either turns replay
-// off. Both must be ≥ 0.
+// are [DefaultReplayEvents] and [DefaultReplayBytes]; 0 for either turns
+// replay off. Both must be ≥ 0. (ssejs's window, in the stream, counts
+// events only: its option is ssejs.WithReplayEvents.)
 func WithReplay(events, bytes int) Option {
 	if events < 0 || bytes < 0 {
 		panic("sse: WithReplay: negative bound")
@@ -231,24 +239,26 @@ func WithMode(m Mode) Option {
 
 // DefaultHistoryAge is how long a FanOut key holds an event unless
 // [WithHistory] says otherwise; its bounds in events and bytes are
-// [DefaultReplay] and [DefaultReplayBytes].
+// [DefaultReplayEvents] and [DefaultReplayBytes].
 const DefaultHistoryAge = time.Hour
 
 // WithHistory bounds each [FanOut] key's history: the events it holds so
 // that its readers read them from their own positions, resume from an ID,
 // and a late reader catches up. A history holds at most events events and
-// bytes bytes, each event counting 48 bytes plus its Name and Data, and
-// events no older than age; it drops its oldest beyond that, but always
+// bytes bytes, each event counting its [Event.Size], and events no older
+// than age; it drops its oldest beyond that, but always
 // keeps its newest event. Age is applied when the key receives events, so
 // that no timer runs per key: an event older than age may stay until the
 // next one arrives, or the key is forgotten. A reader behind the oldest
 // event held is told of the gap ([GapError], or a "gap" event over SSE). A
 // history costs its events' memory, 48 bytes an event plus its strings, and
 // counts against [WithReplayBudget]; it is freed when the key is forgotten.
-// The defaults are [DefaultReplay], [DefaultReplayBytes] and
-// [DefaultHistoryAge]; age 0, or 2⁶² ns (about 146 years) or
-// more, such as math.MaxInt64, means no bound in time. events and bytes must be ≥ 1, and
-// age ≥ 0.
+// The defaults are [DefaultReplayEvents], [DefaultReplayBytes] and
+// [DefaultHistoryAge]; age 0, or 2⁶² ns (about 146 years) or more, such as
+// math.MaxInt64, means no bound in time. events and bytes must be ≥ 1, and
+// age ≥ 0. (ssejs keeps a history in the stream, which JetStream bounds per
+// key in messages, not events: its options are ssejs.WithHistoryMessages
+// and ssejs.WithMaxAge.)
 func WithHistory(events, bytes int, age time.Duration) Option {
 	if events < 1 || bytes < 1 || age < 0 {
 		panic("sse: WithHistory: bound out of range")

@@ -105,7 +105,7 @@ func TestResumeThroughProxy(t *testing.T) {
 	total, size := 0, 0
 	for size < 5*DefaultReplayBytes {
 		total++
-		size += eventSize(Event{Data: payload(total)})
+		size += Event{Data: payload(total)}.Size()
 	}
 	go func() {
 		for i := 1; i <= total; i++ {

@@ -11,7 +11,7 @@ import "sync/atomic"
 // owns it is said at [subscription.Taken].
 type window struct {
 	events fifo   // oldest first
-	bytes  int    // the sum of eventSize over events
+	bytes  int    // the sum of Event.Size over events
 	taken  uint64 // the ID of the last event taken, even if the window keeps none
 	// unsent is the ID of the window's newest event if a connection took
 	// it from the channel and ended before it wrote it (see
@@ -19,16 +19,6 @@ type window struct {
 	// gets it first, resuming or not.
 	unsent uint64
 }
-
-// eventOverhead is what an event counts in a window beyond its Name and
-// Data: the 40-byte Event in the window's ring and 8 bytes for the ring's
-// slack, which is also at least what frames a one-line event on the wire
-// ("id: ", the ID, "event: ", "data: " and the line ends, for IDs below
-// 10^12).
-const eventOverhead = 48
-
-// eventSize is what ev counts in a window, and in a handler's write.
-func eventSize(ev Event) int { return eventOverhead + len(ev.Name) + len(ev.Data) }
 
 // windowFloor is what a window keeps when the budget is used up: its newest
 // events up to this size, or its newest event alone. It is the most
@@ -44,7 +34,7 @@ func (w *window) add(ev Event, c *config, used *atomic.Int64) {
 	if c.replayEvents == 0 || c.replayBytes == 0 {
 		return
 	}
-	size := eventSize(ev)
+	size := ev.Size()
 	for w.events.len() > 0 && (w.events.len() >= c.replayEvents || w.bytes+size > c.replayBytes) {
 		w.dropOldest(used)
 	}
@@ -65,7 +55,7 @@ func (w *window) confirm(last uint64, used *atomic.Int64) {
 }
 
 func (w *window) dropOldest(used *atomic.Int64) {
-	size := eventSize(w.events.front())
+	size := w.events.front().Size()
 	w.events.dropOldest()
 	w.bytes -= size
 	used.Add(-int64(size))

@@ -199,9 +199,9 @@ func TestResumeGap(t *testing.T) {
 // TestDefaultReplayWindow: by default the window is bounded by bytes, 16
 // MiB of events counted as 48 bytes plus their Name and Data.
 func TestDefaultReplayWindow(t *testing.T) {
-	if DefaultReplayBytes != 16<<20 || DefaultReplay != DefaultReplayBytes/48 || DefaultReplayBudget != 512<<20 {
+	if DefaultReplayBytes != 16<<20 || DefaultReplayEvents != DefaultReplayBytes/48 || DefaultReplayBudget != 512<<20 {
 		t.Fatalf("defaults %d events, %d bytes, budget %d: not the documented 349,525, 16 MiB and 512 MiB",
-			DefaultReplay, DefaultReplayBytes, DefaultReplayBudget)
+			DefaultReplayEvents, DefaultReplayBytes, DefaultReplayBudget)
 	}
 	b := newBroker[string](t) // default settings
 	const size = 1024

@@ -90,9 +90,9 @@ type Subscription interface {
 	// in Queue mode first those an earlier connection took and the client
 	// may not have received, then the live queue; in FanOut mode the
 	// history from the client's position on. It returns at most limit bytes
-	// of them, as [Handler] counts events (48 plus the Name and Data), but at
-	// least one. A nonzero gap names events the client missed, just before
-	// the returned ones, that can no longer be sent to it.
+	// of them, as [Event.Size] counts them, but at least one. A nonzero gap
+	// names events the client missed, just before the returned ones, that
+	// can no longer be sent to it.
 	//
 	// Next returns with no events, a zero gap and a nil error when tick is
 	// ready (a heartbeat is due). It returns [io.EOF], with the last events,

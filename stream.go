@@ -112,20 +112,51 @@ func (b *Broker[K]) Events(ctx context.Context, key K, from ...ReadOption) iter.
 	}
 }
 
-// readBytes bounds what an in-process FanOut reader copies out of the
-// history at once, as eventSize counts.
-const readBytes = 4 << 10
-
 // readHistory is Events in FanOut mode: a subscription of the broker's own,
 // which makes key a server key.
 func (b *Broker[K]) readHistory(ctx context.Context, key K, o ReadOption) iter.Seq2[Event, error] {
-	return func(yield func(Event, error) bool) {
-		req := SubscribeRequest{Resume: o.hasAfter, LastID: o.after}
-		from := startHeld
-		if o.live {
-			from = startLive
-		}
+	req := SubscribeRequest{Resume: o.hasAfter, LastID: o.after}
+	from := startHeld
+	if o.live {
+		from = startLive
+	}
+	return SubscriptionEvents(ctx, func() (Subscription, error) {
 		s, err := b.subscribe(ctx, key, req, from, true)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}, nil)
+}
+
+// readBytes bounds what [SubscriptionEvents] asks Next for at once, as
+// [Event.Size] counts.
+const readBytes = 4 << 10
+
+// SubscriptionEvents returns the events of the [Subscription] that
+// subscribe makes when a range begins, as the iterator that a [Reader]'s
+// Events returns: it is how [Broker.Events] reads a [FanOut] key, and how a
+// backend whose [Source] makes subscriptions in process implements Reader.
+// The range:
+//   - ends at once with no error if subscribe fails with [ErrFinished] (the
+//     key is closed and read to its end), and with subscribe's error, once,
+//     if it fails otherwise;
+//   - yields the events each Next returns, in order, after a [*GapError]
+//     for the gap Next names before them, if any;
+//   - ends after the last events with no error when Next returns [io.EOF],
+//     and otherwise with Next's error, once, last (a zero Event with it);
+//   - closes the subscription when it ends, however it ends.
+//
+// It asks Next for up to 4 KiB of events at a time (as [Event.Size] counts
+// them), with no heartbeat tick. If the caller stops the range before it
+// has every event a Next returned, unread, unless nil, is called with the
+// subscription and the events the caller did not get, before the
+// subscription is closed (a subscription that took them from a key for
+// this reader alone may have to tell the key's next reader of them).
+// SubscriptionEvents costs no goroutine.
+func SubscriptionEvents(ctx context.Context, subscribe func() (Subscription, error), unread func(s Subscription, events []Event)) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		s, err := subscribe()
 		switch {
 		case errors.Is(err, ErrFinished):
 			return // closed, and read to its end
@@ -138,10 +169,16 @@ func (b *Broker[K]) readHistory(ctx context.Context, key K, o ReadOption) iter.S
 		for {
 			evs, gap, err := s.Next(ctx, buf, nil, readBytes)
 			if gap != (Gap{}) && !yield(Event{}, &GapError{gap}) {
+				if unread != nil && len(evs) > 0 {
+					unread(s, evs)
+				}
 				return
 			}
-			for _, ev := range evs {
+			for i, ev := range evs {
 				if !yield(ev, nil) {
+					if unread != nil && i+1 < len(evs) {
+						unread(s, evs[i+1:])
+					}
 					return
 				}
 			}

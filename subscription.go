@@ -67,11 +67,11 @@ func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, 
 			}
 			gap = Gap{From: s.pos + 1, To: ev.ID - 1}
 		}
-		if len(buf) > 0 && size+eventSize(ev) > limit {
+		if len(buf) > 0 && size+ev.Size() > limit {
 			break
 		}
 		buf = append(buf, ev)
-		size += eventSize(ev)
+		size += ev.Size()
 		s.pos, s.known = ev.ID, true
 		if ev.ID == w.unsent {
 			w.unsent = 0 // sent now, as the window's others were
@@ -105,7 +105,7 @@ func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, 
 	limit = min(limit, maxBytes)
 	for n := 0; ok; n++ {
 		jump := s.known && ev.ID > s.pos+1
-		if n > 0 && (n == maxEvents || size+eventSize(ev) > limit || jump) {
+		if n > 0 && (n == maxEvents || size+ev.Size() > limit || jump) {
 			s.carry, s.carried = ev, true
 			break
 		}
@@ -114,7 +114,7 @@ func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, 
 		}
 		w.add(ev, &s.b.cfg, &s.b.replayed)
 		buf = append(buf, ev)
-		size += eventSize(ev)
+		size += ev.Size()
 		s.pos, s.known = ev.ID, true
 		select {
 		case ev, ok = <-s.t.ch:

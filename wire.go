@@ -42,6 +42,13 @@ func parseID(v string) (epoch string, id uint64, ok bool) {
 // formatEpoch is the text of an epoch on the wire.
 func formatEpoch(e uint64) string { return strconv.FormatUint(e, 36) }
 
+// NewEpoch returns a new random epoch, for a new life of a key: 48 random
+// bits in base 36, as the Broker draws its own, so that a client's ID from
+// another life is taken for one of this life once in 2^48. A [Source] of
+// another backend draws the epochs its [Subscription].Epoch returns with
+// it; [Handler] accepts any of 1 to 64 ASCII letters and digits.
+func NewEpoch() string { return formatEpoch(newEpoch()) }
+
 // checkEpoch refuses an epoch that docs/protocol.md does not allow: one
 // with any byte but an ASCII letter or digit could end the id line and
 // inject fields (a "close" that stops every client), and one too long would
