@@ -2,16 +2,10 @@ package ssejs
 
 import (
 	"context"
-	"errors"
-	"io"
 	"iter"
 
 	"github.com/rocketqueue/sse"
 )
-
-// readBytes bounds what an in-process reader takes at once, as
-// [sse.Subscription].Next counts events.
-const readBytes = 4 << 10
 
 // Events ranges over key's events, in process; it implements [sse.Reader].
 //
@@ -33,44 +27,18 @@ const readBytes = 4 << 10
 // [ErrUnavailable] when NATS became unreachable, [sse.ErrShutdown], or
 // [sse.ErrTruncated] when the key's life ended and another began.
 func (b *Broker[K]) Events(ctx context.Context, key K, from ...sse.ReadOption) iter.Seq2[sse.Event, error] {
-	return func(yield func(sse.Event, error) bool) {
-		var req sse.SubscribeRequest
-		live := false
-		if len(from) > 0 && b.cfg.mode == sse.FanOut {
-			req.LastID, req.Resume, live = from[len(from)-1].Start()
-		}
-		s, err := b.subscribe(ctx, key, req, true, live)
-		switch {
-		case errors.Is(err, sse.ErrFinished):
-			return
-		case err != nil:
-			yield(sse.Event{}, err)
-			return
-		}
-		defer s.Close()
-		var buf []sse.Event
-		for {
-			evs, gap, err := s.Next(ctx, buf, nil, readBytes)
-			if gap != (sse.Gap{}) && !yield(sse.Event{}, &sse.GapError{Gap: gap}) {
-				forfeit[K](s, evs)
-				return
-			}
-			for i, ev := range evs {
-				if !yield(ev, nil) {
-					forfeit[K](s, evs[i+1:])
-					return
-				}
-			}
-			switch {
-			case err == io.EOF:
-				return
-			case err != nil:
-				yield(sse.Event{}, err)
-				return
-			}
-			buf = evs
-		}
+	var req sse.SubscribeRequest
+	live := false
+	if len(from) > 0 && b.cfg.mode == sse.FanOut {
+		req.LastID, req.Resume, live = from[len(from)-1].Start()
 	}
+	return sse.SubscriptionEvents(ctx, func() (sse.Subscription, error) {
+		s, err := b.subscribe(ctx, key, req, true, live)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}, forfeit[K])
 }
 
 // forfeit tells a Queue subscription that its reader stopped before it
@@ -78,7 +46,7 @@ func (b *Broker[K]) Events(ctx context.Context, key K, from ...sse.ReadOption) i
 // past them): the key's next reader is told of them by a gap (see
 // qkey.owed), since no other reader can be given them without risking a
 // duplicate.
-func forfeit[K comparable](s subscription, evs []sse.Event) {
+func forfeit[K comparable](s sse.Subscription, evs []sse.Event) {
 	if q, ok := s.(*queueSub[K]); ok && len(evs) > 0 {
 		q.qk.forfeit(evs[0].ID, evs[len(evs)-1].ID)
 	}

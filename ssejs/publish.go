@@ -466,7 +466,7 @@ func (b *Broker[K]) storeOne(ctx context.Context, waiting func() bool, pk *pubKe
 		}
 		epoch := st.epoch
 		if st.seq == 0 {
-			epoch = newEpoch()
+			epoch = sse.NewEpoch()
 		}
 		m := &nats.Msg{Subject: pk.subject, Data: body, Header: nats.Header{}}
 		m.Header.Set(hdrEpoch, epoch)

@@ -647,11 +647,11 @@ func (s *queueSub[K]) replay(ctx context.Context, buf []sse.Event, gap sse.Gap, 
 			if ev.ID > s.rend {
 				break
 			}
-			if len(buf) > 0 && size+eventSize(ev) > limit {
+			if len(buf) > 0 && size+ev.Size() > limit {
 				return buf, gap, nil
 			}
 			buf = append(buf, ev)
-			size += eventSize(ev)
+			size += ev.Size()
 			s.rpos = ev.ID + 1
 		}
 		if s.rpos >= bt.next() {
@@ -814,12 +814,12 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		}
 		full := false
 		for _, ev := range evs {
-			if len(buf) > 0 && (size+eventSize(ev) > limit || uint64(len(buf)) >= maxEvents) {
+			if len(buf) > 0 && (size+ev.Size() > limit || uint64(len(buf)) >= maxEvents) {
 				full = true
 				break
 			}
 			buf = append(buf, ev)
-			size += eventSize(ev)
+			size += ev.Size()
 			off, floorSeq = ev.ID+1, bt.seq
 		}
 		if full {

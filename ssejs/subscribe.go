@@ -180,11 +180,11 @@ func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.
 	for {
 		for len(s.pending) > 0 {
 			ev := s.pending[0]
-			if len(buf) > 0 && size+eventSize(ev) > limit {
+			if len(buf) > 0 && size+ev.Size() > limit {
 				return buf, gap, nil
 			}
 			buf = append(buf, ev)
-			size += eventSize(ev)
+			size += ev.Size()
 			s.pending = s.pending[1:]
 		}
 		if s.err != nil {

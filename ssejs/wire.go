@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
-	"math/rand/v2"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -18,10 +17,6 @@ const (
 	hdrCount = "Sse-Count" // how many events the body holds
 	hdrClose = "Sse-Close" // "1": the key is closed after this message's events
 )
-
-// newEpoch draws the epoch of a new life of a key: 48 random bits in base
-// 36, as the in-process broker writes its own.
-func newEpoch() string { return strconv.FormatUint(rand.Uint64()>>16, 36) }
 
 // A batch is one stored message, decoded: a run of a key's events. It is
 // immutable once parsed, and handed from goroutine to goroutine whole.
@@ -101,7 +96,3 @@ func uvarintLen(n int) int {
 	}
 	return k
 }
-
-// eventSize is an event's size as [sse.Subscription].Next's limit counts
-// it: 48 bytes plus its Name and Data.
-func eventSize(ev sse.Event) int { return 48 + len(ev.Name) + len(ev.Data) }
