@@ -6,7 +6,7 @@ replace github.com/rocketqueue/sse => ../
 
 require (
 	github.com/prometheus/client_golang v1.25.0
-	github.com/rocketqueue/sse v0.0.0-20261207202306-da109f8f8ba0
+	github.com/rocketqueue/sse v0.0.0-20261207220942-acb4459c32dd
 	go.uber.org/goleak v1.3.0
 )
 

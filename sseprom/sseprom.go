@@ -1,7 +1,10 @@
 // Package sseprom exports the figures of github.com/rocketqueue/sse to
 // Prometheus: a [Collector], which reads an [sse.Metrics] that handlers
 // share and the [sse.Stats] of brokers each time it is scraped, for the
-// caller to register on its own prometheus.Registerer.
+// caller to register on its own prometheus.Registerer. A broker is any
+// backend with a Stats method that returns sse.Stats: an *sse.Broker, or an
+// *ssejs.Broker of github.com/rocketqueue/sse/ssejs, which sseprom does not
+// import.
 //
 //	var metrics sse.Metrics
 //	h := sse.Handler(broker, key, sse.WithMetrics(&metrics))
@@ -10,7 +13,7 @@
 // The names follow Prometheus's conventions: base units, "_total" for
 // counters. With namespace "myapp" (or "sse" if it is empty) they are:
 //
-// From the handlers' [sse.Metrics]:
+// From the handlers' [sse.Metrics] (its [sse.HandlerStats]):
 //
 //	myapp_streams_open                       gauge    streams being served
 //	myapp_streams_total                      counter  streams started
@@ -27,7 +30,10 @@
 // "bad_request", "key_function", "not_found", "conflict", "finished",
 // "retry_later", "internal"; every one is exported, zero or not.
 //
-// From each broker's [sse.Stats], labelled broker="<its name>":
+// From each broker's [sse.Stats], labelled broker="<its name>" (an
+// ssejs.Broker reports its process's part: the keys it reads, the events
+// its calls stored or sent to closed keys; its closed keys, pending events,
+// dropped events and replay bytes are 0, see its Stats):
 //
 //	myapp_broker_keys{broker}                    gauge    open keys
 //	myapp_broker_closed_keys{broker}             gauge    closed keys still remembered
@@ -46,8 +52,9 @@ import (
 	"github.com/rocketqueue/sse"
 )
 
-// A Statser is what a [Collector] reads a broker's figures from: a
-// *sse.Broker of any key type.
+// A Statser is what a [Collector] reads a broker's figures from: an
+// *sse.Broker or an *ssejs.Broker of any key type, or any backend that
+// reports its figures as they do.
 type Statser interface{ Stats() sse.Stats }
 
 // A NamedBroker is a broker with the name its metrics are labelled with.
@@ -121,7 +128,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // Collect reads the figures and sends them.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if m := c.metrics; m != nil {
-		s := m.Snapshot()
+		s := m.Stats()
 		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 		}
