@@ -94,6 +94,24 @@ func statusOf(err error, def int) int {
 	return def
 }
 
+// admit returns what the key function f (Handler's, or MultiHandler's)
+// makes of a GET request, or answers the request (405, or the key
+// function's refusal) and returns false.
+func admit[K comparable, T any](h *handler[K], w http.ResponseWriter, r *http.Request, f func(*http.Request) (T, error)) (T, bool) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		h.refuse(w, r, http.StatusMethodNotAllowed, RefusedMethod, errOnlyGet)
+		var none T
+		return none, false
+	}
+	v, err := keyOf(f, r)
+	if err != nil {
+		h.refuseKey(w, r, err)
+		return v, false
+	}
+	return v, true
+}
+
 // refuseKey answers a request whose key function failed: 400, or the
 // status the error carries (500 for a panic).
 func (h *handler[K]) refuseKey(w http.ResponseWriter, r *http.Request, err error) {

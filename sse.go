@@ -125,17 +125,9 @@ type handler[K comparable] struct {
 }
 
 func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		h.refuse(w, r, http.StatusMethodNotAllowed, RefusedMethod, errOnlyGet)
-		return
+	if key, ok := admit(h, w, r, h.key); ok {
+		h.serve(w, r, key)
 	}
-	key, err := keyOf(h.key, r)
-	if err != nil {
-		h.refuseKey(w, r, err)
-		return
-	}
-	h.serve(w, r, key)
 }
 
 // serve streams key, which the key function gave, to the request.
