@@ -110,16 +110,6 @@ func (m *Metrics) Stats() HandlerStats {
 	return s
 }
 
-// MetricsSnapshot is HandlerStats's old name.
-//
-// Deprecated: use HandlerStats; MetricsSnapshot goes before the next release.
-type MetricsSnapshot = HandlerStats
-
-// Snapshot is Stats's old name.
-//
-// Deprecated: use [Metrics.Stats]; Snapshot goes before the next release.
-func (m *Metrics) Snapshot() HandlerStats { return m.Stats() }
-
 // refuse counts a refusal; a nil Metrics counts nothing.
 func (m *Metrics) refuse(r Reason) {
 	if m != nil {
