@@ -149,10 +149,11 @@ const readBytes = 4 << 10
 //
 // It asks Next for up to 4 KiB of events at a time (as [Event.Size] counts
 // them), with no heartbeat tick. If the caller stops the range before it
-// has every event a Next returned, unread, unless nil, is called with the
-// subscription and the events the caller did not get, before the
-// subscription is closed (a subscription that took them from a key for
-// this reader alone may have to tell the key's next reader of them).
+// has every event a Next returned (it breaks out of its loop, or its loop
+// body panics), unread, unless nil, is called with the subscription and
+// the events the caller did not get, before the subscription is closed
+// (a subscription that took them from a key for this reader alone may
+// have to tell the key's next reader of them).
 // SubscriptionEvents costs no goroutine.
 func SubscriptionEvents(ctx context.Context, subscribe func() (Subscription, error), unread func(s Subscription, events []Event)) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
@@ -165,20 +166,27 @@ func SubscriptionEvents(ctx context.Context, subscribe func() (Subscription, err
 			return
 		}
 		defer s.Close()
+		// rest is what the caller has not been handed of the last Next's
+		// events: given to unread however the range ends early, by a
+		// break or by a panic in the caller's loop body.
+		var rest []Event
+		if unread != nil {
+			defer func() {
+				if len(rest) > 0 {
+					unread(s, rest)
+				}
+			}()
+		}
 		var buf []Event
 		for {
 			evs, gap, err := s.Next(ctx, buf, nil, readBytes)
+			rest = evs
 			if gap != (Gap{}) && !yield(Event{}, &GapError{gap}) {
-				if unread != nil && len(evs) > 0 {
-					unread(s, evs)
-				}
 				return
 			}
 			for i, ev := range evs {
+				rest = evs[i+1:]
 				if !yield(ev, nil) {
-					if unread != nil && i+1 < len(evs) {
-						unread(s, evs[i+1:])
-					}
 					return
 				}
 			}

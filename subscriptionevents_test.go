@@ -113,6 +113,28 @@ func TestSubscriptionEvents(t *testing.T) {
 		t.Errorf("Next's error: %v, closed %d", seen, s.closed)
 	}
 
+	// A loop body that panics at 6 (a server recovers it further up): 7
+	// is unread, as for a break, and the subscription is closed.
+	s = script()
+	var panicUnread []Event
+	func() {
+		defer func() {
+			if p := recover(); p != "at 6" {
+				t.Errorf("recovered %v, want the body's panic", p)
+			}
+		}()
+		for ev := range SubscriptionEvents(ctx, func() (Subscription, error) { return s, nil }, func(_ Subscription, rest []Event) {
+			panicUnread = slices.Clone(rest)
+		}) {
+			if ev.ID == 6 {
+				panic("at 6")
+			}
+		}
+	}()
+	if !slices.Equal(panicUnread, evs(7)) || s.closed != 1 {
+		t.Errorf("a body that panicked at 6: unread %v, closed %d; want [7], 1", panicUnread, s.closed)
+	}
+
 	// subscribe's errors: ErrFinished ends the range quietly, any other
 	// comes once; unread may be nil.
 	for _, err := range []error{ErrFinished, ErrShutdown} {
