@@ -12,15 +12,26 @@ import (
 // header or, without one, its lastEventId query parameter, split into its
 // epoch (empty for a plain decimal ID) and event ID.
 func lastEventID(r *http.Request) (epoch string, id uint64, header, ok bool) {
-	v, header := r.Header["Last-Event-Id"]
-	if !header {
-		v = r.URL.Query()["lastEventId"]
-	}
-	if len(v) == 0 {
+	v, header, ok := rawLastEventID(r)
+	if !ok {
 		return "", 0, header, false
 	}
-	epoch, id, ok = parseID(v[0])
+	epoch, id, ok = parseID(v)
 	return epoch, id, header, ok
+}
+
+// rawLastEventID returns the text of a request's Last-Event-ID header or,
+// without one, of its lastEventId query parameter; header tells which, ok
+// whether there is either.
+func rawLastEventID(r *http.Request) (v string, header, ok bool) {
+	vs, header := r.Header["Last-Event-Id"]
+	if !header {
+		vs = r.URL.Query()["lastEventId"]
+	}
+	if len(vs) == 0 {
+		return "", header, false
+	}
+	return vs[0], header, true
 }
 
 // parseID splits a wire ID, "<epoch>-<id>" or a plain "<id>", into its
@@ -115,7 +126,12 @@ func appendGap(buf []byte, epoch string, g Gap) []byte {
 // and a blank line. An empty Data still gets one data line, so that the
 // client dispatches it.
 func appendEvent(buf []byte, epoch string, ev Event) []byte {
-	buf = appendID(buf, epoch, ev.ID)
+	return appendBody(appendID(buf, epoch, ev.ID), ev)
+}
+
+// appendBody appends what follows an event's id line: its event line, its
+// data lines and the blank line (see appendEvent).
+func appendBody(buf []byte, ev Event) []byte {
 	if ev.Name != "" {
 		buf = append(buf, "event: "...)
 		buf = append(buf, ev.Name...)
