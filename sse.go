@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"sync"
 	"time"
 )
 
@@ -234,13 +235,12 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	buf := make([]byte, 0, 4<<10)
 	// With WithRetry, the field goes at the start of the stream's first
 	// event's block (see appendRetry): a block of its own, or one left
 	// open while heartbeats pile up in it, is not read alike by every
 	// client.
 	retry := h.cfg.retry > 0
-	if err := c.write(buf); err != nil { // the headers, at once
+	if err := c.write(nil); err != nil { // the headers, at once
 		h.failed(ctx, r, err)
 		return
 	}
@@ -252,20 +252,39 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		heartbeat = beat.C
 	}
 	m := h.cfg.metrics
+	// A stream holds no write buffer while it waits (see writeBufs), and
+	// room for keptEvents events, emptied after each write, so that it
+	// holds no event's data either. A batch larger than that takes its
+	// room from eventBufs, which the stream keeps, so that it does not
+	// allocate again for the next large batch, until a heartbeat is due:
+	// a stream that waited that long is idle.
 	var evs []Event
+	var large *[]Event
+	var big *[]byte // a write buffer grown beyond maxPooledBuf, kept likewise
+	defer func() {
+		if large != nil {
+			putEvents(large)
+		}
+	}()
 	for {
-		var gap Gap
-		var err error
-		evs, gap, err = sub.Next(ctx, evs, heartbeat, flushBytes)
-		buf = buf[:0]
-		if retry && (gap != (Gap{}) || len(evs) > 0 || errors.Is(err, io.EOF)) {
+		in := evs
+		if large != nil {
+			in = *large
+		}
+		got, gap, err := sub.Next(ctx, in, heartbeat, flushBytes)
+		bp := big
+		if bp == nil {
+			bp = writeBufs.Get().(*[]byte)
+		}
+		buf := (*bp)[:0]
+		if retry && (gap != (Gap{}) || len(got) > 0 || errors.Is(err, io.EOF)) {
 			buf, retry = appendRetry(buf, h.cfg.retry), false
 		}
 		if gap != (Gap{}) {
 			buf = appendGap(buf, epoch, gap)
 			h.log(ctx, slog.LevelWarn, "sse: client missed events that can no longer be sent", r, slog.Uint64("from", gap.From), slog.Uint64("to", gap.To))
 		}
-		for _, ev := range evs {
+		for _, ev := range got {
 			if h.checkEvents && !sendable(ev) {
 				buf = appendGap(buf, epoch, Gap{From: ev.ID, To: ev.ID})
 				h.log(ctx, slog.LevelError, "sse: the source gave an event that cannot be sent: sent as a gap", r, slog.Uint64("id", ev.ID), slog.String("name", ev.Name))
@@ -274,11 +293,13 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 			buf = appendEvent(buf, epoch, ev)
 		}
 		ping := false
+		done := true // the stream ends after this write, if any
 		switch {
 		case err == nil:
 			if ping = len(buf) == 0; ping {
 				buf = append(buf, ": ping\n\n"...)
 			}
+			done = false
 		case errors.Is(err, io.EOF):
 			buf = append(buf, h.cfg.end...)
 		case errors.Is(err, ErrTruncated):
@@ -290,16 +311,23 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 				m.takeovers.Add(1)
 			}
 			h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
+			keepWriteBuf(bp, buf)
 			return
 		case errors.Is(context.Cause(ctx), errServerShutdown):
 			// Graceful ends the stream: tell the client when to come back,
 			// each a different time, so that they do not all come at once.
-			c.write(appendRetry(buf[:0], shutdownRetry()))
+			buf = appendRetry(buf[:0], shutdownRetry())
+			c.write(buf)
+			keepWriteBuf(bp, buf)
 			return
 		default: // the client went away
+			keepWriteBuf(bp, buf)
 			return
 		}
-		if werr := c.write(buf); werr != nil {
+		werr := c.write(buf)
+		n := len(buf)
+		big = keepWriteBuf(bp, buf)
+		if werr != nil {
 			if m != nil && !errors.Is(werr, errAborted) {
 				m.dropped.Add(1)
 			}
@@ -307,8 +335,8 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 			return
 		}
 		if m != nil {
-			m.bytes.Add(uint64(len(buf)))
-			m.events.Add(uint64(len(evs)))
+			m.bytes.Add(uint64(n))
+			m.events.Add(uint64(len(got)))
 			if gap != (Gap{}) {
 				m.gaps.Add(1)
 			}
@@ -316,14 +344,75 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 				m.heartbeats.Add(1)
 			}
 		}
-		if err != nil {
+		clear(got)
+		if done {
 			return
+		}
+		switch {
+		case len(got) > keptEvents: // a large batch: keep large room
+			if large == nil {
+				large = eventBufs.Get().(*[]Event)
+			}
+			if cap(got) >= cap(*large) {
+				*large = got[:0]
+			}
+		case ping && large != nil: // the stream waited a whole heartbeat
+			putEvents(large)
+			large = nil
+		case large == nil && got != nil && cap(got) <= keptEvents:
+			evs = got[:0]
+		}
+		if ping {
+			big = nil // the stream waited a whole heartbeat
 		}
 		if beat != nil {
 			beat.Reset(h.cfg.heartbeat)
 		}
 	}
 }
+
+// writeBufs holds the handler's write buffers between writes. A stream
+// takes one when Next returns, and gives it back after the write, so that
+// the buffers are as many as the streams writing at once, not as the
+// streams open.
+var writeBufs = sync.Pool{New: func() any {
+	buf := make([]byte, 0, 4<<10)
+	return &buf
+}}
+
+// maxPooledBuf is the largest write buffer given back to writeBufs: one
+// grown larger for a large event stays with its stream, so that the next
+// large event does not allocate again, until a heartbeat is due, and is
+// then left to the garbage collector, so that the pool does not keep it.
+const maxPooledBuf = 64 << 10
+
+// keepWriteBuf gives buf, grown from *bp, back to writeBufs, and returns
+// nil; or, if it grew beyond maxPooledBuf, returns it for the stream to
+// keep.
+func keepWriteBuf(bp *[]byte, buf []byte) (big *[]byte) {
+	*bp = buf[:0]
+	if cap(buf) > maxPooledBuf {
+		return bp
+	}
+	writeBufs.Put(bp)
+	return nil
+}
+
+// eventBufs holds room for large batches of events, emptied, between the
+// streams that take them (see handler.stream).
+var eventBufs = sync.Pool{New: func() any { return new([]Event) }}
+
+// putEvents gives room for events back to eventBufs, emptied: a Source
+// may have appended to it and returned no events.
+func putEvents(p *[]Event) {
+	clear((*p)[:cap(*p)])
+	*p = (*p)[:0]
+	eventBufs.Put(p)
+}
+
+// keptEvents is the room for events a stream keeps while it waits: a
+// batch larger than that takes its room from eventBufs.
+const keptEvents = 8
 
 // failed logs a write that failed.
 func (h *handler[K]) failed(ctx context.Context, r *http.Request, err error) {

@@ -13,9 +13,9 @@ import (
 // deadline; and it lets a later request for the key abort it, so that a
 // takeover does not wait for a write blocked on a dead client.
 type conn struct {
-	w       http.ResponseWriter      // immutable
-	rc      *http.ResponseController // immutable
-	timeout time.Duration            // immutable: the deadline of each write; 0: none
+	w       http.ResponseWriter     // immutable
+	rc      http.ResponseController // immutable
+	timeout time.Duration           // immutable: the deadline of each write; 0: none
 
 	mu       sync.Mutex
 	aborted  bool // guarded by mu: every write fails from now on
@@ -23,7 +23,8 @@ type conn struct {
 }
 
 func newConn(w http.ResponseWriter, timeout time.Duration) *conn {
-	return &conn{w: w, rc: http.NewResponseController(w), timeout: timeout}
+	// The controller is held by value: one allocation less per stream.
+	return &conn{w: w, rc: *http.NewResponseController(w), timeout: timeout}
 }
 
 // errAborted is the error of writes after abort.

@@ -6,11 +6,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rocketqueue/sse"
+	"github.com/rocketqueue/sse/ssetest"
 )
 
 // BenchmarkHandlerWrite measures sse.Handler's write path alone: a Source
@@ -90,3 +93,80 @@ func (w *discardWriter) WriteHeader(int)                  {}
 func (w *discardWriter) Write(p []byte) (int, error)      { w.bytes += len(p); return len(p), nil }
 func (w *discardWriter) Flush()                           {}
 func (w *discardWriter) SetWriteDeadline(time.Time) error { return nil }
+
+// TestHandlerBuffers: the handler's pooled write buffers and room for
+// events, which streams share, carry every event whole and in order while
+// several streams write at once, through small batches, large ones (which
+// take room from a pool), events larger than a pooled buffer (which a
+// stream keeps), and heartbeats (which give them back).
+func TestHandlerBuffers(t *testing.T) {
+	b := sse.New[string](sse.WithMode(sse.FanOut))
+	defer b.Shutdown(context.Background())
+	srv := httptest.NewServer(sse.Handler(b, func(r *http.Request) (string, error) {
+		return r.URL.Query().Get("key"), nil
+	}, sse.WithHeartbeat(2*time.Millisecond)))
+	defer srv.Close()
+
+	// dataOf is event id's data on key: its key and ID, then a run of
+	// one letter, 100 KiB long for every 7th.
+	dataOf := func(key string, id int) string {
+		size := 10 + id%90
+		if id%7 == 0 {
+			size = 100 << 10
+		}
+		return key + "/" + strconv.Itoa(id) + "/" + strings.Repeat(string(rune('a'+id%26)), size)
+	}
+	batches := []int{1, 20, 1, 3, 50, 2, 9}
+	const keys, rounds = 4, 3
+	total := rounds * 86 // the sum of batches, per round
+	var wg sync.WaitGroup
+	for k := range keys {
+		key := "k" + strconv.Itoa(k)
+		resp, err := http.Get(srv.URL + "/?key=" + key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := ssetest.CheckResponse(resp); err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			events := ssetest.NewReader(resp.Body)
+			for id := 1; id <= total; id++ {
+				ev, err := events.Next()
+				if err != nil {
+					t.Errorf("%s, event %d: %v", key, id, err)
+					return
+				}
+				if !strings.HasSuffix(ev.ID, "-"+strconv.Itoa(id)) || ev.Data != dataOf(key, id) {
+					t.Errorf("%s: event %s with %d bytes of data, want event %d", key, ev.ID, len(ev.Data), id)
+					return
+				}
+			}
+			if ev, err := events.Next(); err != nil || ev.Type != sse.EventClose {
+				t.Errorf("%s: %+v, %v after the last event, want close", key, ev, err)
+			}
+		})
+		wg.Go(func() {
+			id := 0
+			for i := range rounds * len(batches) {
+				evs := make([]sse.Event, batches[i%len(batches)])
+				for j := range evs {
+					id++
+					evs[j] = sse.Event{Data: dataOf(key, id)}
+				}
+				if err := b.Publish(context.Background(), key, evs...); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%3 == 0 {
+					time.Sleep(5 * time.Millisecond) // a heartbeat is due
+				}
+			}
+			if err := b.Close(context.Background(), key); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+}
