@@ -67,6 +67,9 @@ func (b *Broker[K]) subscribe(ctx context.Context, key K, req SubscribeRequest, 
 			if a.err != nil {
 				return nil, a.err
 			}
+			// The loop sends nothing more once it has answered: the
+			// channel goes now, not with the subscription.
+			s.ready = nil
 			return s, nil
 		case <-ctx.Done():
 			s.Close()

@@ -18,7 +18,7 @@ type subscription[K comparable] struct {
 	req   SubscribeRequest // immutable
 	start start            // immutable
 	local bool             // immutable: a reader in process, not a connection (see subscribe)
-	ready chan answer      // the loop's answers to Subscribe: capacity 2 in Queue mode, 1 in FanOut mode
+	ready chan answer      // the loop's answers to Subscribe: capacity 2 in Queue mode, 1 in FanOut mode; nil once it succeeded
 	done  chan struct{}    // Queue mode: closed by the loop on takeover; nil in FanOut mode
 
 	// Set by the loop before it answers on ready, then read-only.
