@@ -48,6 +48,6 @@ func (b *Broker[K]) Events(ctx context.Context, key K, from ...sse.ReadOption) i
 // duplicate.
 func forfeit[K comparable](s sse.Subscription, evs []sse.Event) {
 	if q, ok := s.(*queueSub[K]); ok && len(evs) > 0 {
-		q.qk.forfeit(evs[0].ID, evs[len(evs)-1].ID)
+		q.qk.forfeit(q, evs[0].ID, evs[len(evs)-1].ID)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,10 @@ type qkey[K comparable] struct {
 	released   bool   // guarded by lmu: the last reader left; no more renewals
 	unsure     string // guarded by lmu: the nonce of a write that failed and may have been stored
 	unsureTake bool   // guarded by lmu: that write was a take's, whose events were not handed out
+	// unknown is guarded by lmu: the nonces of this qkey's writes whose
+	// outcome is not known, since its last confirmed one (unsure is the
+	// last of them), at most maxUnknown.
+	unknown []string
 	// owed is guarded by lmu: events whose floor is written that may not
 	// have been handed out (see lease.Pend): a take of the previous owner,
 	// or what a reader here stopped before it took. The next take names
@@ -73,10 +78,15 @@ type qkey[K comparable] struct {
 	// Pend for the next owner.
 	owed sse.Gap
 	// held is guarded by lmu: per in-process reader of this process, the
-	// events of its last take that it may not have yielded yet (from the
-	// take until its next Next or its Close). Every lease write adds them
-	// to OwedFrom and OwedTo: a forfeit may never reach the bucket.
+	// events of its last take that it may not have yielded yet (set by the
+	// take's own lease write, until the reader's next Next, its forfeit or
+	// its Close). Every later lease write adds those of the lease's life
+	// to OwedFrom and OwedTo: a forfeit may never reach the bucket. A
+	// connection does not finish (close, 204) while some are held.
 	held map[*queueSub[K]]sse.Gap
+	// unheld is guarded by lmu: closed, and replaced, when a reader's held
+	// events are released (yielded or forfeit).
+	unheld chan struct{}
 
 	// Guarded by sem.
 	feed    *feed
@@ -205,14 +215,15 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 // here names them in a gap first, and if this process lets the key go
 // before that, its release write leaves them to the next owner as the
 // lease's Pend.
-func (qk *qkey[K]) forfeit(from, to uint64) {
+func (qk *qkey[K]) forfeit(s *queueSub[K], from, to uint64) {
+	qk.lmu.Lock()
+	qk.owe(from, to)
+	qk.unhold(s)
+	qk.lmu.Unlock()
 	if qk.lock(context.Background()) != nil {
 		return
 	}
 	defer func() { <-qk.sem }()
-	qk.lmu.Lock()
-	qk.owe(from, to)
-	qk.lmu.Unlock()
 	// Recorded in the lease at once, so that the next owner learns of them
 	// if this process goes before its next write.
 	ctx, cancel := context.WithTimeout(context.Background(), qk.b.attemptTimeout())
@@ -238,20 +249,47 @@ func union(a, b sse.Gap) sse.Gap {
 }
 
 // hold records, for the in-process reader s, the events from to to of
-// its last take, which it has not yielded yet; zero from and to: it has
-// yielded them all (or stopped, and forfeit what it had not).
+// its last take, which it has not yielded yet. The caller holds lmu, so
+// that no lease write comes between the take's and the record.
 func (qk *qkey[K]) hold(s *queueSub[K], from, to uint64) {
-	qk.lmu.Lock()
-	defer qk.lmu.Unlock()
-	if from == 0 {
-		delete(qk.held, s)
-		return
-	}
 	if qk.held == nil {
 		qk.held = make(map[*queueSub[K]]sse.Gap)
 	}
 	qk.held[s] = sse.Gap{From: from, To: to}
 }
+
+// unhold records that the in-process reader s yielded, or forfeit, what
+// it held. The caller holds lmu.
+func (qk *qkey[K]) unhold(s *queueSub[K]) {
+	if _, ok := qk.held[s]; !ok {
+		return
+	}
+	delete(qk.held, s)
+	if qk.unheld != nil {
+		close(qk.unheld)
+		qk.unheld = nil
+	}
+}
+
+// heldElse returns, if a reader other than s holds events of the life
+// epoch, a channel closed when some reader's held events are released;
+// nil if none does. The caller holds lmu.
+func (qk *qkey[K]) heldElse(s *queueSub[K], epoch string) <-chan struct{} {
+	for r := range qk.held {
+		if r != s && r.epoch == epoch {
+			if qk.unheld == nil {
+				qk.unheld = make(chan struct{})
+			}
+			return qk.unheld
+		}
+	}
+	return nil
+}
+
+// maxUnknown bounds qkey.unknown: writes in a row whose outcome is not
+// known, each after its attempt's time, beyond which the qkey is taken as
+// lost.
+const maxUnknown = 16
 
 // maxUnsure bounds Broker.unsure.
 const maxUnsure = 4096
@@ -302,8 +340,10 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		// write.
 		nl.Pend = 0
 		owes := qk.owed
-		for _, g := range qk.held {
-			owes = union(owes, g)
+		for r, g := range qk.held {
+			if r.epoch == nl.Epoch { // not a life that ended
+				owes = union(owes, g)
+			}
 		}
 		nl.OwedFrom, nl.OwedTo = owes.From, owes.To
 		if change != nil {
@@ -315,13 +355,17 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 			err = context.DeadlineExceeded // in tests: stored, its ack lost
 		}
 		if err == nil {
-			qk.lease, qk.rev, qk.unsure = nl, rev, ""
+			qk.lease, qk.rev, qk.unsure, qk.unknown = nl, rev, "", qk.unknown[:0]
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
 			// It may have been written, its ack lost; a take's advanced
 			// the floor over events it did not hand out.
 			qk.unsure, qk.unsureTake = nl.Nonce, nl.Floor > qk.lease.Floor
+			if len(qk.unknown) == maxUnknown {
+				qk.unknown = qk.unknown[1:]
+			}
+			qk.unknown = append(qk.unknown, nl.Nonce)
 			return err
 		}
 		// Someone wrote since: another process, or an earlier write of
@@ -332,10 +376,13 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		}
 		if gerr == nil && attempt == 0 {
 			var cur lease
-			if json.Unmarshal(e.Value(), &cur) == nil && cur.Nonce != "" && (cur.Nonce == nl.Nonce || cur.Nonce == qk.unsure) {
+			// Ours if it carries this write's nonce or one of this qkey's
+			// writes whose outcome was not known: the last one may have
+			// been refused, and an earlier one stored.
+			if json.Unmarshal(e.Value(), &cur) == nil && cur.Nonce != "" && (cur.Nonce == nl.Nonce || slices.Contains(qk.unknown, cur.Nonce)) {
 				// Ours: take it as written, and write again over it.
 				if cur.Nonce == nl.Nonce {
-					qk.lease, qk.rev, qk.unsure = cur, e.Revision(), ""
+					qk.lease, qk.rev, qk.unsure, qk.unknown = cur, e.Revision(), "", qk.unknown[:0]
 					return nil
 				}
 				// The write that failed was stored, but its caller took
@@ -344,7 +391,7 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 				// confirmed.
 				c := qk.lease
 				cur.Epoch, cur.Floor, cur.FloorSeq, cur.Local, cur.Pend = c.Epoch, c.Floor, c.FloorSeq, c.Local, c.Pend
-				qk.lease, qk.rev, qk.unsure = cur, e.Revision(), ""
+				qk.lease, qk.rev, qk.unsure, qk.unknown = cur, e.Revision(), "", qk.unknown[:0]
 				continue
 			}
 		}
@@ -418,7 +465,7 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			delete(b.unsure, qk.token)
 			b.mu.Unlock()
 			qk.lmu.Lock()
-			qk.unsure = "" // a write of another revision
+			qk.unsure, qk.unknown = "", qk.unknown[:0] // writes of another revision
 			qk.lmu.Unlock()
 			// The previous owner's last take may not have been handed
 			// out: another process's can't be known (this process's was
@@ -558,7 +605,7 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 		}
 	}
 	qk.lmu.Lock()
-	owes := qk.owed != (sse.Gap{})
+	owes := qk.owed != (sse.Gap{}) || qk.heldElse(nil, l.Epoch) != nil
 	qk.lmu.Unlock()
 	if last.closed && l.Floor+1 == last.next() && s.rpos > s.rend && s.gap == (sse.Gap{}) && !owes {
 		return nil, sse.ErrFinished
@@ -589,7 +636,9 @@ func (s *queueSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan tim
 	default:
 	}
 	if s.local {
-		s.qk.hold(s, 0, 0) // it yielded what it took before
+		s.qk.lmu.Lock()
+		s.qk.unhold(s) // it yielded what it took before
+		s.qk.lmu.Unlock()
 	}
 	var gap sse.Gap
 	if !s.started {
@@ -733,6 +782,33 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			s.saw(g.To)
 			return nil, g, nil
 		}
+		if qk.ended && !s.local {
+			// Not before the readers here that hold events have yielded
+			// or forfeit them: a forfeit is named to this connection.
+			qk.lmu.Lock()
+			unheld := qk.heldElse(s, s.epoch)
+			qk.lmu.Unlock()
+			if unheld != nil {
+				select {
+				case <-unheld:
+					continue
+				case <-qk.wanted():
+					return nil, sse.Gap{}, errYield
+				case <-tick:
+					return nil, sse.Gap{}, nil
+				case <-ctx.Done():
+					return nil, sse.Gap{}, ctx.Err()
+				case <-s.done:
+					return nil, sse.Gap{}, sse.ErrReplaced
+				case <-qk.lost:
+					return nil, sse.Gap{}, sse.ErrReplaced
+				case <-s.down:
+					return nil, sse.Gap{}, ErrUnavailable
+				case <-b.quit:
+					return nil, sse.Gap{}, sse.ErrShutdown
+				}
+			}
+		}
 		if qk.ended {
 			// Before the end, a connection is told of the key's last
 			// events that others took.
@@ -838,9 +914,17 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			l.Pend, l.PrevSeq, l.PrevLocal, l.Floor, l.FloorSeq = floor-l.Floor, l.FloorSeq, l.Local, floor, floorSeq
 			if s.local {
 				l.Local = floor
+				if len(buf) > 0 { // under lmu, as the write: no renewal between
+					qk.hold(s, buf[0].ID, buf[len(buf)-1].ID)
+				}
 			}
 		})
 		cancel()
+		if err != nil && s.local {
+			qk.lmu.Lock()
+			qk.unhold(s) // not handed out
+			qk.lmu.Unlock()
+		}
 		switch {
 		case errors.Is(err, errLost):
 			return nil, sse.Gap{}, sse.ErrReplaced
@@ -861,9 +945,6 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 	}
 	if len(buf) > 0 {
 		s.saw(buf[len(buf)-1].ID)
-		if s.local {
-			qk.hold(s, buf[0].ID, buf[len(buf)-1].ID)
-		}
 	}
 	if ended && len(buf) == 0 && gap == (sse.Gap{}) {
 		return nil, sse.Gap{}, io.EOF
@@ -938,7 +1019,9 @@ func (s *queueSub[K]) Close() {
 		}
 		b.mu.Unlock()
 		if s.local {
-			s.qk.hold(s, 0, 0) // what it did not yield is forfeit (see forfeit)
+			s.qk.lmu.Lock()
+			s.qk.unhold(s) // what it did not yield was forfeit (see forfeit)
+			s.qk.lmu.Unlock()
 		}
 		b.unref(s.qk)
 		b.untrack()
