@@ -1343,24 +1343,6 @@ func (r *round) finalKey(key string, i int, deadline time.Time) {
 			}
 		}
 	}
-	if r.setup.Mode == sse.Queue {
-		// The key's in-process readers end first (each by its plan, or at
-		// the key's end): one that stops forfeits what it took and did not
-		// yield, which only a later reader can be told of.
-		r.mu.Lock()
-		var readers []chan struct{}
-		for rd, x := range r.running {
-			if rd.key == key && rd.kind == inProcess && !rd.final {
-				readers = append(readers, x.done)
-			}
-		}
-		r.mu.Unlock()
-		for _, done := range readers {
-			if !wait(done) {
-				return
-			}
-		}
-	}
 	// Queue: a reader drains what is left; FanOut: one reads the whole
 	// history (after 0). One that fails (the backend still recovering)
 	// is followed by another, until one finishes or the deadline.
@@ -1382,10 +1364,35 @@ func (r *round) finalKey(key string, i int, deadline time.Time) {
 				r.h.settled[l] = true
 				r.h.mu.Unlock()
 			}
+			if r.setup.Mode == sse.Queue {
+				r.drainAgain(key, salt, wait)
+			}
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// drainAgain, in Queue mode, waits for the key's other in-process readers
+// to end, then reads the key once more: one that stopped while the drain
+// ran forfeits what it took and did not yield, which only a later reader
+// can be told of.
+func (r *round) drainAgain(key string, salt uint64, wait func(chan struct{}) bool) {
+	r.mu.Lock()
+	var readers []chan struct{}
+	for rd, x := range r.running {
+		if rd.key == key && rd.kind == inProcess && !rd.final {
+			readers = append(readers, x.done)
+		}
+	}
+	r.mu.Unlock()
+	for _, done := range readers {
+		if !wait(done) {
+			return
+		}
+	}
+	_, done := r.startReader(key, 0, readerPlan{}, 0, salt+1, true)
+	wait(done)
 }
 
 // waitReaders waits for every reader to end by the deadline; those that
