@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -30,7 +31,7 @@ import (
 
 var (
 	densityStreams = flag.Int("streams", 500, "idle streams BenchmarkDensity opens on each server, at most what RLIMIT_NOFILE allows")
-	densityServers = flag.String("density", "bare,queue,fanout", "the servers BenchmarkDensity measures, in order: bare, queue, fanout")
+	densityServers = flag.String("density", "bare,queue,fanout,queue-open,fanout-open", "the servers BenchmarkDensity measures, in order (see densityServersAll)")
 	densityProfile = flag.String("densityprofile", "", "a directory where BenchmarkDensity writes a heap profile of each server with its streams open (heap-SERVER.pprof)")
 )
 
@@ -41,28 +42,37 @@ var (
 const densityClientEnv = "SSE_BENCH_DENSITY_CLIENT"
 
 // densityServer is a server BenchmarkDensity measures. new returns its
-// http.Handler, a way to publish one event with the given data to a key
-// (nil for the bare handler) and a way to stop what it started.
+// http.Handler for n streams on keys "0" to "n-1", a way to publish one
+// event with the given data to a key (nil for the bare handler) and a way
+// to stop what it started.
 type densityServer struct {
 	name string
-	new  func() (h http.Handler, publish func(key, data string) error, stop func() error)
+	new  func(n int) (h http.Handler, publish func(key, data string) error, stop func() error)
 }
 
 // densityServersAll are the servers of BenchmarkDensity, as sub-benchmarks
 // "server=NAME":
 //
-//	bare    a bare streaming net/http handler: it sets the headers the library sets, writes them, flushes, and waits for the request's context to end; the least a server can hold per stream
-//	queue   sse.Handler on sse.New (Queue mode), default options (heartbeat every 15 s, write timeout 30 s); each stream on its own key, made by the request
-//	fanout  the same with sse.WithMode(sse.FanOut)
+//	bare         a bare streaming net/http handler: it sets the headers the library sets, writes them, flushes, and waits for the request's context to end; the least a server can hold per stream
+//	queue        sse.Handler on sse.New (Queue mode), default options (heartbeat every 15 s, write timeout 30 s); each stream on a key of its own, which the request creates: the stream's cost and its key's
+//	fanout       the same with sse.WithMode(sse.FanOut)
+//	queue-open   queue, with every key opened (Broker.Open) before the first stream: the stream's cost alone, as for a job's key that the server creates and a client follows
+//	fanout-open  the same in FanOut mode
 var densityServersAll = []densityServer{
-	{"bare", func() (http.Handler, func(string, string) error, func() error) {
+	{"bare", func(int) (http.Handler, func(string, string) error, func() error) {
 		return http.HandlerFunc(bareStream), nil, func() error { return nil }
 	}},
-	{"queue", func() (http.Handler, func(string, string) error, func() error) {
-		return densityBroker()
+	{"queue", func(int) (http.Handler, func(string, string) error, func() error) {
+		return densityBroker(0)
 	}},
-	{"fanout", func() (http.Handler, func(string, string) error, func() error) {
-		return densityBroker(sse.WithMode(sse.FanOut))
+	{"fanout", func(int) (http.Handler, func(string, string) error, func() error) {
+		return densityBroker(0, sse.WithMode(sse.FanOut))
+	}},
+	{"queue-open", func(n int) (http.Handler, func(string, string) error, func() error) {
+		return densityBroker(n)
+	}},
+	{"fanout-open", func(n int) (http.Handler, func(string, string) error, func() error) {
+		return densityBroker(n, sse.WithMode(sse.FanOut))
 	}},
 }
 
@@ -80,8 +90,15 @@ func bareStream(w http.ResponseWriter, r *http.Request) {
 	<-r.Context().Done()
 }
 
-func densityBroker(opts ...sse.Option) (http.Handler, func(string, string) error, func() error) {
+// densityBroker is the library's server: a Broker with opts, keys "0" to
+// "open-1" opened, and its Handler with the default options.
+func densityBroker(open int, opts ...sse.Option) (http.Handler, func(string, string) error, func() error) {
 	b := sse.New[string](opts...)
+	for k := range open {
+		if err := b.Open(context.Background(), strconv.Itoa(k)); err != nil {
+			panic(err)
+		}
+	}
 	key := func(r *http.Request) (string, error) { return r.URL.Query().Get("key"), nil }
 	publish := func(key, data string) error {
 		return b.Publish(context.Background(), key, sse.Event{Data: data})
@@ -89,23 +106,37 @@ func densityBroker(opts ...sse.Option) (http.Handler, func(string, string) error
 	return sse.Handler(b, key), publish, func() error { return b.Shutdown(context.Background()) }
 }
 
-// BenchmarkDensity measures what an idle SSE stream costs a server, with
-// its clients in another process (this test binary, run again as
-// TestDensityClient). For each server (-density, in order; see
-// densityServersAll) it opens -streams streams, each on a key of its own,
-// in four steps, and after each step reads the server's memory (two
-// runtime.GC, then runtime.ReadMemStats). It reports, per stream, the
-// slope of a line fitted through the four steps:
+// BenchmarkDensity measures what an idle SSE stream costs a server. Each
+// server (-density, in order; see densityServersAll) runs in a process of
+// its own, and its clients in another: this test binary, run again as
+// TestDensityServer, which runs it again as TestDensityClient. A fresh
+// process for each server puts them on an equal footing: the goroutines of
+// a process that ran another server before would reuse that server's dead
+// goroutines, which start with the runtime's adaptive stack size (see
+// below), while a fresh process's start with 2 KiB.
+//
+// The server process opens -streams streams, each on a key of its own, in
+// four steps, and after each step reads its memory (two runtime.GC, then
+// runtime.ReadMemStats). It reports, per stream, the slope of a line
+// fitted through the four steps:
 //
 //	heap-B/stream        heap in use (HeapInuse)
 //	B/stream             heap in use and goroutine stacks (HeapInuse + StackInuse)
 //	goroutines/stream    goroutines
+//	stack-used-B/stream  the part of those stacks in use (/gc/scan/stack:bytes)
 //
-// and, for the library's servers, when bare ran first in the same
-// invocation, what they add to it: extra-heap-B/stream and extra-B/stream.
-// streams is how many it opened: fewer than -streams when the descriptor
-// limit (raised to its hard limit in both processes) does not allow that
-// many. heap-MiB is the heap in use with every stream open.
+// and, for the library's servers, when bare ran in the same invocation,
+// what they add to it: extra-heap-B/stream and extra-B/stream. streams is
+// how many it opened: fewer than -streams when the descriptor limit
+// (raised to its hard limit in every process) does not allow that many.
+// heap-MiB is the heap in use with every stream open.
+//
+// stack-used-B/stream tells how the runtime sizes the stack of a goroutine
+// that reuses a dead one (one that is new starts with 2 KiB): the average
+// stack in use at the last GC, plus 928 bytes, rounded up to a power of
+// two (unless GODEBUG=adaptivestackstart=0). With net/http's two
+// goroutines per stream (the handler's, and a background reader), streams
+// that use more than 2,240 bytes of stack in all make that 4 KiB.
 //
 // Then, for the library's servers, a burst: one event to each key, from one
 // goroutine, each with the time it was published as its data. The client
@@ -124,9 +155,6 @@ func BenchmarkDensity(b *testing.B) {
 	if raceEnabled {
 		b.Skip("BenchmarkDensity is skipped under the race detector: its shadow memory would swamp the figures, and it allows 8,128 goroutines")
 	}
-	if *densityProfile != "" {
-		runtime.MemProfileRate = 1 // every allocation, so that small ones show
-	}
 	limit, hard := raiseFileLimit()
 	n := *densityStreams
 	if most := limit - 200; n > most {
@@ -136,39 +164,121 @@ func BenchmarkDensity(b *testing.B) {
 	if n < 4 {
 		b.Fatalf("-streams %d: want at least 4", n)
 	}
-	var bare *densityFigures
+	var bare *densityResult
 	for j, name := range strings.Split(*densityServers, ",") {
-		i := slices.IndexFunc(densityServersAll, func(s densityServer) bool { return s.name == name })
-		if i < 0 {
+		if !slices.ContainsFunc(densityServersAll, func(s densityServer) bool { return s.name == name }) {
 			b.Fatalf("-density: unknown server %q", name)
 		}
-		s := densityServersAll[i]
-		b.Run("server="+s.name, func(b *testing.B) {
-			f := measureDensity(b, s, n, byte(1+j))
-			if s.name == "bare" {
+		b.Run("server="+name, func(b *testing.B) {
+			f := runDensityServer(b, name, n, 1+j)
+			b.ReportMetric(0, "ns/op")
+			b.ReportMetric(float64(f.Streams), "streams")
+			b.ReportMetric(f.Heap, "heap-B/stream")
+			b.ReportMetric(f.Total, "B/stream")
+			b.ReportMetric(f.Goroutines, "goroutines/stream")
+			b.ReportMetric(f.StackUsed, "stack-used-B/stream")
+			b.ReportMetric(f.HeapMiB, "heap-MiB")
+			if f.Burst {
+				b.ReportMetric(f.P50.Seconds()*1e3, "p50-ms")
+				b.ReportMetric(f.P99.Seconds()*1e3, "p99-ms")
+				b.ReportMetric(f.Max.Seconds()*1e3, "max-ms")
+				b.ReportMetric(f.BurstTime.Seconds()*1e3, "burst-ms")
+			}
+			if name == "bare" {
 				bare = f
-			} else if bare != nil && bare.streams == f.streams {
-				b.ReportMetric(f.heap-bare.heap, "extra-heap-B/stream")
-				b.ReportMetric(f.total-bare.total, "extra-B/stream")
+			} else if bare != nil && bare.Streams == f.Streams {
+				b.ReportMetric(f.Heap-bare.Heap, "extra-heap-B/stream")
+				b.ReportMetric(f.Total-bare.Total, "extra-B/stream")
 			}
 		})
 	}
 }
 
-// densityFigures are a server's slopes, per stream.
-type densityFigures struct {
-	streams            int
-	heap, total, goros float64
+// densityResult is what a server process measured: its slopes, per
+// stream, and its burst.
+type densityResult struct {
+	Streams                            int
+	Heap, Total, StackUsed, Goroutines float64
+	HeapMiB                            float64
+	Burst                              bool
+	P50, P99, Max, BurstTime           time.Duration
+}
+
+// densityServerEnv, set in the environment of a re-executed test binary,
+// makes TestDensityServer a server process of BenchmarkDensity: its value
+// is "SERVER STREAMS BLOCK". densityProfileEnv is -densityprofile.
+const (
+	densityServerEnv  = "SSE_BENCH_DENSITY_SERVER"
+	densityProfileEnv = "SSE_BENCH_DENSITY_PROFILE"
+)
+
+// densityResultPrefix starts the line on which a server process writes its
+// result, as JSON.
+const densityResultPrefix = "density-server: "
+
+// runDensityServer runs server in a process of its own, with n streams
+// from a client process whose local addresses are 127.0.block.*, and
+// returns what it measured.
+func runDensityServer(b *testing.B, server string, n, block int) *densityResult {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDensityServer$", "-test.count=1")
+	cmd.Env = append(os.Environ(),
+		fmt.Sprintf("%s=%s %d %d", densityServerEnv, server, n, block),
+		densityProfileEnv+"="+*densityProfile)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	var f *densityResult
+	for line := range strings.Lines(string(out)) {
+		if v, ok := strings.CutPrefix(line, densityResultPrefix); ok {
+			f = new(densityResult)
+			if err := json.Unmarshal([]byte(v), f); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err != nil || f == nil {
+		b.Fatalf("server process: %v\n%s", err, out)
+	}
+	return f
+}
+
+// TestDensityServer is a server process of BenchmarkDensity; without its
+// environment variable it is skipped. It writes its result on stdout.
+func TestDensityServer(t *testing.T) {
+	env := os.Getenv(densityServerEnv)
+	if env == "" {
+		t.Skip("a server process of BenchmarkDensity: run by it")
+	}
+	var server string
+	var n, block int
+	if _, err := fmt.Sscan(env, &server, &n, &block); err != nil {
+		t.Fatalf("%s=%q: %v", densityServerEnv, env, err)
+	}
+	profile := os.Getenv(densityProfileEnv)
+	if profile != "" {
+		runtime.MemProfileRate = 1 // every allocation, so that small ones show
+	}
+	i := slices.IndexFunc(densityServersAll, func(s densityServer) bool { return s.name == server })
+	if i < 0 {
+		t.Fatalf("unknown server %q", server)
+	}
+	raiseFileLimit()
+	f := measureDensity(t, densityServersAll[i], n, block, profile)
+	v, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("%s%s\n", densityResultPrefix, v)
 }
 
 // measureDensity runs s with n streams from a client process whose local
-// addresses are 127.0.block.*, and reports its figures.
-func measureDensity(b *testing.B, s densityServer, n int, block byte) *densityFigures {
-	h, publish, stop := s.new()
+// addresses are 127.0.block.*, and returns its figures; with a profile
+// directory, it writes its heap profile there with every stream open.
+func measureDensity(t testing.TB, s densityServer, n, block int, profile string) *densityResult {
+	h, publish, stop := s.new(n)
 	var active atomic.Int64
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -183,81 +293,83 @@ func measureDensity(b *testing.B, s densityServer, n int, block byte) *densityFi
 	defer func() {
 		srv.Close()
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			b.Error(err)
+			t.Error(err)
 		}
 		if err := stop(); err != nil {
-			b.Error(err)
+			t.Error(err)
 		}
 	}()
-	c := startDensityClient(b, ln.Addr().String(), fmt.Sprintf("127.0.%d", block))
-	defer c.stop(b)
+	c := startDensityClient(t, ln.Addr().String(), fmt.Sprintf("127.0.%d", block))
+	defer c.stop(t)
 
 	var ms runtime.MemStats
-	read := func() (heap, total, goros float64) {
+	scanned := []metrics.Sample{{Name: "/gc/scan/stack:bytes"}}
+	read := func() (heap, total, used, goros float64) {
 		runtime.GC()
 		runtime.GC() // the second frees what sync.Pools kept through the first
 		runtime.ReadMemStats(&ms)
-		return float64(ms.HeapInuse), float64(ms.HeapInuse + ms.StackInuse), float64(runtime.NumGoroutine())
+		metrics.Read(scanned)
+		if scanned[0].Value.Kind() == metrics.KindUint64 {
+			used = float64(scanned[0].Value.Uint64())
+		}
+		return float64(ms.HeapInuse), float64(ms.HeapInuse + ms.StackInuse), used, float64(runtime.NumGoroutine())
 	}
-	var xs, heaps, totals, goros []float64
+	var xs, heaps, totals, useds, goros []float64
 	opened := 0
 	for step := 1; step <= 4; step++ {
 		want := n * step / 4
 		got, err := c.open(want - opened)
 		opened = got
 		if err != nil {
-			b.Fatalf("%d streams of %d opened: %v", opened, want, err)
+			t.Fatalf("%d streams of %d opened: %v", opened, want, err)
 		}
 		// The client has every response's headers; the handler may still
 		// be setting up after its flush.
 		for deadline := time.Now().Add(10 * time.Second); active.Load() != int64(opened); {
 			if time.Now().After(deadline) {
-				b.Fatalf("%d streams open, the server serves %d", opened, active.Load())
+				t.Fatalf("%d streams open, the server serves %d", opened, active.Load())
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 		time.Sleep(100 * time.Millisecond)
-		hp, tt, g := read()
-		xs, heaps, totals, goros = append(xs, float64(opened)), append(heaps, hp), append(totals, tt), append(goros, g)
+		hp, tt, u, g := read()
+		xs, heaps, totals, useds, goros = append(xs, float64(opened)), append(heaps, hp), append(totals, tt), append(useds, u), append(goros, g)
 	}
-	f := &densityFigures{streams: opened, heap: slope(xs, heaps), total: slope(xs, totals), goros: slope(xs, goros)}
-	if dir := *densityProfile; dir != "" {
-		writeHeapProfile(b, filepath.Join(dir, "heap-"+s.name+".pprof"))
+	f := &densityResult{
+		Streams:    opened,
+		Heap:       slope(xs, heaps),
+		Total:      slope(xs, totals),
+		StackUsed:  slope(xs, useds),
+		Goroutines: slope(xs, goros),
+		HeapMiB:    heaps[len(heaps)-1] / (1 << 20),
 	}
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(float64(opened), "streams")
-	b.ReportMetric(f.heap, "heap-B/stream")
-	b.ReportMetric(f.total, "B/stream")
-	b.ReportMetric(f.goros, "goroutines/stream")
-	b.ReportMetric(heaps[len(heaps)-1]/(1<<20), "heap-MiB")
+	if profile != "" {
+		writeHeapProfile(t, filepath.Join(profile, "heap-"+s.name+".pprof"))
+	}
 
 	if publish != nil {
 		start := time.Now()
 		for k := range opened {
 			if err := publish(strconv.Itoa(k), strconv.FormatInt(time.Now().UnixNano(), 10)); err != nil {
-				b.Fatal(err)
+				t.Fatal(err)
 			}
 		}
 		lat, err := c.collect(opened)
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
-		b.ReportMetric(lat.p50.Seconds()*1e3, "p50-ms")
-		b.ReportMetric(lat.p99.Seconds()*1e3, "p99-ms")
-		b.ReportMetric(lat.max.Seconds()*1e3, "max-ms")
-		b.ReportMetric(lat.last.Sub(start).Seconds()*1e3, "burst-ms")
+		f.Burst, f.P50, f.P99, f.Max, f.BurstTime = true, lat.p50, lat.p99, lat.max, lat.last.Sub(start)
 	}
 
 	if err := c.close(); err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); active.Load() != 0; {
 		if time.Now().After(deadline) {
-			b.Fatalf("the client closed its streams, the server still serves %d", active.Load())
+			t.Fatalf("the client closed its streams, the server still serves %d", active.Load())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	debug.FreeOSMemory()
 	return f
 }
 
@@ -278,14 +390,14 @@ func slope(xs, ys []float64) float64 {
 	return num / den
 }
 
-func writeHeapProfile(b *testing.B, path string) {
+func writeHeapProfile(t testing.TB, path string) {
 	f, err := os.Create(path)
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 }
 
@@ -318,20 +430,20 @@ type densityClient struct {
 
 const densityReply = "density-client: "
 
-func startDensityClient(b *testing.B, addr, prefix string) *densityClient {
+func startDensityClient(t testing.TB, addr, prefix string) *densityClient {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestDensityClient$", "-test.count=1")
 	cmd.Env = append(os.Environ(), densityClientEnv+"="+addr+" "+prefix)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	return &densityClient{cmd: cmd, in: in, out: bufio.NewScanner(out)}
 }
@@ -397,12 +509,12 @@ func (c *densityClient) close() error {
 }
 
 // stop ends the client process.
-func (c *densityClient) stop(b *testing.B) {
+func (c *densityClient) stop(t testing.TB) {
 	c.in.Close()
 	for c.out.Scan() { // drain, so that the client can exit
 	}
 	if err := c.cmd.Wait(); err != nil {
-		b.Errorf("client process: %v", err)
+		t.Errorf("client process: %v", err)
 	}
 }
 
