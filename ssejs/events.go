@@ -20,7 +20,10 @@ import (
 // In Queue mode a range takes events in batches, the key's floor past
 // them: if the caller stops it early, what it took and did not yield is
 // forfeit, named in a gap to the key's next reader (not read again, which
-// could be a duplicate).
+// could be a duplicate); a panic in the loop body forfeits it too. Until
+// the range asks for more, or stops, an SSE connection of the key in this
+// process does not end (close, 204): it sends heartbeats, and learns of
+// the forfeit, if any, first.
 //
 // The range ends after the last event of a closed key, with no error; or
 // with an error, once, last: ctx's, [sse.ErrReplaced], an error wrapping

@@ -238,7 +238,8 @@ func TestShutdownDuringReplay(t *testing.T) {
 // TestConnectionGapsForOthersTakes: in one process, a key's connection
 // competes with an in-process reader for its events. What the reader takes
 // reaches the connection as a gap, before the connection's next event and
-// before the end: never a silent jump, never close after a silent loss.
+// before the end: never a silent jump, never close after a silent loss;
+// and not before the reader has yielded or forfeit what it took.
 func TestConnectionGapsForOthersTakes(t *testing.T) {
 	srv := startServer(t)
 	_, js := connect(t, srv.ClientURL())
@@ -284,10 +285,20 @@ func TestConnectionGapsForOthersTakes(t *testing.T) {
 	if err := b.Close(ctx, "k"); err != nil {
 		t.Fatal(err)
 	}
-	err = next(sse.Gap{From: 4, To: 4})
-	if err == nil { // the end may come with the gap, or just after it
-		err = next(sse.Gap{})
+	// The connection is told of 4; the reader still holds it (it may
+	// yet stop before its caller has it, and forfeit it): the connection
+	// does not end before the reader has asked for more or stopped, and
+	// only beats meanwhile.
+	if err := next(sse.Gap{From: 4, To: 4}); err != nil {
+		t.Fatalf("with the gap, while the reader holds 4: %v, want no end yet", err)
 	}
+	tick := make(chan time.Time, 1)
+	tick <- time.Time{}
+	if evs, gap, err := conn.Next(ctx, nil, tick, 1<<20); len(evs) > 0 || gap != (sse.Gap{}) || err != nil {
+		t.Fatalf("while the reader holds 4: %v, %+v, %v; want a heartbeat", evs, gap, err)
+	}
+	stop() // it had yielded 4: nothing is forfeit
+	err = next(sse.Gap{})
 	if err != io.EOF {
 		t.Fatalf("the connection's end: %v, want io.EOF after the gap", err)
 	}
