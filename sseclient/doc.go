@@ -50,7 +50,12 @@
 //     WithTerminateMessage, compatible with Rocket.Libraries.ServerSentEvents)
 //     ends the sequence as "close" does. The handler refuses to send such
 //     an event otherwise, so the client need not know how it is set up.
-//   - events whose name starts with "sse." are skipped: the handler
+//   - on a stream of several keys (the handler's MultiHandler), "sse.gap"
+//     and "sse.close" are yielded, as [Event]s named [EventKeyGap] and
+//     [EventKeyClose]: one key's gap ([Event.Gap] reads it), and one key's
+//     end; [Event.Key] tells any event's key, and "close" comes after the
+//     last key's "sse.close".
+//   - other events whose name starts with "sse." are skipped: the handler
 //     reserves those names for control events of later versions.
 //
 // [WithPlain] turns all of this off, for other servers.
@@ -80,5 +85,7 @@
 // replay window (16 MiB by default); in FanOut mode, as long as the key's
 // history still holds the events. Beyond that the client gets a "gap"
 // naming exactly what it lost. The guarantee holds per range: a new range
-// starts over, from [WithLastEventID]'s ID.
+// starts over, from [WithLastEventID]'s ID. It holds for each key of a
+// stream of several keys too: their IDs carry every key's position, which
+// the client sends back as it sends any ID.
 package sseclient

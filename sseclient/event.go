@@ -38,6 +38,16 @@ const (
 	// of the handler may send. Events whose name starts with it are
 	// skipped, so that this client keeps working with them.
 	ReservedPrefix = "sse."
+	// EventKeyGap names, on a stream of several keys (the handler's
+	// MultiHandler), the gap of one key: its data is
+	// {"key":i,"from":F,"to":T} ([Event.Gap] reads it, [Event.Key] tells
+	// the key). It is yielded like [EventGap].
+	EventKeyGap = ReservedPrefix + "gap"
+	// EventKeyClose names, on a stream of several keys, the event that
+	// says one key is closed and every one of its events was sent: its
+	// data is {"key":i} ([Event.Key] tells the key). It is yielded; the
+	// sequence goes on until [EventClose], after the last key's.
+	EventKeyClose = ReservedPrefix + "close"
 	// TerminateData is the data of the unnamed event that ends a stream
 	// instead of [EventClose] when the handler has WithTerminateMessage, as
 	// Rocket.Libraries.ServerSentEvents ends it. It ends the sequence too.
@@ -48,10 +58,12 @@ const (
 // key's current life), that a "gap" event says the client will never
 // receive: in this library's Queue mode they were lost
 // beyond the replay window, dropped by an overflow policy or taken by
-// another reader; in FanOut mode the history no longer holds them. ok is
-// false if e is not a gap event, or its data is not {"from":F,"to":T}.
+// another reader; in FanOut mode the history no longer holds them. On a
+// stream of several keys it reads an "sse.gap" event, whose key
+// [Event.Key] tells. ok is false if e is neither, or its data is not
+// {"from":F,"to":T}.
 func (e Event) Gap() (from, to uint64, ok bool) {
-	if e.Name != EventGap || !strings.HasPrefix(e.Data, "{") {
+	if e.Name != EventGap && e.Name != EventKeyGap || !strings.HasPrefix(e.Data, "{") {
 		return 0, 0, false
 	}
 	var g struct {
@@ -62,4 +74,22 @@ func (e Event) Gap() (from, to uint64, ok bool) {
 		return 0, 0, false
 	}
 	return *g.From, *g.To, true
+}
+
+// Key reports, for an event of a stream of several keys (this library's
+// MultiHandler), the position of its key in the request's list, from 0:
+// the number before the colon of its ID, "<i>:<every key's position>".
+// ok is false for an ID of another form, such as a one-key stream's.
+func (e Event) Key() (i int, ok bool) {
+	index, _, found := strings.Cut(e.ID, ":")
+	if !found || index == "" || len(index) > 9 {
+		return 0, false
+	}
+	for _, c := range index {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		i = i*10 + int(c-'0')
+	}
+	return i, true
 }

@@ -28,6 +28,7 @@ func FuzzSameAsSsetest(f *testing.F) {
 		"data:\xF0\x9F\x98\x80\xF0\x9F\x98\n\xED\xA0\x80:\n\n",
 		"retry: 99999999999999999999\nretry: 007\n",
 		"id: 1\n\nid: a\x01b\ndata: x\n\nid: \t\x7f\n\nid: \xC2\x85\n\n",
+		"id: 1:e-5,\nevent: sse.gap\ndata: {\"key\":1,\"from\":3,\"to\":5}\n\nid: 0:.,e-5\nevent: sse.close\ndata: {\"key\":0}\n\n",
 	} {
 		f.Add(seed)
 	}

@@ -30,7 +30,14 @@ func serveLibrary(t *testing.T, mode sse.Mode) *library {
 	t.Helper()
 	b := sse.New[string](sse.WithMode(mode))
 	key := func(r *http.Request) (string, error) { return r.URL.Query().Get("key"), nil }
-	srv := httptest.NewServer(sse.Handler(b, key))
+	return &library{broker: b, srv: serveBroker(t, b, sse.Handler(b, key)), mode: mode}
+}
+
+// serveBroker serves h, a handler of b, until the test ends, then shuts b
+// down.
+func serveBroker(t *testing.T, b *sse.Broker[string], h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), patience)
@@ -39,7 +46,7 @@ func serveLibrary(t *testing.T, mode sse.Mode) *library {
 			t.Errorf("Shutdown: %v", err)
 		}
 	})
-	return &library{broker: b, srv: srv, mode: mode}
+	return srv
 }
 
 // send adds the event with data to key, as the mode wants.

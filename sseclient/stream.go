@@ -187,6 +187,7 @@ func (f *follower) read(ctx, actx context.Context, body io.Reader, yield func(Ev
 			switch {
 			case ev.Name == EventClose, ev.Name == "" && ev.Data == TerminateData:
 				return ending{}
+			case ev.Name == EventKeyGap, ev.Name == EventKeyClose:
 			case strings.HasPrefix(ev.Name, ReservedPrefix):
 				continue
 			}
