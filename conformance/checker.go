@@ -196,6 +196,19 @@ type Stats struct {
 	Elapsed                                                           time.Duration
 }
 
+// add adds o's figures to s's.
+func (s *Stats) add(o Stats) {
+	s.Calls += o.Calls
+	s.Events += o.Events
+	s.Readers += o.Readers
+	s.Clients += o.Clients
+	s.Connections += o.Connections
+	s.Reads += o.Reads
+	s.Gaps += o.Gaps
+	s.Faults += o.Faults
+	s.Elapsed += o.Elapsed
+}
+
 func (s Stats) String() string {
 	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, %d reads, %d gaps, %d faults, %.1fs",
 		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
@@ -224,8 +237,20 @@ func Check(t *testing.T, b Backend) {
 		}
 	}
 	start := time.Now()
+	var total Stats
+	rounds, failed := 0, 0
+	count := func(st Stats, ok bool) {
+		total.add(st)
+		if rounds++; !ok {
+			failed++
+		}
+	}
+	defer func() {
+		fmt.Fprintf(os.Stderr, "conformance: %s: %d rounds with violations of %d: %s\n", b.Name, failed, rounds, total)
+		t.Logf("%d rounds with violations of %d: %s", failed, rounds, total)
+	}()
 	for _, s := range RegressionSeeds(b.Name) {
-		runRound(t, b, s.Seed)
+		count(runRound(t, b, s.Seed))
 	}
 	master := rand.Uint64()
 	fmt.Fprintf(os.Stderr, "conformance: %s: fresh rounds from seed %d for %v\n", b.Name, master, budget)
@@ -235,15 +260,17 @@ func Check(t *testing.T, b Backend) {
 		if t.Failed() && i > 0 {
 			break
 		}
-		runRound(t, b, rng.Uint64())
+		count(runRound(t, b, rng.Uint64()))
 	}
 }
 
-// runRound runs one round as a subtest, and fails it on any violation.
-func runRound(t *testing.T, b Backend, seed uint64) {
-	t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+// runRound runs one round as a subtest, and fails it on any violation;
+// it returns the round's figures, and whether it passed.
+func runRound(t *testing.T, b Backend, seed uint64) (st Stats, ok bool) {
+	ok = t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 		fmt.Fprintf(os.Stderr, "conformance: %s: round seed=%d (replay with -check.seed=%d)\n", b.Name, seed, seed)
 		rep := CheckSeed(t, b, seed, Options{})
+		st = rep.Stats
 		if *flagV {
 			t.Logf("%s: %s\n%s", rep.Setup, rep.Stats, rep.summary)
 		}
@@ -263,6 +290,7 @@ func runRound(t *testing.T, b Backend, seed uint64) {
 		}
 		t.Error(sb.String())
 	})
+	return st, ok
 }
 
 // CheckSeed runs the round of one seed and returns what it found. It
