@@ -26,6 +26,7 @@ package sse
 // Reading:
 //
 //	stream.go          reading in process (Stream, Events, ReadOption, SubscriptionEvents), and the feeder goroutine
+//	eventsof.go        reading several FanOut keys in one range (EventsOf, KeyEvent)
 //	subscribe.go       attaching a connection or reader to a key (Subscribe) and the loop's side: attach, takeover, detach
 //	subscription.go    the Broker's Subscription: Next reads the replay window then the channel, or the history
 //	source.go          the interfaces a backend implements: Publisher, Reader, Source, Subscription, Stopper
@@ -33,7 +34,9 @@ package sse
 // Serving SSE:
 //
 //	sse.go             Handler and the stream it writes
+//	multikey.go        MultiHandler: several FanOut keys on one connection, a goroutine per key feeding its writer
 //	wire.go            the wire encoding: IDs and epochs (NewEpoch), events, gaps, the retry field
+//	multiwire.go       a multi-key stream's wire: its IDs (every key's position), sse.gap, sse.close
 //	refuse.go          the answers without a stream: retry later, error statuses, PublicError
 //	writer.go          conn, the writer of one response: a deadline per write, aborted by a takeover
 //	maxstreams.go      the WithMaxStreams bound

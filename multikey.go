@@ -180,21 +180,33 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // checkKeys refuses keys that no map can hold (see keysNeedCheck), and a
 // key listed twice.
 func (m *multiHandler[K]) checkKeys(keys []K) error {
+	check := func(K) error { return nil }
+	if m.h.checkKeys {
+		check = checkKey[K]
+	}
+	i, err := duplicate(keys, check)
+	if err == nil && i >= 0 {
+		err = requestError{fmt.Sprintf("key %d of the request is listed twice", i)}
+	}
+	return err
+}
+
+// duplicate returns the position of the first key of keys that an earlier
+// one equals, or -1; but first, the error of check for any key, which
+// refuses keys before the map sees them (a NaN would never be found twice,
+// and a slice in an interface would panic).
+func duplicate[K comparable](keys []K, check func(K) error) (int, error) {
 	seen := make(map[K]struct{}, len(keys))
 	for i, k := range keys {
-		if m.h.checkKeys {
-			// Before the map: a NaN would never be found twice, and a
-			// slice in an interface would panic.
-			if err := checkKey(k); err != nil {
-				return err
-			}
+		if err := check(k); err != nil {
+			return -1, err
 		}
 		if _, dup := seen[k]; dup {
-			return requestError{fmt.Sprintf("key %d of the request is listed twice", i)}
+			return i, nil
 		}
 		seen[k] = struct{}{}
 	}
-	return nil
+	return -1, nil
 }
 
 // allClosed reports whether a request's ID marks every key closed.

@@ -256,6 +256,19 @@ func fanOut(t testing.TB, opts ...Option) *Broker[string] {
 	return newBroker[string](t, append([]Option{WithMode(FanOut)}, opts...)...)
 }
 
+// waitForgotten fails the test, saying why with msg and args, unless b
+// forgets its closed keys within patience: nothing holds them.
+func waitForgotten(t testing.TB, b *Broker[string], msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(patience)
+	for b.Stats().Closed != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf(msg, args...)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // TestMultiInterleaved: events published in turn into three keys reach
 // one connection in that order, each once, each ID naming its key and
 // moving only its entry; then each key's sse.close, and close after the
@@ -458,13 +471,7 @@ func TestMultiKeyCloseDetaches(t *testing.T) {
 		}
 		l.add(ev)
 	}
-	deadline := time.Now().Add(patience)
-	for b.Stats().Closed != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("key a still remembered %v after its sse.close: the connection still holds it", patience)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitForgotten(t, b, "key a still remembered %v after its sse.close: the connection still holds it", patience)
 	// The stream goes on for b, and ends after b's close.
 	publish(t, b, "b", 1, 1)
 	must(t, b.Close(context.Background(), "b"))
@@ -595,13 +602,7 @@ func TestMultiRefused(t *testing.T) {
 	// go, so they are forgotten once closed.
 	must(t, b.Close(context.Background(), "a"))
 	must(t, b.Close(context.Background(), "b"))
-	deadline := time.Now().Add(patience)
-	for b.Stats().Closed != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the refused request still holds its keys")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitForgotten(t, b, "the refused request still holds its keys")
 }
 
 // TestMultiBadID: a Last-Event-ID that is not an ID of the request's keys
@@ -759,13 +760,7 @@ func TestMultiClientLeaves(t *testing.T) {
 	for _, k := range keys {
 		must(t, b.Close(context.Background(), k))
 	}
-	deadline := time.Now().Add(patience)
-	for b.Stats().Closed != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the ended request still holds its keys")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitForgotten(t, b, "the ended request still holds its keys")
 }
 
 // TestMultiHandlerPanics: MultiHandler refuses, when it is made, what can
