@@ -4,7 +4,7 @@ import (
 	"context"
 	"io"
 	"math"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,16 +26,18 @@ type subscription[K comparable] struct {
 	gap    Gap    // the gap before the first events
 	replay int    // Queue mode: how many of the window's events to send again
 	pos    uint64 // the ID of the next event to hand over (FanOut), or the last one the client has (Queue)
-	known  bool   // Queue mode: pos is known
 
-	// Owned by the connection's goroutine.
-	started  bool  // Next has been called
+	// Owned by the connection's goroutine. The small fields last, together,
+	// so that with a string key the struct takes 192 bytes, not 208: it
+	// lives as long as its stream.
 	replayed int   // Queue mode: the window's events sent again so far
 	carry    Event // Queue mode: an event taken from the channel that did not fit in the last batch
 	carried  bool
+	started  bool // Next has been called
+	known    bool // Queue mode: pos is known; set by the loop first, as pos
 
-	ended     bool      // loop-owned: done is closed
-	closeOnce sync.Once // Close is idempotent
+	ended  bool        // loop-owned: done is closed
+	closed atomic.Bool // Close is idempotent
 }
 
 func (s *subscription[K]) Epoch() string { return formatEpoch(s.t.epoch) }
@@ -180,15 +182,16 @@ func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, ti
 // Close records, in Queue mode, the event the connection took and did not
 // hand over, so that the next connection gets it, then detaches.
 func (s *subscription[K]) Close() {
-	s.closeOnce.Do(func() {
-		if s.carried {
-			w := &s.t.session.window
-			w.add(s.carry, &s.b.cfg, &s.b.replayed)
-			if w.events.len() > 0 {
-				w.unsent = s.carry.ID
-			}
-			s.carried = false
+	if !s.closed.CompareAndSwap(false, true) {
+		return
+	}
+	if s.carried {
+		w := &s.t.session.window
+		w.add(s.carry, &s.b.cfg, &s.b.replayed)
+		if w.events.len() > 0 {
+			w.unsent = s.carry.ID
 		}
-		s.b.post(command[K]{op: opUnsubscribe, key: s.key, arg: s})
-	})
+		s.carried = false
+	}
+	s.b.post(command[K]{op: opUnsubscribe, key: s.key, arg: s})
 }

@@ -13,9 +13,8 @@ import (
 // deadline; and it lets a later request for the key abort it, so that a
 // takeover does not wait for a write blocked on a dead client.
 type conn struct {
-	w       http.ResponseWriter     // immutable
-	rc      http.ResponseController // immutable
-	timeout time.Duration           // immutable: the deadline of each write; 0: none
+	w       http.ResponseWriter // immutable
+	timeout time.Duration       // immutable: the deadline of each write; 0: none
 
 	mu       sync.Mutex
 	aborted  bool // guarded by mu: every write fails from now on
@@ -23,9 +22,13 @@ type conn struct {
 }
 
 func newConn(w http.ResponseWriter, timeout time.Duration) *conn {
-	// The controller is held by value: one allocation less per stream.
-	return &conn{w: w, rc: *http.NewResponseController(w), timeout: timeout}
+	return &conn{w: w, timeout: timeout}
 }
+
+// rc returns a controller of the response. It is made for each use, on the
+// stack, rather than held: a conn lives as long as its stream, and an idle
+// stream should hold little.
+func (c *conn) rc() *http.ResponseController { return http.NewResponseController(c.w) }
 
 // errAborted is the error of writes after abort.
 var errAborted = errors.New("sse: stream taken over by a newer connection")
@@ -46,7 +49,7 @@ func (c *conn) abort() {
 		return
 	}
 	c.aborted = true
-	c.rc.SetWriteDeadline(longAgo)
+	c.rc().SetWriteDeadline(longAgo)
 }
 
 // finish is called when the handler is about to return.
@@ -65,7 +68,7 @@ func (c *conn) deadline(t time.Time) error {
 		return errAborted
 	}
 	if c.timeout > 0 {
-		if err := c.rc.SetWriteDeadline(t); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		if err := c.rc().SetWriteDeadline(t); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return err
 		}
 	}
@@ -90,7 +93,7 @@ func (c *conn) write(buf []byte) error {
 			break
 		}
 	}
-	if err := c.rc.Flush(); err != nil {
+	if err := c.rc().Flush(); err != nil {
 		return err
 	}
 	return c.deadline(time.Time{})
