@@ -526,6 +526,11 @@ func TestMultiFinishedKeys(t *testing.T) {
 			t.Fatalf("%q: status %d, Cache-Control %q, want 204, no-store", id, resp.StatusCode, resp.Header.Get("Cache-Control"))
 		}
 	}
+	// The same ID in the lastEventId parameter, unencoded: its ':' and ','
+	// need no escaping.
+	if resp := getMulti(t, srv.Client(), srv.URL+"?lastEventId="+l.last, keys, ""); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("?lastEventId=%s: status %d, want 204", l.last, resp.StatusCode)
+	}
 	h.waitIdle(t)
 }
 
@@ -821,4 +826,33 @@ func TestMultiLargestVector(t *testing.T) {
 		t.Fatalf("257 keys: %d %q", resp.StatusCode, body)
 	}
 	h.waitIdle(t)
+}
+
+// TestMultiGraceful: Graceful ends a multi-key stream as a one-key one:
+// a retry field and no close, so that the client comes back.
+func TestMultiGraceful(t *testing.T) {
+	b := New[string](WithMode(FanOut))
+	srv := httptest.NewUnstartedServer(MultiHandler(b, listKeys))
+	shutdown := Graceful(srv.Config, b)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	r := openMulti(t, srv.Client(), srv.URL, []string{"a", "b"}, "")
+	publish(t, b, "b", 1, 1)
+	l := newMultiLog(t, []string{"a", "b"}).strict()
+	ev, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.add(ev)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	if err := shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := r.Next(); err != io.EOF {
+		t.Fatalf("got %+v, %v; want the end of the stream, without close", ev, err)
+	}
+	if d, ok := r.Retry(); !ok || d < ShutdownRetryMin || d > ShutdownRetryMax {
+		t.Fatalf("retry %v %v, want one in [%v, %v]", d, ok, ShutdownRetryMin, ShutdownRetryMax)
+	}
 }
