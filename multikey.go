@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
+	"slices"
 	"sync"
 	"time"
 )
@@ -62,8 +63,10 @@ func WithMaxKeysPerRequest(n int) HandlerOption {
 //     {"key":i}, and is detached from the connection at once. After the
 //     last key's comes "close", and the response ends; a client that
 //     resumes with every key closed gets 204.
-//   - The connection counts as one stream under [WithMaxStreams], and is
-//     not given the spare places of a reconnecting one-key FanOut client.
+//   - The connection counts as one stream under [WithMaxStreams]. At the
+//     bound, a request with a Last-Event-ID header that resumes the
+//     current life of its first key not closed may have one of the spare
+//     places a reconnecting one-key FanOut client may have.
 //
 // Heartbeats, the retry field, write deadlines, metrics and logging are
 // Handler's. While it streams, the handler runs one goroutine per key,
@@ -141,7 +144,7 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pos := make([]position, len(keys))
-	v, _, resume := rawLastEventID(r)
+	v, header, resume := rawLastEventID(r)
 	if resume = resume && v != ""; resume { // an empty ID is none, as for one key
 		if pos, err = parseMultiID(v, len(keys)); err != nil {
 			h.refuse(w, r, http.StatusBadRequest, RefusedBadRequest, err)
@@ -152,12 +155,19 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sl, ok := h.streams.acquire(keys[0], false)
-	if !ok {
+	// The stream counts as one, under its first key not closed: a client
+	// that reconnects with the same list is counted under the same key.
+	first := slices.IndexFunc(pos, func(p position) bool { return !p.closed })
+	sl, ok := h.streams.acquire(keys[first], false)
+	// At the bound, a client that reconnects may have a spare place, as a
+	// one-key FanOut client may, once its ID shows that it reads the
+	// current life of that key (see streams).
+	spare := !ok && header && resume && h.streams.serves(keys[first])
+	if !ok && !spare {
 		h.tryLater(w, r, errTooManyStreams)
 		return
 	}
-	defer func() { h.streams.release(keys[0], sl) }()
+	defer func() { h.streams.release(keys[first], sl) }()
 	c := newConn(w, h.cfg.writeTimeout)
 	defer c.finish()
 	s := &multiStream[K]{h: h, r: r, c: c, v: newVector(pos), subs: make([]Subscription, len(keys)), epochs: make([]string, len(keys))}
@@ -165,6 +175,18 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.closeSubs()
 		h.refuseSubscribe(w, r, err, false) // a bad epoch is the source's mistake: 500
 		return
+	}
+	if spare {
+		if s.subs[first] == nil || pos[first].epoch != s.epochs[first] {
+			ok = false
+		} else {
+			sl, ok = h.streams.acquireSpare(keys[first])
+		}
+		if !ok {
+			s.closeSubs()
+			h.tryLater(w, r, errTooManyStreams)
+			return
+		}
 	}
 	if mt := h.cfg.metrics; mt != nil {
 		mt.streamsServed.Add(1)

@@ -856,3 +856,42 @@ func TestMultiGraceful(t *testing.T) {
 		t.Fatalf("retry %v %v, want one in [%v, %v]", d, ok, ShutdownRetryMin, ShutdownRetryMax)
 	}
 }
+
+// TestMultiMaxStreamsSpares: at the bound, a multi-key client that
+// reconnects with a Last-Event-ID of the current life of its first key
+// not closed may have a spare place, as a one-key FanOut client may; a new
+// client, or one past the spares, gets retry later.
+func TestMultiMaxStreamsSpares(t *testing.T) {
+	b := fanOut(t)
+	srv, h := serveMulti(t, b, WithMaxStreams(1))
+	keys := []string{"a", "b"}
+	stale := openMulti(t, srv.Client(), srv.URL, keys, "")
+	publish(t, b, "a", 1, 1)
+	l := newMultiLog(t, keys).strict()
+	ev, err := stale.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.add(ev)
+	refused := func(id string) {
+		t.Helper()
+		resp := getMulti(t, srv.Client(), srv.URL, keys, id)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK || string(body) != "retry: 5000\n" {
+			t.Fatalf("Last-Event-ID %q at the bound: %d %q, want retry later", id, resp.StatusCode, body)
+		}
+	}
+	refused("")                                            // a new client
+	refused("0:zzzz-1,")                                   // another life of a
+	refused("1:,")                                         // nothing of a yet
+	r := openMulti(t, srv.Client(), srv.URL, keys, l.last) // the spare: 1/8 + 1
+	refused(l.last)                                        // past the spares
+	publish(t, b, "b", 1, 1)
+	for _, k := range keys {
+		must(t, b.Close(context.Background(), k))
+	}
+	l.readToClose(r)
+	l.expectKey(0, 1, 1)
+	l.expectKey(1, 1, 1)
+	h.waitIdle(t)
+}
