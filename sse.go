@@ -79,7 +79,10 @@ import (
 // another connection takes the key over (which makes a write blocked on a
 // dead client fail at once); events it did not take stay queued. A stream
 // cut short (see [ErrTruncated]) ends without "close", so that the client
-// reconnects and learns what happened. The handler starts no goroutine.
+// reconnects and learns what happened. The handler starts no goroutine,
+// and an idle stream holds no write buffer and no event it has written:
+// about 1.2 KB beyond what net/http holds for a streaming response, plus
+// its key if the request created it (see the README's connection density).
 //
 // http.Server.Shutdown waits for handlers, and a stream never finishes by
 // itself: call [Graceful] before Serve, and the function it returns to
