@@ -782,48 +782,38 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			s.saw(g.To)
 			return nil, g, nil
 		}
-		if qk.ended && !s.local {
-			// Not before the readers here that hold events have yielded
-			// or forfeit them: a forfeit is named to this connection.
-			qk.lmu.Lock()
-			unheld := qk.heldElse(s, s.epoch)
-			qk.lmu.Unlock()
-			if unheld != nil {
-				select {
-				case <-unheld:
-					continue
-				case <-qk.wanted():
-					return nil, sse.Gap{}, errYield
-				case <-tick:
-					return nil, sse.Gap{}, nil
-				case <-ctx.Done():
-					return nil, sse.Gap{}, ctx.Err()
-				case <-s.done:
-					return nil, sse.Gap{}, sse.ErrReplaced
-				case <-qk.lost:
-					return nil, sse.Gap{}, sse.ErrReplaced
-				case <-s.down:
-					return nil, sse.Gap{}, ErrUnavailable
-				case <-b.quit:
-					return nil, sse.Gap{}, sse.ErrShutdown
+		// Wait for the key's next message; at the key's end, a connection
+		// waits instead for the readers here that hold events to yield or
+		// forfeit them (a forfeit is named to it), then ends.
+		var msgs <-chan *batch
+		var errs <-chan error
+		var unheld <-chan struct{}
+		switch {
+		case qk.ended:
+			if !s.local {
+				qk.lmu.Lock()
+				unheld = qk.heldElse(s, s.epoch)
+				qk.lmu.Unlock()
+			}
+			if unheld == nil {
+				// Before the end, a connection is told of the key's
+				// last events that others took.
+				var gap sse.Gap
+				if !s.local && s.known && s.pos+1 < qk.off {
+					gap = sse.Gap{From: s.pos + 1, To: qk.off - 1}
+					s.saw(gap.To)
 				}
+				return nil, gap, io.EOF
 			}
+		case len(qk.batches) == 0:
+			msgs, errs = qk.feed.msgs, qk.feed.errs
 		}
-		if qk.ended {
-			// Before the end, a connection is told of the key's last
-			// events that others took.
-			var gap sse.Gap
-			if !s.local && s.known && s.pos+1 < qk.off {
-				gap = sse.Gap{From: s.pos + 1, To: qk.off - 1}
-				s.saw(gap.To)
-			}
-			return nil, gap, io.EOF
-		}
-		if len(qk.batches) > 0 {
-			break
+		if msgs == nil && unheld == nil {
+			break // messages to take
 		}
 		select {
-		case bt := <-qk.feed.msgs:
+		case <-unheld:
+		case bt := <-msgs:
 			qk.add(bt)
 		case <-qk.wanted():
 			return nil, sse.Gap{}, errYield
@@ -837,7 +827,7 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			return nil, sse.Gap{}, sse.ErrReplaced
 		case <-s.down:
 			return nil, sse.Gap{}, ErrUnavailable
-		case err := <-qk.feed.errs:
+		case err := <-errs:
 			return nil, sse.Gap{}, unavailable{err}
 		case <-b.quit:
 			return nil, sse.Gap{}, sse.ErrShutdown

@@ -6,6 +6,7 @@ package ssejs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"strings"
 	"testing"
@@ -22,6 +23,13 @@ import (
 type r19Item struct {
 	id  uint64
 	gap sse.Gap
+}
+
+func (it r19Item) String() string {
+	if it.gap != (sse.Gap{}) {
+		return fmt.Sprintf("gap %d-%d", it.gap.From, it.gap.To)
+	}
+	return fmt.Sprintf("event %d", it.id)
 }
 
 // r19Next returns the next item of a pulled range, failing the test on

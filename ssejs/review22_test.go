@@ -17,40 +17,9 @@ import (
 	"github.com/rocketqueue/sse/ssejs"
 )
 
-// rv22Item is an item of an in-process range: an event's ID, or a gap.
-type rv22Item struct {
-	id  uint64
-	gap sse.Gap
-}
-
-func (it rv22Item) String() string {
-	if it.gap != (sse.Gap{}) {
-		return fmt.Sprintf("gap %d-%d", it.gap.From, it.gap.To)
-	}
-	return fmt.Sprintf("event %d", it.id)
-}
-
-// rv22Next returns the next item of a pulled range, failing the test on
-// any error but a gap, or if the range ended.
-func rv22Next(t *testing.T, next func() (sse.Event, error, bool)) rv22Item {
-	t.Helper()
-	ev, err, ok := next()
-	if !ok {
-		t.Fatal("the range ended")
-	}
-	var g *sse.GapError
-	if errors.As(err, &g) {
-		return rv22Item{gap: g.Gap}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rv22Item{id: ev.ID}
-}
-
 // rv22First returns the first item of key's range on b, retrying while
 // another process's lease keeps it busy; stop ends the range.
-func rv22First(t *testing.T, ctx context.Context, b *ssejs.Broker[string], key string) (rv22Item, func() (sse.Event, error, bool), func()) {
+func rv22First(t *testing.T, ctx context.Context, b *ssejs.Broker[string], key string) (r19Item, func() (sse.Event, error, bool), func()) {
 	t.Helper()
 	for {
 		next, stop := iter.Pull2(b.Events(ctx, key))
@@ -67,12 +36,12 @@ func rv22First(t *testing.T, ctx context.Context, b *ssejs.Broker[string], key s
 		var g *sse.GapError
 		switch {
 		case errors.As(err, &g):
-			return rv22Item{gap: g.Gap}, next, stop
+			return r19Item{gap: g.Gap}, next, stop
 		case err != nil:
 			stop()
 			t.Fatal(err)
 		}
-		return rv22Item{id: ev.ID}, next, stop
+		return r19Item{id: ev.ID}, next, stop
 	}
 }
 
@@ -126,7 +95,7 @@ func TestReview22HeldRangeOutlivesItsLife(t *testing.T) {
 	}
 	a, stopA := iter.Pull2(p1.Events(ctx, "k"))
 	defer stopA()
-	if it := rv22Next(t, a); it.id != 1 {
+	if it := r19Next(t, a); it.id != 1 {
 		t.Fatalf("A: %v, want event 1", it)
 	}
 	// A holds 1-3 of the first life (it yielded 1). The key expires; a
@@ -187,7 +156,7 @@ func TestReview22FinishedWhileHeld(t *testing.T) {
 	}
 	a, stopA := iter.Pull2(p1.Events(ctx, "k"))
 	defer stopA()
-	if it := rv22Next(t, a); it.id != 1 {
+	if it := r19Next(t, a); it.id != 1 {
 		t.Fatalf("A: %v, want event 1", it)
 	}
 	s, err := p1.Subscribe(ctx, "k", sse.SubscribeRequest{})
