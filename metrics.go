@@ -122,3 +122,17 @@ func (m *Metrics) refuse(r Reason) {
 func WithMetrics(m *Metrics) HandlerOption {
 	return handlerOptionFunc(func(c *handlerConfig) { c.metrics = m })
 }
+
+// served counts a stream served, and open until the function it returns
+// is called; m may be nil.
+func (m *Metrics) served(resume bool) (closed func()) {
+	if m == nil {
+		return func() {}
+	}
+	m.streamsServed.Add(1)
+	m.streamsOpen.Add(1)
+	if resume {
+		m.resumes.Add(1)
+	}
+	return func() { m.streamsOpen.Add(-1) }
+}

@@ -188,14 +188,7 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if mt := h.cfg.metrics; mt != nil {
-		mt.streamsServed.Add(1)
-		mt.streamsOpen.Add(1)
-		defer mt.streamsOpen.Add(-1)
-		if resume {
-			mt.resumes.Add(1)
-		}
-	}
+	defer h.cfg.metrics.served(resume)()
 	s.stream(w)
 }
 

@@ -191,14 +191,7 @@ func (h *handler[K]) serve(w http.ResponseWriter, r *http.Request, key K) {
 			return
 		}
 	}
-	if m := h.cfg.metrics; m != nil {
-		m.streamsServed.Add(1)
-		m.streamsOpen.Add(1)
-		defer m.streamsOpen.Add(-1)
-		if req.Resume {
-			m.resumes.Add(1)
-		}
-	}
+	defer h.cfg.metrics.served(req.Resume)()
 	h.stream(w, r, c, sub, epoch)
 }
 
