@@ -304,37 +304,6 @@ func (b *Broker[K]) bounded(ctx context.Context, down <-chan struct{}) (context.
 	return ctx, cancel
 }
 
-// ErrUnavailable is wrapped by the errors of calls that could not reach
-// NATS: a subscription's Next when the connection dropped, and Subscribe
-// while it is down. Subscribe's error also matches [sse.ErrShutdown], so
-// that [sse.Handler] answers "retry later" and the client comes back,
-// perhaps to another replica.
-var ErrUnavailable = errors.New("ssejs: NATS is unreachable")
-
-// ErrNotStored is wrapped by the errors of [Broker.Enqueue],
-// [Broker.Publish], [Broker.Close] and [Broker.Open] that the broker knows
-// stored nothing: a context that ended before the call was sent (the
-// context's error is wrapped too), or a definite refusal by the server
-// (its *jetstream.APIError is wrapped too). Like [sse.ErrClosed] and the
-// others that say so, it means the call may be retried without a
-// duplicate; any error that matches none of them means the outcome is
-// unknown.
-var ErrNotStored = errors.New("ssejs: nothing was stored")
-
-// unavailable is Subscribe's error while NATS is unreachable.
-type unavailable struct{ cause error }
-
-func (e unavailable) Error() string {
-	if e.cause != nil {
-		return ErrUnavailable.Error() + ": " + e.cause.Error()
-	}
-	return ErrUnavailable.Error()
-}
-func (e unavailable) Is(target error) bool {
-	return target == ErrUnavailable || target == sse.ErrShutdown
-}
-func (e unavailable) Unwrap() error { return e.cause }
-
 // callCtx bounds ctx by the broker's timeout if it has no deadline.
 func (b *Broker[K]) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {

@@ -414,10 +414,6 @@ func split(body []byte, n uint64, max int) []part {
 	return append(parts, part{body[start:], k})
 }
 
-// errAmbiguousClosed is returned when a key turned out closed after an
-// attempt whose outcome is unknown.
-var errAmbiguousClosed = errors.New("ssejs: outcome unknown: the key is closed, and an earlier attempt may have been stored before the close")
-
 // storeOne publishes one message on pk's subject: the events' IDs follow
 // the subject's last message, which the publish expects (compare and set
 // on the subject's last sequence), with message ID id for every attempt.

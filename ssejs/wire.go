@@ -2,7 +2,6 @@ package ssejs
 
 import (
 	"encoding/binary"
-	"errors"
 	"math"
 	"strconv"
 
@@ -32,8 +31,6 @@ type batch struct {
 
 // next is the ID of the event after the batch.
 func (b *batch) next() uint64 { return b.first + b.count }
-
-var errBadMessage = errors.New("ssejs: a stored message is not one of this package's")
 
 // parseBatch decodes a stored message's headers; the events stay encoded.
 // The IDs must fit in a uint64: first+count, the next event's, included.

@@ -1,0 +1,292 @@
+package ssejs
+
+import (
+	"context"
+	"errors"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rocketqueue/sse"
+)
+
+// take hands s the next events of the key: it waits for them, advances
+// the key's floor past them in the bucket, and only then returns them.
+func (qk *qkey[K]) take(ctx context.Context, s *queueSub[K], buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
+	b := qk.b
+	for {
+		select {
+		case qk.sem <- struct{}{}:
+		case <-tick:
+			return nil, sse.Gap{}, nil
+		case <-ctx.Done():
+			return nil, sse.Gap{}, ctx.Err()
+		case <-s.done:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-qk.lost:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-s.down:
+			return nil, sse.Gap{}, ErrUnavailable
+		case <-b.quit:
+			return nil, sse.Gap{}, sse.ErrShutdown
+		}
+		evs, gap, err := qk.takeHeld(ctx, s, buf, tick, limit)
+		<-qk.sem
+		if err != errYield {
+			return evs, gap, err
+		}
+		// An attach or an unref waits for sem, and is next in line for it
+		// (sends on a channel are served in order).
+		runtime.Gosched()
+	}
+}
+
+// takeHeld is take with sem held; it returns errYield, and nothing else,
+// when an attach or an unref wants sem while it waits.
+func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
+	b := qk.b
+	for {
+		select {
+		case <-s.done:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-qk.lost:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		default:
+		}
+		qk.lmu.Lock()
+		epoch := qk.lease.Epoch
+		qk.lmu.Unlock()
+		if epoch != s.epoch || qk.stale {
+			return nil, sse.Gap{}, sse.ErrTruncated
+		}
+		qk.lmu.Lock()
+		g := qk.owed
+		if g != (sse.Gap{}) && s.known && s.pos >= g.From {
+			g = sse.Gap{} // this reader is past them: it keeps them for another
+		}
+		if g != (sse.Gap{}) {
+			qk.owed = sse.Gap{}
+		}
+		qk.lmu.Unlock()
+		if g != (sse.Gap{}) {
+			// What the previous owner may not have handed out, or a
+			// reader here stopped before it took; a connection is told
+			// too of what others took before it.
+			if !s.local && s.known && s.pos < g.From {
+				g.From = s.pos + 1
+			}
+			s.saw(g.To)
+			return nil, g, nil
+		}
+		// Wait for the key's next message; at the key's end, a connection
+		// waits instead for the readers here that hold events to yield or
+		// forfeit them (a forfeit is named to it), then ends.
+		var msgs <-chan *batch
+		var errs <-chan error
+		var unheld <-chan struct{}
+		switch {
+		case qk.ended:
+			if !s.local {
+				qk.lmu.Lock()
+				unheld = qk.heldElse(s, s.epoch)
+				qk.lmu.Unlock()
+			}
+			if unheld == nil {
+				// Before the end, a connection is told of the key's
+				// last events that others took.
+				var gap sse.Gap
+				if !s.local && s.known && s.pos+1 < qk.off {
+					gap = sse.Gap{From: s.pos + 1, To: qk.off - 1}
+					s.saw(gap.To)
+				}
+				return nil, gap, io.EOF
+			}
+		case len(qk.batches) == 0:
+			msgs, errs = qk.feed.msgs, qk.feed.errs
+		}
+		if msgs == nil && unheld == nil {
+			break // messages to take
+		}
+		select {
+		case <-unheld:
+		case bt := <-msgs:
+			qk.add(bt)
+		case <-qk.wanted():
+			return nil, sse.Gap{}, errYield
+		case <-tick:
+			return nil, sse.Gap{}, nil
+		case <-ctx.Done():
+			return nil, sse.Gap{}, ctx.Err()
+		case <-s.done:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-qk.lost:
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case <-s.down:
+			return nil, sse.Gap{}, ErrUnavailable
+		case err := <-errs:
+			return nil, sse.Gap{}, unavailable{err}
+		case <-b.quit:
+			return nil, sse.Gap{}, sse.ErrShutdown
+		}
+	}
+	for more := true; more; { // what else is ready
+		select {
+		case bt := <-qk.feed.msgs:
+			qk.add(bt)
+		default:
+			more = false
+		}
+	}
+	// A connection takes no more than the replay window at once, so that a
+	// write that fails loses nothing the window does not hold.
+	maxEvents := uint64(1<<63 - 1)
+	if !s.local && b.cfg.replay > 0 {
+		maxEvents = b.cfg.replay
+	}
+	var gap sse.Gap
+	if !s.local && s.known && s.pos+1 < qk.off {
+		gap = sse.Gap{From: s.pos + 1, To: qk.off - 1} // taken by others since this connection's last
+	}
+	off, size, used, ended := qk.off, 0, 0, false
+	var floorSeq uint64
+	for i, bt := range qk.batches {
+		if bt.epoch != s.epoch {
+			// The key's life ended (its messages expired) and another
+			// began: this one's readers are cut short, and the next
+			// attach starts the new life afresh.
+			if len(buf) > 0 || gap != (sse.Gap{}) {
+				break
+			}
+			qk.stale = true
+			return nil, sse.Gap{}, sse.ErrTruncated
+		}
+		if bt.first > off && (bt.count > 0 || bt.closed) {
+			if len(buf) > 0 {
+				break
+			}
+			if gap == (sse.Gap{}) {
+				gap.From = off
+			}
+			gap.To = bt.first - 1 // expired before anyone took them
+			off, floorSeq = bt.first, bt.seq
+		}
+		evs, err := bt.events(nil, off)
+		if err != nil {
+			return nil, sse.Gap{}, err
+		}
+		full := false
+		for _, ev := range evs {
+			if len(buf) > 0 && (size+ev.Size() > limit || uint64(len(buf)) >= maxEvents) {
+				full = true
+				break
+			}
+			buf = append(buf, ev)
+			size += ev.Size()
+			off, floorSeq = ev.ID+1, bt.seq
+		}
+		if full {
+			break
+		}
+		used = i + 1
+		if bt.closed {
+			ended = true
+			break
+		}
+	}
+	if off > qk.off {
+		floor := off - 1
+		wctx, cancel := context.WithTimeout(ctx, b.attemptTimeout())
+		err := qk.write(wctx, false, func(l *lease) {
+			l.Pend, l.PrevSeq, l.PrevLocal, l.Floor, l.FloorSeq = floor-l.Floor, l.FloorSeq, l.Local, floor, floorSeq
+			if s.local {
+				l.Local = floor
+				if len(buf) > 0 { // under lmu, as the write: no renewal between
+					qk.hold(s, buf[0].ID, buf[len(buf)-1].ID)
+				}
+			}
+		})
+		cancel()
+		if err != nil && s.local {
+			qk.lmu.Lock()
+			qk.unhold(s) // not handed out
+			qk.lmu.Unlock()
+		}
+		switch {
+		case errors.Is(err, errLost):
+			return nil, sse.Gap{}, sse.ErrReplaced
+		case err != nil:
+			return nil, sse.Gap{}, unavailable{err}
+		}
+	}
+	for _, bt := range qk.batches[:used] {
+		qk.spans = append(qk.spans, span{bt.seq, bt.next() - 1})
+	}
+	qk.batches = qk.batches[used:]
+	qk.off, qk.ended = off, ended
+	if len(qk.spans) >= 32 {
+		qk.purge(context.Background(), true, 16)
+	}
+	if gap != (sse.Gap{}) {
+		s.saw(gap.To)
+	}
+	if len(buf) > 0 {
+		s.saw(buf[len(buf)-1].ID)
+	}
+	if ended && len(buf) == 0 && gap == (sse.Gap{}) {
+		return nil, sse.Gap{}, io.EOF
+	}
+	return buf, gap, nil
+}
+
+// add keeps a message read from the feed if it has events not yet taken,
+// or the key's Close, or is of another life than the lease's.
+func (qk *qkey[K]) add(bt *batch) {
+	qk.lmu.Lock()
+	epoch := qk.lease.Epoch
+	qk.lmu.Unlock()
+	if bt.next() <= qk.off && !bt.closed && bt.epoch == epoch {
+		return
+	}
+	qk.batches = append(qk.batches, bt)
+}
+
+// purge deletes the messages whose events are all older than the replay
+// window below the floor, if at least min of them are, keeping the
+// subject's last message (its metadata), in a goroutine of its own if
+// background is set. It is called with sem held.
+func (qk *qkey[K]) purge(ctx context.Context, background bool, min int) {
+	b := qk.b
+	qk.lmu.Lock()
+	floor := qk.lease.Floor
+	qk.lmu.Unlock()
+	if floor < b.cfg.replay || len(qk.spans) < 2 {
+		return
+	}
+	keep := floor - b.cfg.replay // events up to keep may go
+	cut := 0
+	for cut < len(qk.spans)-1 && qk.spans[cut].last <= keep {
+		cut++
+	}
+	if cut < min {
+		return
+	}
+	seq := qk.spans[cut].seq // purge below it
+	if !background {
+		b.stream.Purge(ctx, jetstream.WithPurgeSubject(qk.subject), jetstream.WithPurgeSequence(seq))
+		qk.spans = qk.spans[cut:]
+		return
+	}
+	if !qk.purging.CompareAndSwap(false, true) {
+		return
+	}
+	qk.spans = append([]span(nil), qk.spans[cut:]...)
+	b.calls.Add(1)
+	go func() {
+		defer b.calls.Done()
+		defer qk.purging.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b.stream.Purge(ctx, jetstream.WithPurgeSubject(qk.subject), jetstream.WithPurgeSequence(seq))
+	}()
+}
