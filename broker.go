@@ -34,11 +34,13 @@ package sse
 // Serving SSE:
 //
 //	sse.go             Handler and the stream it writes
-//	multikey.go        MultiHandler: several FanOut keys on one connection, a goroutine per key feeding its writer
+//	multikey.go        MultiHandler: several FanOut keys on one connection, its request and its keys
+//	multistream.go     a multi-key stream: a goroutine per key feeding the request's writer
 //	wire.go            the wire encoding: IDs and epochs (NewEpoch), events, gaps, the retry field
 //	multiwire.go       a multi-key stream's wire: its IDs (every key's position), sse.gap, sse.close
 //	refuse.go          the answers without a stream: retry later, error statuses, PublicError
 //	writer.go          conn, the writer of one response: a deadline per write, aborted by a takeover
+//	writebuf.go        the write buffers and event slices streams borrow while they write
 //	maxstreams.go      the WithMaxStreams bound
 //	handleroptions.go  the handler's options
 //	graceful.go        Graceful: the streams end, then the server, then the brokers
