@@ -44,6 +44,7 @@ package sse
 //	maxstreams.go      the WithMaxStreams bound
 //	handleroptions.go  the handler's options
 //	graceful.go        Graceful: the streams end, then the server, then the brokers
+//	script.go          ScriptHandler: serves js/sse.js, the browser module that follows a MultiHandler's keys
 //
 // For both sides: event.go (Event and what it counts, Event.Size; the
 // library's own event names, CheckEvent), errors.go (every error value, and
