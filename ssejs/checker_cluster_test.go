@@ -116,34 +116,43 @@ func (n *jsNode) stop() {
 func (n *jsNode) addr() string { return "127.0.0.1:" + strconv.Itoa(n.opts.Port) }
 
 func startJSCluster(t testing.TB, s conformance.Setup) *conformance.Deployment {
-	ports := []int{freePortOf(t), freePortOf(t), freePortOf(t)}
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(p))
-	}
-	nodes := make([]*jsNode, 3)
-	for i := range nodes {
-		nodes[i] = &jsNode{opts: &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1), JetStream: true, StoreDir: t.TempDir(),
-			Host: "127.0.0.1", Port: freePortOf(t), NoLog: true, NoSigs: true,
-			Cluster: server.ClusterOpts{Name: "sse", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
-		}}
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i, n := range nodes {
-		wg.Go(func() { errs[i] = n.start() })
-	}
-	wg.Wait()
+	// Three nodes on free ports; again on others if one cannot start (a
+	// port taken meanwhile by another process of a busy machine).
+	var nodes []*jsNode
 	stopAll := func() {
 		for _, n := range nodes {
 			n.stop()
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
+	for attempt := 1; ; attempt++ {
+		ports := []int{freePortOf(t), freePortOf(t), freePortOf(t)}
+		var routes []string
+		for _, p := range ports {
+			routes = append(routes, "nats-route://127.0.0.1:"+strconv.Itoa(p))
+		}
+		nodes = make([]*jsNode, 3)
+		for i := range nodes {
+			nodes[i] = &jsNode{opts: &server.Options{
+				ServerName: fmt.Sprintf("n%d", i+1), JetStream: true, StoreDir: t.TempDir(),
+				Host: "127.0.0.1", Port: freePortOf(t), NoLog: true, NoSigs: true,
+				Cluster: server.ClusterOpts{Name: "sse", Host: "127.0.0.1", Port: ports[i]},
+				Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
+			}}
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 3)
+		for i, n := range nodes {
+			wg.Go(func() { errs[i] = n.start() })
+		}
+		wg.Wait()
+		err := errors.Join(errs...)
+		if err == nil {
+			break
+		}
 		stopAll()
-		t.Fatal(err)
+		if attempt == 3 {
+			t.Fatal(err)
+		}
 	}
 	// Each replica's connection goes through a proxy to its own node,
 	// and knows the other nodes' proxies to fail over to.
