@@ -302,10 +302,7 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 			// learns what happened.
 			h.log(ctx, slog.LevelWarn, "sse: stream cut short", r, slog.Any("error", err))
 		case errors.Is(err, ErrReplaced):
-			if m != nil {
-				m.takeovers.Add(1)
-			}
-			h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
+			h.takenOver(ctx, r)
 			keepWriteBuf(bp, buf)
 			return
 		case errors.Is(context.Cause(ctx), errServerShutdown):
@@ -323,7 +320,13 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		n := len(buf)
 		big = keepWriteBuf(bp, buf)
 		if werr != nil {
-			if m != nil && !errors.Is(werr, errAborted) {
+			if errors.Is(werr, errAborted) {
+				// The takeover aborted this write before Next could
+				// say so: the same end.
+				h.takenOver(ctx, r)
+				return
+			}
+			if m != nil {
 				m.dropped.Add(1)
 			}
 			h.failed(ctx, r, werr)
@@ -373,6 +376,15 @@ func (h *handler[K]) failed(ctx context.Context, r *http.Request, err error) {
 		level = slog.LevelDebug
 	}
 	h.log(ctx, level, "sse: write failed", r, slog.Any("error", err))
+}
+
+// takenOver counts and logs a stream that a newer connection took over,
+// whether Next said so or the takeover aborted a write first.
+func (h *handler[K]) takenOver(ctx context.Context, r *http.Request) {
+	if m := h.cfg.metrics; m != nil {
+		m.takeovers.Add(1)
+	}
+	h.log(ctx, slog.LevelInfo, "sse: stream taken over by a newer connection", r)
 }
 
 func (h *handler[K]) log(ctx context.Context, level slog.Level, msg string, r *http.Request, attrs ...slog.Attr) {
