@@ -51,7 +51,7 @@ func TestClusterReplicaStopped(t *testing.T) {
 	})
 	job := jobs[0]
 	checkEvents(t, job, steps)
-	if job.Errors < 1 || job.Opens != job.Errors+1 || job.ReadyState != readyClosed {
+	if job.Errors < 1 || job.Conns != 1 || job.Opens != job.Errors+1 || job.ReadyState != readyClosed {
 		t.Errorf("%d open and %d error events, readyState %d; want one reconnection or more, and CLOSED",
 			job.Opens, job.Errors, job.ReadyState)
 	}

@@ -214,7 +214,8 @@ func readToClose(t *testing.T, url string) {
 // answers 204, as the job has ended and the tab has all of its events. The
 // EventSource then gives up with an error that cannot tell a 204 from a
 // failure, so the page asks again itself: it shows the job done, not
-// failed. A proxy in front of the demo makes the loss: it ends the tab's
+// failed. (The page follows its jobs on /jobs/events, which serves a list
+// of one job as Handler serves it.) A proxy in front of the demo makes the loss: it ends the tab's
 // first stream just before "close".
 func TestResumeAfterLastEventGets204(t *testing.T) {
 	const steps = 5
@@ -228,7 +229,7 @@ func TestResumeAfterLastEventGets204(t *testing.T) {
 	statuses := &statusCounts{}
 	var cut atomic.Bool
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/jobs/"+job+"/events" {
+		if r.URL.Path != "/jobs/events" || r.URL.Query().Get("job") != job {
 			proxy.ServeHTTP(w, r)
 			return
 		}
@@ -293,7 +294,7 @@ func TestUnknownJob(t *testing.T) {
 	})
 	time.Sleep(500 * time.Millisecond) // time to reconnect, which it must not
 	job := snapshot(t, tab)[0]
-	if job.ID != unknown || job.Opens != 0 || job.Errors != 1 || job.ReadyState != readyClosed || len(job.IDs) != 0 {
+	if job.ID != unknown || job.Conns != 1 || job.Opens != 0 || job.Errors != 1 || job.ReadyState != readyClosed || len(job.IDs) != 0 {
 		t.Errorf("the page shows %+v; want job %s failed after one error, and no event", job, unknown)
 	}
 	texts, err := chromedp.Run(tab, chromedp.Evaluate[[]string](

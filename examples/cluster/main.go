@@ -15,7 +15,8 @@
 //     the jobs and publishes their events;
 //   - two replicas, "a" and "b": HTTP servers, each with its own NATS
 //     connection and ssejs.Broker, serving the page, POST /jobs (handed to
-//     the worker) and the jobs' event streams with [sse.Handler];
+//     the worker) and the jobs' event streams with [sse.Handler] and,
+//     several jobs on one connection, [sse.MultiHandler];
 //   - a proxy on -addr that sends each request to the next replica that is
 //     up, as a load balancer would.
 //

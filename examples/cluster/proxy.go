@@ -26,7 +26,7 @@ type proxy struct {
 
 	mu      sync.Mutex
 	streams map[string]int     // guarded by mu: event streams open, by replica
-	serving map[jobs.ID]string // guarded by mu: the replica of each job's latest open stream
+	serving map[jobs.ID]string // guarded by mu: the replica of each job's latest open stream (one job's, or several jobs')
 }
 
 func newProxy(replicas []*replica) *proxy {
@@ -70,11 +70,11 @@ func (p *proxy) forward(w http.ResponseWriter, r *http.Request) {
 // nothing, if rep could not be reached.
 func (p *proxy) try(w http.ResponseWriter, r *http.Request, rep *replica, addr string) bool {
 	unreachable := false
-	id, stream := eventStream(r)
+	ids, stream := eventStream(r)
 	opened := false
 	defer func() {
 		if opened {
-			p.track(rep.name, id, false)
+			p.track(rep.name, ids, false)
 		}
 	}()
 	rp := &httputil.ReverseProxy{
@@ -87,7 +87,7 @@ func (p *proxy) try(w http.ResponseWriter, r *http.Request, rep *replica, addr s
 		ModifyResponse: func(res *http.Response) error {
 			if stream && res.StatusCode == http.StatusOK {
 				opened = true
-				p.track(rep.name, id, true)
+				p.track(rep.name, ids, true)
 			}
 			return nil
 		},
@@ -103,31 +103,41 @@ func (p *proxy) try(w http.ResponseWriter, r *http.Request, rep *replica, addr s
 	return !unreachable
 }
 
-// eventStream tells whether r asks for a job's event stream, and which.
-func eventStream(r *http.Request) (jobs.ID, bool) {
+// eventStream tells whether r asks for an event stream, and of which jobs:
+// one job's (/jobs/{id}/events) or several jobs' (/jobs/events?job={id}…).
+func eventStream(r *http.Request) ([]jobs.ID, bool) {
 	rest, ok := strings.CutPrefix(r.URL.Path, "/jobs/")
 	if r.Method != http.MethodGet || !ok {
-		return jobs.ID{}, false
+		return nil, false
+	}
+	if rest == "events" {
+		ids, err := jobs.List(r)
+		return ids, err == nil && len(ids) > 0
 	}
 	id, ok := strings.CutSuffix(rest, "/events")
 	if !ok {
-		return jobs.ID{}, false
+		return nil, false
 	}
-	return jobs.ParseID(id)
+	job, ok := jobs.ParseID(id)
+	return []jobs.ID{job}, ok
 }
 
-// track counts a stream of job id that opened or ended on replica name.
-func (p *proxy) track(name string, id jobs.ID, open bool) {
+// track counts a stream of jobs ids that opened or ended on replica name.
+func (p *proxy) track(name string, ids []jobs.ID, open bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if open {
 		p.streams[name]++
-		p.serving[id] = name
+		for _, id := range ids {
+			p.serving[id] = name
+		}
 		return
 	}
 	p.streams[name]--
-	if p.serving[id] == name {
-		delete(p.serving, id)
+	for _, id := range ids {
+		if p.serving[id] == name {
+			delete(p.serving, id)
+		}
 	}
 }
 

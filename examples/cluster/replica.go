@@ -130,6 +130,12 @@ func (r *replica) start() error {
 		sse.WithKnownKeysOnly(), // a made-up or forgotten job gets 404
 		sse.WithLogger(r.logger),
 	))
+	// The page's jobs, on one connection (see the progress demo).
+	mux.Handle("GET /jobs/events", sse.MultiHandler(broker, jobs.List,
+		sse.WithKnownKeysOnly(),
+		sse.WithLogger(r.logger),
+	))
+	mux.Handle("GET /sse.js", sse.ScriptHandler())
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -9,8 +9,12 @@
 // Each click on "Start a job" sends POST /jobs. The server makes a random
 // job ID, a key of an [sse.Broker] in [sse.FanOut] mode, and runs the job in
 // a goroutine that publishes "progress" and "log" events into that key,
-// then closes it. The page opens an EventSource on /jobs/{id}/events, served
-// by [sse.Handler], and closes it on the "close" event that ends the stream.
+// then closes it. The page follows all of its jobs on one EventSource, on
+// /jobs/events?job={id}&job={id}…, served by [sse.MultiHandler], with the
+// library's browser module (/sse.js, [sse.ScriptHandler]); when it starts
+// another job, it reconnects with the new list and the positions it has
+// in the others. Each job alone is also served on /jobs/{id}/events, by
+// [sse.Handler], until its "close" event ends the stream.
 //
 // Any number of tabs can watch one job: the page at /?job={id} (each job's
 // "Watch in another tab" link) follows that job. In FanOut mode the broker
@@ -180,6 +184,16 @@ func newDemo(ctx context.Context, logger *slog.Logger, cfg config) *demo {
 		sse.WithMetrics(&metrics),
 		sse.WithLogger(logger),
 	))
+	// The page follows all of its jobs on one connection: a browser opens
+	// at most six per site. One job, or any of them made-up or forgotten,
+	// gets what the route above gives it; the connection counts as one
+	// stream in the metrics.
+	mux.Handle("GET /jobs/events", sse.MultiHandler(broker, jobs.List,
+		sse.WithKnownKeysOnly(),
+		sse.WithMetrics(&metrics),
+		sse.WithLogger(logger),
+	))
+	mux.Handle("GET /sse.js", sse.ScriptHandler()) // the browser module the page imports
 	// A real server would serve its metrics where only Prometheus can
 	// reach them: on another port, or behind authentication.
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

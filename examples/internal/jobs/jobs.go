@@ -127,6 +127,25 @@ func Key(r *http.Request) (ID, error) {
 	return id, nil
 }
 
+// List is the key function of the multi-key events handler,
+// [sse.MultiHandler], for GET /jobs/events?job=<id>&job=<id>…: the jobs the
+// query names, in its order (the page reads each event's job from its
+// position in that list); 400 for a malformed ID. A real server would also
+// check here that the client may read each job (see the README's
+// "Authorising streams").
+func List(r *http.Request) ([]ID, error) {
+	q := r.URL.Query()["job"]
+	ids := make([]ID, len(q))
+	for i, s := range q {
+		id, ok := ParseID(s)
+		if !ok {
+			return nil, errMalformedID
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
 // tasks are what the steps of a job pretend to do.
 var tasks = []string{
 	"fetching records", "validating rows", "resizing images", "computing totals",

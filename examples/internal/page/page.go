@@ -1,6 +1,7 @@
 // Package page is the demos' web page: plain HTML, CSS and JavaScript,
-// with no build step. It starts jobs with POST /jobs and follows each with
-// an EventSource on /jobs/{id}/events. Where GET /cluster answers (the
+// with no build step. It starts jobs with POST /jobs and follows all of
+// them on one EventSource, on /jobs/events?job={id}&job={id}…, with the
+// library's browser module, which the server serves at /sse.js. Where GET /cluster answers (the
 // cluster demo), it also shows the replicas and lets the user stop and
 // start them.
 package page

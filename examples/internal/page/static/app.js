@@ -1,50 +1,71 @@
-// The demo page: a click on "Start a job" asks the server for a new job and
-// follows its event stream with an EventSource, one per job. The page at
-// ?job=<id> (each job's "Watch in another tab" link) follows that job too:
-// any number of tabs can watch one job, and each gets all of its events.
-// In the cluster demo, the page also shows the replicas behind the proxy.
-'use strict';
+// The demo page: a click on "Start a job" asks the server for a new job, and
+// the page follows all of its jobs on one EventSource, with the library's
+// browser module (/sse.js): a browser opens at most six connections to a
+// site, so one per job would stall the seventh. The page at ?job=<id> (each
+// job's "Watch in another tab" link) follows that job too: any number of
+// tabs can watch one job, and each gets all of its events. In the cluster
+// demo, the page also shows the replicas behind the proxy.
+import { follow as followKeys } from './sse.js';
 
 // jobs maps a job ID to what the page knows of that job. It is exposed, with
 // snapshot, as test hooks: window.demo.snapshot() returns everything that the
 // page received, as plain data.
 const jobs = new Map();
-window.demo = { jobs, start: startJob, snapshot };
+window.demo = { jobs, start: startJob, startMany: startJobs, snapshot };
+
+// conn is the page's connection, which follows every job not yet done: its
+// jobs, in the order of its URL's list, and its follow() handle. Starting a
+// job replaces it with one for the new list.
+let conn = null;
+// arrivals counts the events the page received, of every job: each event
+// keeps its number, so that the tests can tell how the jobs interleaved.
+let arrivals = 0;
 
 const list = document.getElementById('jobs');
 const template = document.getElementById('job-template');
-document.getElementById('start').addEventListener('click', startJob);
+document.getElementById('start').addEventListener('click', () => startJob());
+document.getElementById('start-many').addEventListener('click', () => startJobs(8));
 watchLinkedJobs();
 watchCluster();
 
 // startJob starts a job on the server and follows it. It returns the job ID.
 async function startJob() {
+  return (await startJobs(1))[0] ?? null;
+}
+
+// startJobs starts n jobs at once and follows them, all on the page's one
+// connection. It returns the IDs of the jobs started.
+async function startJobs(n) {
   const error = document.getElementById('error');
-  try {
+  const results = await Promise.allSettled(Array.from({ length: n }, async () => {
     const res = await fetch('jobs', { method: 'POST' });
     if (!res.ok) {
       throw new Error(`${res.status} ${res.statusText}: ${(await res.text()).trim()}`);
     }
-    const { id, events } = await res.json();
-    error.hidden = true;
-    follow(id, events);
-    return id;
-  } catch (err) {
-    error.textContent = `Could not start a job: ${err.message}`;
+    return (await res.json()).id;
+  }));
+  const ids = results.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) {
+    error.textContent = `Could not start a job: ${failed.reason.message}`;
     error.hidden = false;
-    return null;
+  } else {
+    error.hidden = true;
   }
+  follow(ids);
+  return ids;
 }
 
 // watchLinkedJobs follows the jobs that the page's URL names, as in
-// ?job=<id>: a job started in another tab, running or already ended.
+// ?job=<id>: jobs started in another tab, running or already ended.
 function watchLinkedJobs() {
   const bad = [];
+  const ids = [];
   for (const id of new URLSearchParams(location.search).getAll('job')) {
     if (!/^[0-9a-f]{32}$/.test(id)) {
       bad.push(id);
-    } else if (!jobs.has(id)) {
-      follow(id, `jobs/${id}/events`);
+    } else if (!ids.includes(id)) {
+      ids.push(id);
     }
   }
   if (bad.length > 0) {
@@ -52,92 +73,170 @@ function watchLinkedJobs() {
     error.textContent = `Not a job ID: ${bad.join(', ')}`;
     error.hidden = false;
   }
+  follow(ids);
 }
 
-// follow shows one job and updates it from its event stream at url.
-function follow(id, url) {
-  const el = template.content.firstElementChild.cloneNode(true);
-  el.querySelector('.job-number').textContent = `#${jobs.size + 1}`;
-  el.querySelector('.job-id').textContent = id.slice(0, 8);
-  el.querySelector('.job-id').title = id;
-  const watch = el.querySelector('.watch');
-  watch.href = `?job=${id}`;
-  watch.title = 'Open this job in a new tab: each tab gets every event of the job';
-  list.prepend(el);
+// follow shows the jobs ids and follows them, with the page's other jobs
+// not yet done, on a new connection.
+function follow(ids) {
+  const added = ids.filter((id) => !jobs.has(id));
+  if (added.length === 0) return;
+  for (const id of added) {
+    const el = template.content.firstElementChild.cloneNode(true);
+    el.querySelector('.job-number').textContent = `#${jobs.size + 1}`;
+    el.querySelector('.job-id').textContent = id.slice(0, 8);
+    el.querySelector('.job-id').title = id;
+    const watch = el.querySelector('.watch');
+    watch.href = `?job=${id}`;
+    watch.title = 'Open this job in a new tab: each tab gets every event of the job';
+    list.prepend(el);
+    jobs.set(id, {
+      id, el, conn: null, ended: false,
+      progress: [], logs: [], ids: [], at: [], gaps: [],
+      conns: 0, opens: 0, errors: 0, status: 'connecting',
+    });
+  }
   document.getElementById('empty').hidden = true;
+  reconnect();
+}
 
-  // lastEventId=0: the stream starts at the job's first event, and if this
-  // first connection dies before any event arrives, the browser's
-  // reconnection (which then has no Last-Event-ID) still does. Later
-  // reconnections send the ID of the last event received, and resume after
-  // it.
-  const es = new EventSource(url + '?lastEventId=0');
-  const job = {
-    id, url, es, el,
-    progress: [], logs: [], ids: [], gaps: [],
-    opens: 0, errors: 0, status: 'connecting',
+// reconnect replaces the page's connection with one that follows every
+// job not yet ended, each from where the old connection left it: the
+// server sends each job's events exactly once across the two.
+function reconnect() {
+  const old = conn;
+  const following = [...jobs.values()].filter((job) => !job.ended);
+  const from = old ? positions(old) : new Map();
+  if (old) old.f.close();
+  conn = null;
+  if (following.length === 0) return;
+
+  const c = {
+    jobs: following,
+    url: 'jobs/events?' + following.map((job) => `job=${job.id}`).join('&'),
+    f: null,
   };
-  jobs.set(id, job);
-
-  es.addEventListener('open', () => {
-    job.opens++;
-    setStatus(job, 'running');
-  });
-  es.addEventListener('error', () => {
-    // The browser reconnects by itself unless it gave up (readyState CLOSED).
-    job.errors++;
-    if (es.readyState === EventSource.CLOSED) {
-      gaveUp(job);
-    } else {
-      setStatus(job, 'reconnecting');
-    }
-  });
-  es.addEventListener('progress', (e) => {
-    job.ids.push(e.lastEventId);
-    const pct = Number(e.data);
-    job.progress.push(pct);
-    showProgress(job, pct);
-  });
-  es.addEventListener('log', (e) => {
-    job.ids.push(e.lastEventId);
-    job.logs.push(e.data);
-    log(job, e.data, false);
-  });
-  // The server no longer holds events from and to (they are older than the
-  // job's history keeps): this tab will never see them. Every "progress"
-  // event carries the whole state, so the next one sets the bar right (and
-  // "close" tells that the job finished, if none comes); the log says what
-  // is missing.
-  es.addEventListener('gap', (e) => {
-    job.ids.push(e.lastEventId);
-    const { from, to } = JSON.parse(e.data);
-    job.gaps.push({ from, to });
-    const n = to - from + 1;
-    log(job, `${n} earlier event${n === 1 ? ' is' : 's are'} no longer held by the server: this tab missed them.`, true);
-  });
-  // The server ends a finished job's stream with an event "close". Without
-  // es.close() the browser would reconnect.
-  es.addEventListener('close', () => {
-    es.close();
-    // A job's key is closed once all of its steps are done: a tab that
-    // missed the last progress events shows it too.
-    if (job.gaps.length > 0) showProgress(job, 100);
-    setStatus(job, 'done');
+  conn = c;
+  for (const job of following) {
+    job.conn = c;
+    job.conns++;
+  }
+  const live = () => c.jobs.filter((job) => !job.ended);
+  c.f = followKeys(c.url, {
+    keys: following.map((job) => job.id),
+    events: ['progress', 'log'],
+    // lastEventId=0 (or each job's position): the stream starts at each
+    // job's first event, and if this first connection dies before any
+    // event arrives, the browser's reconnection (which then has no
+    // Last-Event-ID) still does. Later reconnections send the ID of the
+    // last event received, which holds every job's position, and resume
+    // every job after it.
+    lastEventId: resumeID(following, from),
+    onOpen() {
+      for (const job of live()) {
+        job.opens++;
+        setStatus(job, 'running');
+      }
+    },
+    onReconnect() {
+      // The browser reconnects by itself.
+      for (const job of live()) {
+        job.errors++;
+        setStatus(job, 'reconnecting');
+      }
+    },
+    onError() {
+      // The browser gave up: the server answered with something other
+      // than a stream.
+      for (const job of live()) job.errors++;
+      gaveUp(c, live());
+    },
+    onEvent(id, e) {
+      const job = jobs.get(id);
+      job.ids.push(entry(e.lastEventId));
+      job.at.push(++arrivals);
+      if (e.type === 'progress') {
+        const pct = Number(e.data);
+        job.progress.push(pct);
+        showProgress(job, pct);
+      } else {
+        job.logs.push(e.data);
+        log(job, e.data, false);
+      }
+    },
+    // The server no longer holds events from and to (they are older than
+    // the job's history keeps): this tab will never see them. Every
+    // "progress" event carries the whole state, so the next one sets the
+    // bar right (and the job's close tells that it finished, if none
+    // comes); the log says what is missing.
+    onGap(id, from, to) {
+      const job = jobs.get(id);
+      job.ids.push(entry(c.f.lastEventId));
+      job.at.push(++arrivals);
+      job.gaps.push({ from, to });
+      const n = to - from + 1;
+      log(job, `${n} earlier event${n === 1 ? ' is' : 's are'} no longer held by the server: this tab missed them.`, true);
+    },
+    // The job has ended and every one of its events arrived. The module
+    // closes the EventSource once every job of the connection has.
+    onClose(id) {
+      ended(jobs.get(id));
+    },
   });
 }
 
-// gaveUp handles an EventSource that will not reconnect: the server answered
-// with something other than a stream. A 204 means that the job has ended and
-// that this tab has all of its events, which a connection lost between the
-// last event and "close" can lead to; the EventSource cannot tell a 204 from
-// a failure, so the page asks again itself.
-async function gaveUp(job) {
+// ended shows a job done. A job's key is closed once all of its steps are
+// done: a tab that missed the last progress events shows it too.
+function ended(job) {
+  job.ended = true;
+  if (job.gaps.length > 0) showProgress(job, 100);
+  setStatus(job, 'done');
+}
+
+// entry returns an event's ID within its job: a multi-key ID is
+// "<i>:<vector>", the vector holding every job's entry (docs/protocol.md),
+// and a one-job stream's ID is the entry itself.
+function entry(id) {
+  const colon = id.indexOf(':');
+  if (colon < 0) return id;
+  return id.slice(colon + 1).split(',')[Number(id.slice(0, colon))];
+}
+
+// positions returns where connection c left each of its jobs: the entry of
+// its last ID for each job (empty for a job it had nothing of yet).
+function positions(c) {
+  const id = c.f.lastEventId;
+  const at = new Map();
+  if (id === '' || id === '0') return at;
+  const colon = id.indexOf(':');
+  const entries = colon < 0 ? [id] : id.slice(colon + 1).split(',');
+  c.jobs.forEach((job, i) => at.set(job.id, entries[i] ?? ''));
+  return at;
+}
+
+// resumeID returns the ID that resumes the jobs following, each from its
+// entry in from: a one-job ID, or "0:<vector>" (docs/protocol.md, "Several
+// keys on one connection"); "0" when the page has nothing of any of them.
+function resumeID(following, from) {
+  const entries = following.map((job) => from.get(job.id) ?? '');
+  if (entries.every((e) => e === '')) return '0';
+  if (entries.length === 1) return entries[0];
+  return `0:${entries.join(',')}`;
+}
+
+// gaveUp handles a connection whose EventSource will not reconnect, with
+// its jobs not ended. A 204 means that every one of them has ended and that
+// this tab has all of their events, which a connection lost between the
+// last event and the end of the stream can lead to; the EventSource cannot
+// tell a 204 from a failure, so the page asks again itself.
+async function gaveUp(c, left) {
   let status = 0;
-  if (job.ids.length > 0) {
+  const last = c.f.lastEventId;
+  if (last !== '' && last !== '0') {
     const ctl = new AbortController();
     try {
-      const res = await fetch(job.url, {
-        headers: { 'Last-Event-ID': job.ids[job.ids.length - 1] },
+      const res = await fetch(c.url, {
+        headers: { 'Last-Event-ID': last },
         cache: 'no-store',
         signal: ctl.signal,
       });
@@ -148,14 +247,18 @@ async function gaveUp(job) {
       ctl.abort(); // a 200 is a stream: do not read it
     }
   }
-  if (status === 204) {
-    setStatus(job, 'done');
-    return;
+  for (const job of left) {
+    if (status === 204) {
+      ended(job);
+      continue;
+    }
+    job.ended = true; // not followed any more
+    setStatus(job, 'failed');
+    const which = left.length === 1 ? 'the job is' : 'one of the jobs is';
+    log(job, job.opens === 0
+      ? `The connection failed: the server is unreachable, or ${which} unknown or ended too long ago.`
+      : 'The connection failed.', true);
   }
-  setStatus(job, 'failed');
-  log(job, job.opens === 0
-    ? 'The connection failed: the server is unreachable, or the job is unknown or ended too long ago.'
-    : 'The connection failed.', true);
 }
 
 // watchCluster shows the replicas of the cluster demo, whose proxy answers
@@ -245,11 +348,13 @@ function snapshot() {
     progress: job.progress,
     logs: job.logs,
     ids: job.ids,
+    at: job.at,
     gaps: job.gaps,
+    conns: job.conns,
     opens: job.opens,
     errors: job.errors,
     status: job.status,
-    readyState: job.es.readyState,
+    readyState: job.conn ? job.conn.f.eventSource.readyState : EventSource.CLOSED,
     bar: Number(job.el.querySelector('.bar').getAttribute('aria-valuenow')),
     width: job.el.querySelector('.fill').style.width,
     watch: job.el.querySelector('.watch').href,
