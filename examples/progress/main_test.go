@@ -343,9 +343,70 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// GET /jobs/events?job=A&job=B serves both jobs on one stream
+// (sse.MultiHandler), as the page follows its jobs: every event of each
+// job once and in order, each telling its job by its position in the list,
+// then each job's sse.close and the stream's close. A list of one job is a
+// one-job stream; a list with a job the server does not hold, or a
+// malformed ID, is refused whole.
+func TestJobsOnOneStream(t *testing.T) {
+	const steps = 4
+	srv := newTestServer(t, steps, time.Millisecond)
+	id := func(url string) string {
+		return strings.TrimSuffix(strings.TrimPrefix(url, srv.URL+"/jobs/"), "/events")
+	}
+	a, b := id(startJob(t, srv)), id(startJob(t, srv))
+	resp, body := get(t, srv.URL+"/jobs/events?job="+a+"&job="+b+"&lastEventId=0")
+	events := readStream(t, resp, body)
+	var byJob [2][]ssetest.Event
+	var closes []int
+	for _, ev := range events {
+		index, vector, ok := strings.Cut(ev.ID, ":")
+		i, err := strconv.Atoi(index)
+		if !ok || err != nil || i > 1 {
+			t.Fatalf("event %+v: the ID does not name one of the 2 jobs", ev)
+		}
+		switch ev.Type {
+		case "sse.close":
+			closes = append(closes, i)
+		default:
+			// The job's own ID is its entry in the vector.
+			ev.ID = strings.Split(vector, ",")[i]
+			byJob[i] = append(byJob[i], ev)
+		}
+	}
+	for i := range byJob {
+		checkEvents(t, byJob[i], steps)
+	}
+	if slices.Sort(closes); !slices.Equal(closes, []int{0, 1}) {
+		t.Errorf("sse.close for the jobs %v, want one for each of 0 and 1", closes)
+	}
+
+	// One job: its own stream's wire, byte for byte.
+	_, one := get(t, srv.URL+"/jobs/events?job="+a+"&lastEventId=0")
+	if _, alone := get(t, srv.URL+"/jobs/"+a+"/events?lastEventId=0"); one != alone {
+		t.Errorf("a list of one job got\n%q\nwant its own stream's\n%q", one, alone)
+	}
+
+	for _, tc := range []struct {
+		query string
+		want  int
+	}{
+		{"job=" + a + "&job=" + strings.Repeat("0", 32), http.StatusNotFound},
+		{"job=" + a + "&job=nope", http.StatusBadRequest},
+		{"job=" + a + "&job=" + a, http.StatusBadRequest},
+		{"", http.StatusBadRequest},
+	} {
+		if resp, body := get(t, srv.URL+"/jobs/events?"+tc.query); resp.StatusCode != tc.want {
+			t.Errorf("GET /jobs/events?%s: status %d %q, want %d", tc.query, resp.StatusCode, body, tc.want)
+		}
+	}
+}
+
 func TestPage(t *testing.T) {
 	srv := newTestServer(t, 1, time.Millisecond)
-	for _, path := range []string{"/", "/app.js", "/style.css"} {
+	// sse.js: the library's browser module, which app.js imports.
+	for _, path := range []string{"/", "/app.js", "/style.css", "/sse.js"} {
 		if resp, _ := get(t, srv.URL+path); resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: status %d, want 200", path, resp.StatusCode)
 		}
