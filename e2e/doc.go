@@ -6,11 +6,15 @@
 // Chromium reading its stream through a proxy that keeps cutting the
 // connection.
 //
-// What it covers besides the demo's page: the README's follow.js snippet in
-// Chromium (events, "close", a gap, a failure, a reconnection); the demo
-// behind nginx configured with docs/nginx.conf (events arrive live, a cut
-// client resumes through it); the demo's /metrics as streams open, resume
-// and close; its graceful shutdown.
+// What it covers besides the demo's page (which follows all of its jobs
+// on one connection, with the library's browser module: 8 jobs through
+// two cuts): the README's follow.js snippet in Chromium (events, "close",
+// a gap, a failure, a reconnection); the README's page of the browser
+// module, and the module on 8 keys through cuts; the demo behind nginx
+// configured with docs/nginx.conf (events arrive live, a cut client
+// resumes through it), and a 100-key stream resumed through it; the
+// demo's /metrics as streams open, resume and close; its graceful
+// shutdown.
 //
 // Run it with:
 //
