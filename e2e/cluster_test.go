@@ -87,3 +87,71 @@ func TestClusterReplicaStopped(t *testing.T) {
 	}
 	saveScreenshot(t, tab, "cluster.png", "")
 }
+
+// The cluster demo's page follows several jobs on one connection
+// (sse.MultiHandler on ssejs): the replica that serves it is stopped
+// mid-way, and the page resumes every job on the other replica, with the
+// Last-Event-ID that holds every job's position: each job's events arrive
+// once and in order, with no gap, and each job gets its close.
+func TestClusterJobsOnOneConnection(t *testing.T) {
+	const (
+		jobs  = 3
+		steps = 30
+	)
+	chromium := findChromium(t)
+	d := startProgram(t, "cluster", "-step", "200ms", "-steps", strconv.Itoa(steps))
+	tab := newBrowser(t, chromium)
+	open(t, tab, d.url)
+	if ids := evalAwait[[]string](t, tab, "window.demo.startMany("+strconv.Itoa(jobs)+")"); len(ids) != jobs {
+		t.Fatalf("started %d jobs, want %d", len(ids), jobs)
+	}
+	js := waitFor(t, tab, "the jobs to reach 20% through a replica", func(js []jobState) bool {
+		for _, j := range js {
+			if j.Bar < 20 || j.Served == "" {
+				return false
+			}
+		}
+		return len(js) == jobs
+	})
+	first := strings.TrimPrefix(js[0].Served, "via replica ")
+	for _, j := range js {
+		if j.Served != js[0].Served {
+			t.Fatalf("the jobs are served by %q and %q, want one connection", js[0].Served, j.Served)
+		}
+	}
+	client := newClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url+"cluster/"+first+"/stop", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		t.Fatalf("stopping replica %s: status %d", first, res.StatusCode)
+	}
+
+	js = waitFor(t, tab, "the jobs to end", func(js []jobState) bool {
+		for _, j := range js {
+			if j.Status != "done" && j.Status != "failed" {
+				return false
+			}
+		}
+		return len(js) == jobs
+	})
+	for _, job := range js {
+		checkEvents(t, job, steps)
+		if job.Conns != 1 || job.Errors < 1 || job.Opens != job.Errors+1 || job.ReadyState != readyClosed {
+			t.Errorf("job %s: %d connections, %d open and %d error events, readyState %d; want one connection that reconnected, and CLOSED",
+				job.ID, job.Conns, job.Opens, job.Errors, job.ReadyState)
+		}
+		if job.Served == "" || job.Served == "via replica "+first {
+			t.Errorf("job %s shows %q after replica %s stopped, want the other replica", job.ID, job.Served, first)
+		}
+	}
+	saveScreenshot(t, tab, "cluster-jobs-on-one-connection.png", "")
+}
