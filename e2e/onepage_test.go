@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -170,4 +171,39 @@ func cutStream(w http.ResponseWriter, r *http.Request, proxy *demoProxy, cut int
 	}
 	// Break the connection, without the end of the chunked body.
 	panic(http.ErrAbortHandler)
+}
+
+// The page follows at most 100 running jobs, MultiHandler's default bound
+// on the keys of a request: asked to start 104, it starts 100, says why
+// not more, and follows all 100 on one connection (one stream in the
+// demo's metrics). A request for 101 would be refused whole, and the page
+// would follow none.
+func TestDemoJobsAtTheBound(t *testing.T) {
+	const jobs = 100
+	chromium := findChromium(t)
+	d := startDemo(t, "-step", "1s", "-steps", "1000")
+	tab := newBrowser(t, chromium)
+	open(t, tab, d.url)
+	if ids := evalAwait[[]string](t, tab, "window.demo.startMany(104)"); len(ids) != jobs {
+		t.Fatalf("started %d jobs, want %d", len(ids), jobs)
+	}
+	if msg := evaluate[string](t, tab, "document.getElementById('error').textContent"); !strings.Contains(msg, "at most 100 running jobs") {
+		t.Errorf("the page says %q, want that it follows at most 100 running jobs", msg)
+	}
+	js := waitFor(t, tab, "the 100 jobs to run", func(js []jobState) bool {
+		for _, j := range js {
+			if j.Status != "running" || len(j.Progress) == 0 {
+				return false
+			}
+		}
+		return len(js) == jobs
+	})
+	for _, j := range js {
+		if j.Conns != 1 || j.Opens != 1 || j.Errors != 0 {
+			t.Fatalf("job %s: %d connections, %d open and %d error events; want 1, 1 and 0", j.ID, j.Conns, j.Opens, j.Errors)
+		}
+	}
+	waitMetrics(t, newClient(t), d.url, "one stream open for the page's 100 jobs", func(m map[string]float64) bool {
+		return m["progress_streams_open"] == 1
+	})
 }

@@ -17,6 +17,9 @@ window.demo = { jobs, start: startJob, startMany: startJobs, snapshot };
 // jobs, in the order of its URL's list, and its follow() handle. Starting a
 // job replaces it with one for the new list.
 let conn = null;
+// maxJobs is the most jobs the page follows at once: the server's bound on
+// the keys of one request (sse.DefaultKeysPerRequest).
+const maxJobs = 100;
 // arrivals counts the events the page received, of every job: each event
 // keeps its number, so that the tests can tell how the jobs interleaved.
 let arrivals = 0;
@@ -37,6 +40,13 @@ async function startJob() {
 // connection. It returns the IDs of the jobs started.
 async function startJobs(n) {
   const error = document.getElementById('error');
+  const room = maxJobs - [...jobs.values()].filter((job) => !job.ended).length;
+  const capped = room < n;
+  if (capped) {
+    error.textContent = `The page follows at most ${maxJobs} running jobs: wait for some to end.`;
+    error.hidden = false;
+    n = Math.max(room, 0);
+  }
   const results = await Promise.allSettled(Array.from({ length: n }, async () => {
     const res = await fetch('jobs', { method: 'POST' });
     if (!res.ok) {
@@ -49,7 +59,7 @@ async function startJobs(n) {
   if (failed) {
     error.textContent = `Could not start a job: ${failed.reason.message}`;
     error.hidden = false;
-  } else {
+  } else if (!capped) {
     error.hidden = true;
   }
   follow(ids);
@@ -68,11 +78,15 @@ function watchLinkedJobs() {
       ids.push(id);
     }
   }
+  const error = document.getElementById('error');
   if (bad.length > 0) {
-    const error = document.getElementById('error');
     error.textContent = `Not a job ID: ${bad.join(', ')}`;
     error.hidden = false;
+  } else if (ids.length > maxJobs) {
+    error.textContent = `The page follows at most ${maxJobs} jobs: the first ${maxJobs} of the link's ${ids.length}.`;
+    error.hidden = false;
   }
+  ids.length = Math.min(ids.length, maxJobs);
   follow(ids);
 }
 
