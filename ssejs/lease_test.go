@@ -595,3 +595,39 @@ func TestReplacedWhileIdleLongLease(t *testing.T) {
 		t.Fatal("A's idle connection did not end")
 	}
 }
+
+// TestLeaseOfAnOlderVersion: a key's entry written by a version before
+// process liveness carries its own expiry, and no liveness names its
+// owner: it holds until that expiry, and the key is free after it.
+func TestLeaseOfAnOlderVersion(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, js := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(name))
+	ctx := within(t, 30*time.Second)
+	kv, err := js.KeyValue(ctx, "SSE_"+name+"_keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key   string
+		until time.Duration
+		want  error
+	}{
+		{"held", 10 * time.Minute, sse.ErrBusy},
+		{"expired", -time.Second, nil},
+	} {
+		tok, _ := ssejs.Token[string](stringCodec{}, c.key)
+		entry := fmt.Sprintf(`{"o":"an-older-process","u":%d,"n":"x"}`, time.Now().Add(c.until).UnixMilli())
+		if _, err := kv.Create(ctx, tok, []byte(entry)); err != nil {
+			t.Fatal(err)
+		}
+		s, err := b.Subscribe(ctx, c.key, sse.SubscribeRequest{})
+		if err == nil {
+			s.Close()
+		}
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.key, err, c.want)
+		}
+	}
+}
