@@ -49,14 +49,17 @@ type Broker[K comparable] struct {
 	// later write repaired (see qkey.acquire). Guarded by mu; bounded by
 	// maxUnsure.
 	unsure  map[string]string
-	smu     sync.Mutex
-	settles map[*qkey[K]]struct{} // guarded by smu: Queue keys whose entries settleKeys looks at next
+	hubs    map[string]*hub[K] // guarded by mu: FanOut keys this process reads, by token
+	down    chan struct{}      // guarded by mu: closed while NATS is unreachable
+	subs    int                // guarded by mu: open subscriptions
+	subsEnd chan struct{}      // guarded by mu: closed when subs drops to 0 after Shutdown began
+	stopped bool               // guarded by mu: Shutdown has begun
+
+	// In Queue mode only: the process's liveness and its keys' entries
+	// (see liveness.go).
 	notices *nats.Subscription    // immutable after New: takeovers of this process's keys (see noticed)
-	hubs    map[string]*hub[K]    // guarded by mu: FanOut keys this process reads, by token
-	down    chan struct{}         // guarded by mu: closed while NATS is unreachable
-	subs    int                   // guarded by mu: open subscriptions
-	subsEnd chan struct{}         // guarded by mu: closed when subs drops to 0 after Shutdown began
-	stopped bool                  // guarded by mu: Shutdown has begun
+	smu     sync.Mutex            // guards settles
+	settles map[*qkey[K]]struct{} // Queue keys whose entries settleKeys looks at next
 
 	quit  chan struct{}  // closed when Shutdown begins
 	calls sync.WaitGroup // flushers, purges and other goroutines of calls
@@ -106,19 +109,18 @@ const metaMode = "ssejs.mode"
 func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Option) (*Broker[K], error) {
 	cfg, codec := configure[K](opts)
 	b := &Broker[K]{
-		cfg:     cfg,
-		codec:   codec,
-		js:      js,
-		nc:      js.Conn(),
-		prefix:  "sse." + cfg.name + ".e.",
-		id:      nuid.Next(),
-		pubs:    make(map[string]*pubKey),
-		qkeys:   make(map[string]*qkey[K]),
-		unsure:  make(map[string]string),
-		settles: make(map[*qkey[K]]struct{}),
-		hubs:    make(map[string]*hub[K]),
-		down:    make(chan struct{}),
-		quit:    make(chan struct{}),
+		cfg:    cfg,
+		codec:  codec,
+		js:     js,
+		nc:     js.Conn(),
+		prefix: "sse." + cfg.name + ".e.",
+		id:     nuid.Next(),
+		pubs:   make(map[string]*pubKey),
+		qkeys:  make(map[string]*qkey[K]),
+		unsure: make(map[string]string),
+		hubs:   make(map[string]*hub[K]),
+		down:   make(chan struct{}),
+		quit:   make(chan struct{}),
 	}
 	// A message's headers take a few hundred bytes; the rest is its body.
 	b.maxBody = int(b.nc.MaxPayload()) - 1024
@@ -206,6 +208,7 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		b.kv = kv
 		// The process's liveness before any key's lease names it, and
 		// its notices before any key is taken from it.
+		b.settles = make(map[*qkey[K]]struct{})
 		if b.notices, err = b.nc.Subscribe(b.noticeSubject(b.id), b.noticed); err != nil {
 			return nil, fmt.Errorf("ssejs: subscribing to lease notices: %w", err)
 		}
