@@ -81,7 +81,9 @@ func (b *Broker[K]) keepAlive() {
 		if !b.nc.IsConnected() {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.lease/3)
+		// A slow write still counts (Until is from its start): it may
+		// take up to the lease, or one attempt's time.
+		ctx, cancel := context.WithTimeout(context.Background(), min(b.cfg.lease, b.attemptTimeout()))
 		b.putLiveness(ctx)
 		cancel()
 	}
