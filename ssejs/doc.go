@@ -222,25 +222,25 @@
 // its keys at once. So keeping leases costs one write per process per
 // third of the lease, whatever the number of keys it holds: an idle key's
 // entry is never written. A process that died unnoticed keeps its keys
-// for [WithLease] after its last renewal. Another process reads an owner's
-// liveness only when it would take one of its keys. A key's entry is
-// written when it is taken, when its events are taken (the floor, below),
-// once within a third of the lease after a take or after its in-process
-// readers yielded what they took (so that the entry no longer says those
-// events may not have been handed out, which would make the next owner,
-// were this one to die, name them in a gap), and when the process's last
-// reader of the key leaves (one write that frees it). Expiry is judged by each
-// process's clock: they should agree to well within the lease (NTP does).
-// A lease only decides who may serve a request that does not take over;
-// the floor's compare and set, not the clock, is what keeps each event
-// read once.
+// for [WithLease] after its last renewal. Another process reads an
+// owner's liveness only when a request that does not take over finds one
+// of its keys owned. A key's entry is written when it is taken, when its
+// events are taken (the floor, below), once within a third of the lease
+// after a take or after its in-process readers yielded what they took (so
+// that the entry no longer says those events may not have been handed
+// out, which would make the next owner, were this one to die, name them
+// in a gap), and when the process's last reader of the key leaves (one
+// write that frees it). Expiry is judged by each process's clock: they
+// should agree to well within the lease (NTP does). A lease only decides
+// who may serve a request that does not take over; the floor's compare
+// and set, not the clock, is what keeps each event read once.
 //
 // Entries written by a version before process liveness carry their own
 // expiry and were renewed one by one: such an entry holds until its
 // expiry, as that version meant, so a bucket in use can be upgraded. An
 // older version reads this version's entries as expired: during a rolling
 // upgrade, an older replica may take a key that a newer one holds from a
-// request that does not take over (the older owner's readers then end
+// request that does not take over (the newer owner's readers then end
 // with [sse.ErrReplaced] at their next take); each event is still read
 // once. Upgrade every replica of a name before relying on 409s.
 //
