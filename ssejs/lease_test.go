@@ -430,7 +430,13 @@ func TestLeasesManyKeys(t *testing.T) {
 	t.Logf("%d keys held, each with a reader: per key %.1f KiB of heap in use, %.1f KiB of goroutine stacks, %.1f goroutines (in this process; the NATS server's too unless LEASE_NATS_URL)",
 		n, float64(after.HeapInuse-before.HeapInuse)/1024/float64(n), float64(after.StackInuse-before.StackInuse)/1024/float64(n),
 		float64(runtime.NumGoroutine()-g0)/float64(n))
+	_, _, from := bucketWrites(t, ctx, jsB, name, 0)
 	time.Sleep(5 * lease) // several lease times, renewed or lapsed
+	keys, others, _ := bucketWrites(t, ctx, jsB, name, from)
+	if keys > 0 {
+		t.Errorf("%d writes of the entries of idle keys: their upkeep writes per key", keys)
+	}
+	t.Logf("over 5 lease times: %d writes of the keys' entries, %d of the processes' liveness (counted as TestLeaseUpkeepWrites counts)", keys, others)
 	took := 0
 	for i := range 200 {
 		k := i * (n / 200)
@@ -453,7 +459,8 @@ func TestLeasesManyKeys(t *testing.T) {
 // its stream still holds: to the entries of keys, and to the others (the
 // processes' liveness); and the sequence to count from next. An entry's
 // write replaced by a later one is gone (the bucket keeps one revision):
-// a write of an entry since from leaves at least its last.
+// a write of an entry since from leaves at least its last. From 0, it
+// counts nothing.
 func bucketWrites(t *testing.T, ctx context.Context, js jetstream.JetStream, name string, from uint64) (keys, others int, next uint64) {
 	t.Helper()
 	s, err := js.Stream(ctx, "KV_SSE_"+name+"_keys")
@@ -464,7 +471,7 @@ func bucketWrites(t *testing.T, ctx context.Context, js jetstream.JetStream, nam
 	if err != nil {
 		t.Fatal(err)
 	}
-	for seq := from; seq <= info.State.LastSeq; seq++ {
+	for seq := from; from > 0 && seq <= info.State.LastSeq; seq++ {
 		m, err := s.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			continue // replaced by a later write of its entry
@@ -504,7 +511,7 @@ func TestLeaseUpkeepWrites(t *testing.T) {
 				}
 				defer s.Close()
 			}
-			_, _, from := bucketWrites(t, ctx, jsB, name, 1)
+			_, _, from := bucketWrites(t, ctx, jsB, name, 0)
 			// At least 6 writes of anything: two lease times of
 			// renewals, of the process or of its keys.
 			var keys, others int
