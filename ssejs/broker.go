@@ -55,9 +55,15 @@ type Broker[K comparable] struct {
 	subsEnd chan struct{}      // guarded by mu: closed when subs drops to 0 after Shutdown began
 	stopped bool               // guarded by mu: Shutdown has begun
 
+	// In Queue mode only: the process's liveness and its keys' entries
+	// (see liveness.go).
+	notices *nats.Subscription    // immutable after New: takeovers of this process's keys (see noticed)
+	smu     sync.Mutex            // guards settles
+	settles map[*qkey[K]]struct{} // Queue keys whose entries settleKeys looks at next
+
 	quit  chan struct{}  // closed when Shutdown begins
 	calls sync.WaitGroup // flushers, purges and other goroutines of calls
-	bg    sync.WaitGroup // the status watcher and the lease renewer
+	bg    sync.WaitGroup // the status watcher, the liveness renewer and settleKeys
 
 	stopOnce sync.Once
 
@@ -200,6 +206,16 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 			return nil, fmt.Errorf("ssejs: bucket %s cannot hold read floors: its entries expire after %v, before the events of stream %s (max age %v)", bucket, st.TTL(), name, age)
 		}
 		b.kv = kv
+		// The process's liveness before any key's lease names it, and
+		// its notices before any key is taken from it.
+		b.settles = make(map[*qkey[K]]struct{})
+		if b.notices, err = b.nc.Subscribe(b.noticeSubject(b.id), b.noticed); err != nil {
+			return nil, fmt.Errorf("ssejs: subscribing to lease notices: %w", err)
+		}
+		if err := b.putLiveness(ctx); err != nil {
+			b.notices.Unsubscribe()
+			return nil, fmt.Errorf("ssejs: writing this process's liveness in bucket %s: %w", bucket, err)
+		}
 	}
 	// The listener first, then the state: a change in between reaches
 	// watch.
@@ -210,8 +226,9 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 	b.bg.Add(1)
 	go b.watch(status)
 	if cfg.mode == sse.Queue {
-		b.bg.Add(1)
-		go b.renew()
+		b.bg.Add(2)
+		go b.keepAlive()
+		go b.settleKeys()
 	}
 	return b, nil
 }

@@ -62,15 +62,18 @@
 //     direct get. So a key costs nothing but its messages, and its
 //     metadata can never disagree with its events.
 //   - In Queue mode only, one key-value bucket, "SSE_n_keys", with an
-//     entry per key that a process has read: its lease (owner, until when)
-//     and read floor (the last event ID handed out, the sequence of its
-//     message, the last one an in-process reader took), the events its
-//     owner's readers took and may not have handed to their callers (a
-//     stopped range forfeits them; the next owner names them in a gap,
-//     even if the owner died before it could say the range stopped),
-//     written only by
-//     compare and set on the entry's revision. Its entries expire a minute
-//     after the stream's MaxAge, that is after every event they cover.
+//     entry per key that a process has read, "k<token>": its lease (the
+//     owning process, or none) and read floor (the last event ID handed
+//     out, the sequence of its message, the last one an in-process reader
+//     took), the events its owner's readers took and may not have handed
+//     to their callers (a stopped range forfeits them; the next owner
+//     names them in a gap, even if the owner died before it could say the
+//     range stopped), written only by compare and set on the entry's
+//     revision; and an entry per running process, "p.<broker ID>", that
+//     says until when it is alive (see "Queue mode: leases"). Its entries
+//     expire a minute after the stream's MaxAge, that is after every event
+//     they cover; a process that shuts down deletes its own, and that of a
+//     process that died stays until then (a few dozen bytes).
 //   - Ordered consumers (ephemeral, in memory, no acks), only for keys
 //     that have readers: in FanOut mode one per key per process, from the
 //     key's last message on when its first reader there attaches, whose
@@ -201,17 +204,45 @@
 // # Queue mode: leases
 //
 // A process takes a key's lease when a connection or reader of the key
-// attaches there: at once if the lease is free, expired, or its own; from
-// another process only for a request that takes over (a Last-Event-ID
-// header, [sse.WithTakeover]) or an in-process reader ([Broker.Events]),
-// and otherwise the request gets [sse.ErrBusy] (409). Taking over is a
-// compare and set on the bucket entry: of two processes taking it at once,
-// one wins. The owner renews its lease a third of [WithLease] apart, and
-// frees it when its last reader of the key leaves; the lease of a process
-// that died expires after [WithLease]. Expiry is judged by each process's
-// clock: they should agree to well within the lease (NTP does). A lease
-// only decides who may serve a request that does not take over; the floor's
-// compare and set, not the clock, is what keeps each event read once.
+// attaches there: at once if the lease is free, its owner is dead, or it
+// is its own; from another process only for a request that takes over (a
+// Last-Event-ID header, [sse.WithTakeover]) or an in-process reader
+// ([Broker.Events]), and otherwise the request gets [sse.ErrBusy] (409).
+// Taking a key is a compare and set on its bucket entry: of two processes
+// taking it at once, one wins. The process that took a key over tells its
+// previous owner (a core NATS message on "sse.n.l.<broker ID>"), whose
+// readers of the key end at once with [sse.ErrReplaced]; if that message
+// is lost, they end at their next take, whose write fails.
+//
+// A key's entry names its owner, not an expiry: the owner holds its keys
+// while its liveness is fresh. Each process writes its liveness entry
+// ("p.<broker ID>", an ID drawn anew by each [New], so a restarted process
+// owns none of its previous keys) when it starts, renews it a third of
+// [WithLease] apart, and deletes it when it shuts down, which frees all
+// its keys at once. So keeping leases costs one write per process per
+// third of the lease, whatever the number of keys it holds: an idle key's
+// entry is never written. A process that died unnoticed keeps its keys
+// for [WithLease] after its last renewal. Another process reads an
+// owner's liveness only when a request that does not take over finds one
+// of its keys owned. A key's entry is written when it is taken, when its
+// events are taken (the floor, below), once within a third of the lease
+// after a take or after its in-process readers yielded what they took (so
+// that the entry no longer says those events may not have been handed
+// out, which would make the next owner, were this one to die, name them
+// in a gap), and when the process's last reader of the key leaves (one
+// write that frees it). Expiry is judged by each process's clock: they
+// should agree to well within the lease (NTP does). A lease only decides
+// who may serve a request that does not take over; the floor's compare
+// and set, not the clock, is what keeps each event read once.
+//
+// Entries written by a version before process liveness carry their own
+// expiry and were renewed one by one: such an entry holds until its
+// expiry, as that version meant, so a bucket in use can be upgraded. An
+// older version reads this version's entries as expired: during a rolling
+// upgrade, an older replica may take a key that a newer one holds from a
+// request that does not take over (the newer owner's readers then end
+// with [sse.ErrReplaced] at their next take); each event is still read
+// once. Upgrade every replica of a name before relying on 409s.
 //
 // Before it hands out any event, the owner advances the key's floor past
 // it, by a compare and set on the revision it last wrote: a process that

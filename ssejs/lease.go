@@ -5,21 +5,24 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"github.com/rocketqueue/sse"
 )
 
-// A lease is a Queue key's entry in the bucket: who owns the key, until
-// when, and how far its events were handed out. Every write is a compare
-// and set on the entry's revision, so a process that lost the lease cannot
-// write it, and so cannot hand out another event. A value: qkey.lease is
-// guarded by qkey.lmu.
+// A lease is a Queue key's entry in the bucket: which process owns the
+// key, and how far its events were handed out. The owner holds the key
+// while its liveness entry is fresh (see liveness): the entry is not
+// renewed. Every write is a compare and set on the entry's revision, so a
+// process that lost the lease cannot write it, and so cannot hand out
+// another event. A value: qkey.lease is guarded by qkey.lmu.
 type lease struct {
-	Owner    string `json:"o,omitempty"` // the owning broker's ID; "" when free
-	Until    int64  `json:"u,omitempty"` // Unix milliseconds: owned until then unless renewed
+	Owner string `json:"o,omitempty"` // the owning broker's ID; "" when free
+	// Until is 0 in the entries this version writes. Versions before
+	// process liveness wrote, and renewed, each key's expiry (Unix
+	// milliseconds) there: such an entry holds until then (see holds).
+	Until    int64  `json:"u,omitempty"`
 	Epoch    string `json:"e,omitempty"` // the key's life that Floor counts in
 	Floor    uint64 `json:"f,omitempty"` // the last event ID handed out to a reader or connection
 	FloorSeq uint64 `json:"s,omitempty"` // the stream sequence of the message that holds Floor
@@ -90,19 +93,13 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 	}
 	for attempt := 0; ; attempt++ {
 		nl := qk.lease
-		nl.Owner = qk.b.id
-		nl.Until = time.Now().Add(qk.b.cfg.lease).UnixMilli()
+		nl.Owner, nl.Until = qk.b.id, 0
 		nl.Nonce = nuid.Next()
 		// This process lived past its last take, and handed it out (a
 		// take's change sets Pend anew); what it owes goes with every
 		// write.
 		nl.Pend = 0
-		owes := qk.owed
-		for r, g := range qk.held {
-			if r.epoch == nl.Epoch { // not a life that ended
-				owes = union(owes, g)
-			}
-		}
+		owes := qk.owes()
 		nl.OwedFrom, nl.OwedTo = owes.From, owes.To
 		if change != nil {
 			change(&nl)
@@ -114,6 +111,9 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		}
 		if err == nil {
 			qk.lease, qk.rev, qk.unsure, qk.unknown = nl, rev, "", qk.unknown[:0]
+			if nl.Pend != 0 || nl.owed() != (sse.Gap{}) {
+				qk.b.settleLater(qk)
+			}
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
@@ -178,9 +178,14 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			}
 			rev = e.Revision()
 		}
-		now := time.Now()
-		if cur.Owner != "" && cur.Owner != b.id && cur.Until > now.UnixMilli() && !takeover {
-			return sse.ErrBusy
+		if !takeover {
+			held, err := b.holds(ctx, cur)
+			if err != nil {
+				return err
+			}
+			if held {
+				return sse.ErrBusy
+			}
 		}
 		nl := cur
 		if nl.Epoch != last.epoch {
@@ -207,7 +212,7 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 		}
 		// Otherwise nl keeps Pend: if this process dies before its first
 		// take, the next owner owes the same gap.
-		nl.Owner, nl.Until, nl.Nonce = b.id, now.Add(b.cfg.lease).UnixMilli(), nuid.Next()
+		nl.Owner, nl.Until, nl.Nonce = b.id, 0, nuid.Next()
 		data, _ := json.Marshal(nl)
 		if rev == 0 {
 			rev, err = b.kv.Create(ctx, qk.token, data)
@@ -216,6 +221,9 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 		}
 		switch {
 		case err == nil:
+			if cur.Owner != "" && cur.Owner != b.id {
+				b.notify(cur.Owner, qk.token, rev) // its readers end at once
+			}
 			qk.lmu.Lock()
 			qk.lease, qk.rev, qk.owned = nl, rev, true
 			qk.lmu.Unlock()
@@ -246,35 +254,18 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 	return sse.ErrBusy
 }
 
-// renew renews, a third of the lease time apart, the leases of the keys
-// this process reads; a lease another process took marks its key lost, so
-// that its readers end.
-func (b *Broker[K]) renew() {
-	defer b.bg.Done()
-	t := time.NewTicker(b.cfg.lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-		case <-b.quit:
-			return
-		}
-		b.mu.Lock()
-		keys := make([]*qkey[K], 0, len(b.qkeys))
-		for _, qk := range b.qkeys {
-			keys = append(keys, qk)
-		}
-		b.mu.Unlock()
-		for _, qk := range keys {
-			qk.lmu.Lock()
-			owned := qk.owned
-			qk.lmu.Unlock()
-			if !owned || qk.isLost() || !b.nc.IsConnected() {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), b.cfg.lease/3)
-			qk.write(ctx, false, nil)
-			cancel()
+// owes returns what qk owes the key's next reader, and what its in-process
+// readers hold of the lease's life: what every write records as OwedFrom
+// and OwedTo. The caller holds lmu.
+func (qk *qkey[K]) owes() sse.Gap {
+	owes := qk.owed
+	for r, g := range qk.held {
+		if r.epoch == qk.lease.Epoch { // not a life that ended
+			owes = union(owes, g)
 		}
 	}
+	return owes
 }
+
+// owed returns the range of events the entry records as owed.
+func (l lease) owed() sse.Gap { return sse.Gap{From: l.OwedFrom, To: l.OwedTo} }

@@ -1,15 +1,22 @@
 package ssejs_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/ssejs"
 )
@@ -341,6 +348,294 @@ func TestLostLeaseAckOwnerGone(t *testing.T) {
 				t.Fatalf("event %d after %d: a silent skip", ev.ID, next-1)
 			}
 			next++
+		}
+	}
+}
+
+// leaseKeys is how many keys TestLeasesManyKeys holds: LEASE_KEYS, or
+// 3,000.
+func leaseKeys(t *testing.T) int {
+	n := 3000
+	if v := os.Getenv("LEASE_KEYS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 200 {
+			t.Fatalf("LEASE_KEYS=%q: want a number of at least 200", v)
+		}
+	}
+	return n
+}
+
+// TestLeasesManyKeys: a process holds many keys, each with a reader, on a
+// short lease; after several lease times, requests of another process
+// that do not take over get ErrBusy for every key tried. With a write per
+// key per third of the lease, one round trip at a time, the leases
+// lapsed: requests without an ID took 49 and 102 of 200 keys (issue 22).
+// It logs the holder's heap and goroutines per key; LEASE_KEYS=100000
+// runs it at that scale (with LEASE_NATS_URL, against that server
+// rather than one in the test's process).
+func TestLeasesManyKeys(t *testing.T) {
+	n := leaseKeys(t)
+	url := os.Getenv("LEASE_NATS_URL")
+	if url == "" {
+		url = startServer(t).ClientURL()
+	}
+	name := uniqueName()
+	_, jsA := connect(t, url)
+	_, jsB := connect(t, url)
+	const lease = 300 * time.Millisecond
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	a := newBroker[int](t, jsA, ssejs.WithName(name), ssejs.WithLease(lease), ssejs.WithMaxReaders(n+1000))
+	b := newBroker[int](t, jsB, ssejs.WithName(name), ssejs.WithLease(lease))
+	ctx := within(t, 10*time.Minute)
+	subs := make([]sse.Subscription, n)
+	t.Cleanup(func() {
+		for _, s := range subs {
+			if s != nil {
+				s.Close()
+			}
+		}
+	})
+	var (
+		wg     sync.WaitGroup
+		next   atomic.Int64
+		failed atomic.Value
+	)
+	for range 32 {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= n || failed.Load() != nil {
+					return
+				}
+				s, err := a.Subscribe(ctx, k, sse.SubscribeRequest{})
+				if err != nil {
+					failed.Store(fmt.Errorf("key %d: %w", k, err))
+					return
+				}
+				subs[k] = s
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		t.Fatal(err)
+	}
+	held := time.Now()
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	t.Logf("%d keys held, each with a reader: per key %.1f KiB of heap in use, %.1f KiB of goroutine stacks, %.1f goroutines (in this process; the NATS server's too unless LEASE_NATS_URL)",
+		n, float64(after.HeapInuse-before.HeapInuse)/1024/float64(n), float64(after.StackInuse-before.StackInuse)/1024/float64(n),
+		float64(runtime.NumGoroutine()-g0)/float64(n))
+	_, _, from := bucketWrites(t, ctx, jsB, name, 0)
+	time.Sleep(5 * lease) // several lease times, renewed or lapsed
+	keys, others, _ := bucketWrites(t, ctx, jsB, name, from)
+	if keys > 0 {
+		t.Errorf("%d writes of the entries of idle keys: their upkeep writes per key", keys)
+	}
+	t.Logf("over 5 lease times: %d writes of the keys' entries, %d of the processes' liveness (counted as TestLeaseUpkeepWrites counts)", keys, others)
+	took := 0
+	for i := range 200 {
+		k := i * (n / 200)
+		s, err := b.Subscribe(ctx, k, sse.SubscribeRequest{})
+		switch {
+		case err == nil:
+			took++
+			s.Close()
+		case !errors.Is(err, sse.ErrBusy):
+			t.Fatalf("key %d: %v", k, err)
+		}
+	}
+	t.Logf("200 keys tried %v after the last was taken", time.Since(held).Round(time.Millisecond))
+	if took > 0 {
+		t.Errorf("requests without an ID took %d of 200 keys another process held and read: its leases lapsed", took)
+	}
+}
+
+// bucketWrites returns the bucket's writes from sequence from on that
+// its stream still holds: to the entries of keys, and to the others (the
+// processes' liveness); and the sequence to count from next. An entry's
+// write replaced by a later one is gone (the bucket keeps one revision):
+// a write of an entry since from leaves at least its last. From 0, it
+// counts nothing.
+func bucketWrites(t *testing.T, ctx context.Context, js jetstream.JetStream, name string, from uint64) (keys, others int, next uint64) {
+	t.Helper()
+	s, err := js.Stream(ctx, "KV_SSE_"+name+"_keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := from; from > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // replaced by a later write of its entry
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(m.Subject, "$KV.SSE_"+name+"_keys.k") {
+			keys++
+		} else {
+			others++
+		}
+	}
+	return keys, others, info.State.LastSeq + 1
+}
+
+// TestLeaseUpkeepWrites: keeping the leases of idle keys writes nothing
+// per key: over several lease times, a process holding N keys writes
+// none of their entries, only its own liveness, whatever N; and its
+// leases hold. (Every key's entry used to be written a third of the lease
+// apart.)
+func TestLeaseUpkeepWrites(t *testing.T) {
+	srv := startServer(t)
+	const lease = 300 * time.Millisecond
+	for _, n := range []int{1, 50} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			name := uniqueName()
+			_, jsA := connect(t, srv.ClientURL())
+			_, jsB := connect(t, srv.ClientURL())
+			a := newBroker[int](t, jsA, ssejs.WithName(name), ssejs.WithLease(lease))
+			b := newBroker[int](t, jsB, ssejs.WithName(name), ssejs.WithLease(lease))
+			ctx := within(t, 60*time.Second)
+			for k := range n {
+				s, err := a.Subscribe(ctx, k, sse.SubscribeRequest{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+			}
+			_, _, from := bucketWrites(t, ctx, jsB, name, 0)
+			// At least 6 writes of anything: two lease times of
+			// renewals, of the process or of its keys.
+			var keys, others int
+			for keys+others < 6 {
+				time.Sleep(lease / 3)
+				k, o, next := bucketWrites(t, ctx, jsB, name, from)
+				keys, others, from = keys+k, others+o, next
+			}
+			t.Logf("%d keys held: %d writes of their entries, %d of the processes' liveness", n, keys, others)
+			if keys > 0 {
+				t.Errorf("%d writes of the entries of %d idle keys: their upkeep writes per key", keys, n)
+			}
+			if _, err := b.Subscribe(ctx, n-1, sse.SubscribeRequest{}); !errors.Is(err, sse.ErrBusy) {
+				t.Errorf("another process's request for a held key: %v, want ErrBusy", err)
+			}
+		})
+	}
+}
+
+// TestShutdownFreesKeys: a process that shuts down frees its keys at
+// once, even those whose readers have not ended yet (their release is
+// still to come): another process's request without an ID gets the key,
+// long before the lease would have expired.
+func TestShutdownFreesKeys(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	a, err := ssejs.New[string](context.Background(), jsA, ssejs.WithName(name), ssejs.WithLease(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBroker[string](t, jsB, ssejs.WithName(name), ssejs.WithLease(10*time.Minute))
+	ctx := within(t, 30*time.Second)
+	sub, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := a.Shutdown(short); err == nil {
+		t.Fatal("Shutdown returned before the open subscription ended")
+	}
+	s, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Errorf("another process, once the owner shut down: %v, want the key", err)
+	} else {
+		s.Close()
+	}
+	sub.Close()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReplacedWhileIdleLongLease: a process whose key another process
+// took over is told at once, and its idle connection ends, long before a
+// lease time: nothing waits for a renewal of the key's lease.
+func TestReplacedWhileIdleLongLease(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	const lease = 10 * time.Minute
+	a := newBroker[string](t, jsA, ssejs.WithName(name), ssejs.WithLease(lease))
+	b := newBroker[string](t, jsB, ssejs.WithName(name), ssejs.WithLease(lease))
+	ctx := within(t, 60*time.Second)
+	subA, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subA.Close()
+	ended := make(chan error, 1)
+	go func() {
+		_, _, err := subA.Next(ctx, nil, nil, 1<<20)
+		ended <- err
+	}()
+	subB, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{Resume: true, Epoch: subA.Epoch(), Takeover: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subB.Close()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, sse.ErrReplaced) {
+			t.Fatalf("A: %v, want ErrReplaced", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("A's idle connection did not end")
+	}
+}
+
+// TestLeaseOfAnOlderVersion: a key's entry written by a version before
+// process liveness carries its own expiry, and no liveness names its
+// owner: it holds until that expiry, and the key is free after it.
+func TestLeaseOfAnOlderVersion(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, js := connect(t, srv.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(name))
+	ctx := within(t, 30*time.Second)
+	kv, err := js.KeyValue(ctx, "SSE_"+name+"_keys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key   string
+		until time.Duration
+		want  error
+	}{
+		{"held", 10 * time.Minute, sse.ErrBusy},
+		{"expired", -time.Second, nil},
+	} {
+		tok, _ := ssejs.Token[string](stringCodec{}, c.key)
+		entry := fmt.Sprintf(`{"o":"an-older-process","u":%d,"n":"x"}`, time.Now().Add(c.until).UnixMilli())
+		if _, err := kv.Create(ctx, tok, []byte(entry)); err != nil {
+			t.Fatal(err)
+		}
+		s, err := b.Subscribe(ctx, c.key, sse.SubscribeRequest{})
+		if err == nil {
+			s.Close()
+		}
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.key, err, c.want)
 		}
 	}
 }

@@ -41,8 +41,8 @@ const (
 	// DefaultMaxReaders is the stream's bound on consumers unless
 	// [WithMaxReaders] says otherwise.
 	DefaultMaxReaders = 100_000
-	// DefaultLease is how long a process owns a Queue key without renewing
-	// its lease (see [WithLease]).
+	// DefaultLease is how long a process owns its Queue keys without
+	// renewing its liveness (see [WithLease]).
 	DefaultLease = 15 * time.Second
 )
 
@@ -225,9 +225,10 @@ func WithTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.timeout = d })
 }
 
-// WithLease sets how long a process owns a [sse.Queue] key after its last
-// renewal: a process that died unnoticed keeps it that long from a request
-// that does not take keys over (409). Owners renew at a third of it. The
+// WithLease sets how long a process owns its [sse.Queue] keys after its
+// last renewal of its liveness: a process that died unnoticed keeps them
+// that long from a request that does not take keys over (409). A process
+// renews its liveness, one write for all its keys, at a third of it. The
 // default is [DefaultLease].
 func WithLease(d time.Duration) Option {
 	if d < 100*time.Millisecond {
