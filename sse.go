@@ -112,6 +112,7 @@ func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), op
 		o.applyHandler(&h.cfg)
 	}
 	h.streams = newStreams[K](h.cfg.maxStreams)
+	h.beats = newBeats(h.cfg.heartbeat)
 	return h
 }
 
@@ -125,6 +126,7 @@ type handler[K comparable] struct {
 	// event that would break the stream's framing (see sendable) is sent
 	// as the gap of its ID. Immutable.
 	checkEvents bool
+	beats       *beats // the streams' heartbeat clock; nil without heartbeats
 }
 
 func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -240,11 +242,9 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		return
 	}
 	var heartbeat <-chan time.Time
-	var beat *time.Timer
-	if h.cfg.heartbeat > 0 {
-		beat = time.NewTimer(h.cfg.heartbeat)
-		defer beat.Stop()
-		heartbeat = beat.C
+	var next beat
+	if h.beats != nil {
+		heartbeat = h.beats.wait(&next)
 	}
 	m := h.cfg.metrics
 	// A stream holds no write buffer while it waits (see writeBufs), and
@@ -363,8 +363,8 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		if ping {
 			big = nil // the stream waited a whole heartbeat
 		}
-		if beat != nil {
-			beat.Reset(h.cfg.heartbeat)
+		if h.beats != nil {
+			heartbeat = h.beats.wait(&next)
 		}
 	}
 }
