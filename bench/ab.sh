@@ -11,6 +11,9 @@
 # the test binaries) change what runs, e.g. issue 22's lean W1-W4:
 #
 #   BENCHES='W[1234]/design=broker-(block|default)$' FLAGS=-lean bench/ab.sh HEAD~1 HEAD
+#
+# HARNESS=REV builds both with internal/workload as it is at REV, so that
+# both report the same metrics (cpu-ns/msg, say).
 set -euo pipefail
 old=${1:?usage: bench/ab.sh OLD NEW}
 new=${2:?usage: bench/ab.sh OLD NEW}
@@ -27,6 +30,10 @@ trap 'git -C "$root" worktree remove --force "$tmp/tree" >/dev/null 2>&1 || true
 for v in old new; do
 	rev=${!v}
 	git -C "$root" worktree add --detach "$tmp/tree" "$rev" >/dev/null 2>&1
+	if [ -n "${HARNESS:-}" ]; then
+		rm -rf "$tmp/tree/internal/workload"
+		git -C "$root" archive "$HARNESS" internal/workload | tar -x -C "$tmp/tree"
+	fi
 	(cd "$tmp/tree" && go test -c -o "$tmp/$v.test" .)
 	git -C "$root" worktree remove --force "$tmp/tree"
 done
