@@ -94,11 +94,6 @@ type Broker[K comparable] struct {
 	// closes.
 	flows     map[K]*flow // guarded by mu; nil unless the policy is Block
 	flowsPeak int         // guarded by mu: the most entries flows held since it was made
-	// lastKey and lastFlow are the key a producer last reserved room for
-	// and its flow, so that a run of publishes to one key looks it up in
-	// flows once: lastFlow is nil or flows[lastKey].
-	lastKey  K     // guarded by mu
-	lastFlow *flow // guarded by mu
 
 	keys     atomic.Int64 // written by the loop with WithMaxKeys: how many server keys it holds
 	replayed atomic.Int64 // bytes held by every key's replay window, against WithReplayBudget

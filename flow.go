@@ -32,17 +32,12 @@ type flow struct {
 // events to the flow only if the channel is nil, and otherwise waits, then
 // calls stopWaiting.
 func (b *Broker[K]) reserve(key K) (*flow, chan struct{}) {
-	f := b.lastFlow
-	if f == nil || b.lastKey != key {
-		if f = b.flows[key]; f == nil {
-			f = new(flow)
-			b.flows[key] = f
-			b.flowsPeak = max(b.flowsPeak, len(b.flows))
-		}
-		b.lastKey, b.lastFlow = key, f
-		if f.pending.Load() == 0 {
-			return f, nil
-		}
+	f := b.flows[key]
+	if f == nil {
+		f = new(flow)
+		b.flows[key] = f
+		b.flowsPeak = max(b.flowsPeak, len(b.flows))
+		return f, nil
 	}
 	if f.hasRoom(b.cfg.maxPending) {
 		return f, nil
@@ -137,10 +132,6 @@ func (l *loop[K]) endFlow(key K, f *flow) {
 	b := l.b
 	b.mu.Lock()
 	if b.flows[key] == f {
-		if b.lastFlow == f {
-			var zero K
-			b.lastKey, b.lastFlow = zero, nil
-		}
 		delete(b.flows, key)
 		b.flows = shrunk(b.flows, &b.flowsPeak)
 	}
