@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"iter"
-	"runtime"
 )
 
 // Stream returns key's channel, creating the key's queue if it is new: the
@@ -129,10 +128,6 @@ func (b *Broker[K]) readHistory(ctx context.Context, key K, o ReadOption) iter.S
 		return s, nil
 	}, nil)
 }
-
-// feederYields is how many times a feeder that finds its channel full
-// yields before it waits for room.
-const feederYields = 3
 
 // readBytes bounds what [SubscriptionEvents] asks Next for at once, as
 // [Event.Size] counts.
@@ -286,13 +281,7 @@ func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 		bl.mu.Unlock()
 		sent := 0
 		for batch.len() > 0 {
-			// A full channel is seen without its lock. Rather than wait
-			// at once, to be woken by each event the reader takes, and
-			// send one, yield a few times: the reader, if it runs, makes
-			// room for several.
-			for i := 0; i < feederYields && len(ch) == cap(ch); i++ {
-				runtime.Gosched()
-			}
+			// A full channel is seen without its lock: go straight to waiting.
 			if len(ch) == cap(ch) || !trySend(ch, batch.front()) {
 				bl.unsent.Store(int64(batch.len()))
 				if sent >= chunk {
