@@ -70,30 +70,8 @@ func CheckEvent(ev Event, maxSize int) error {
 }
 
 // validate checks an event before it enters the inbox: its Name, and its
-// Data as validateData does. The common case, an ASCII name, is checked in
-// one pass with no call but UTF-8's of the data; anything else is checked,
-// and explained, by validateAll.
+// Data as validateData does.
 func validate(ev *Event, maxSize int) error {
-	name, data := ev.Name, ev.Data
-	if len(name)+len(data) <= maxSize && plainName(name) && utf8.ValidString(data) &&
-		(name != "" || data != TerminateData) && !reserved(name) {
-		return nil
-	}
-	return validateAll(ev, maxSize)
-}
-
-// plainName reports whether name is ASCII with no CR, LF or NUL.
-func plainName(name string) bool {
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c >= utf8.RuneSelf || c == '\r' || c == '\n' || c == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// validateAll is validate's full check, which says what is wrong.
-func validateAll(ev *Event, maxSize int) error {
 	ascii := true
 	for i := 0; i < len(ev.Name); i++ {
 		switch c := ev.Name[i]; {
