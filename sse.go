@@ -80,8 +80,9 @@ import (
 // cut short (see [ErrTruncated]) ends without "close", so that the client
 // reconnects and learns what happened. The handler starts no goroutine,
 // and an idle stream holds no write buffer and no event it has written:
-// about 1.2 KB beyond what net/http holds for a streaming response, plus
-// its key if the request created it (see the README's connection density).
+// about 1 KB beyond what net/http holds for a streaming response, plus
+// about 350 bytes for its key if the request created it (see the README's
+// connection density).
 //
 // http.Server.Shutdown waits for handlers, and a stream never finishes by
 // itself: call [Graceful] before Serve, and the function it returns to
