@@ -20,11 +20,6 @@ type flow struct {
 	// producers wait longer.
 	pending atomic.Int64
 
-	// topic is the key's *topic[K] that the loop counts this flow for, so
-	// that a publish command that carries the flow finds its key without
-	// the loop's map. Loop-owned: set in adopt.
-	topic any
-
 	mu      sync.Mutex
 	waiters int           // guarded by mu: producers waiting for room
 	room    chan struct{} // set under mu at the first wait: capacity 1, a token in it wakes one waiter; closed when the key closes
@@ -155,7 +150,7 @@ func (l *loop[K]) endFlow(key K, f *flow) {
 // new one.
 func (l *loop[K]) adopt(t *topic[K], f *flow, n int) *flow {
 	if t.flow == nil && !f.hasEnded() {
-		t.flow, f.topic = f, t
+		t.flow = f
 		return f
 	}
 	b := l.b
@@ -167,7 +162,7 @@ func (l *loop[K]) adopt(t *topic[K], f *flow, n int) *flow {
 			b.flows[t.key] = g
 			b.flowsPeak = max(b.flowsPeak, len(b.flows))
 		}
-		t.flow, g.topic = g, t
+		t.flow = g
 	}
 	g.pending.Add(int64(n))
 	b.mu.Unlock()

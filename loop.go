@@ -277,18 +277,7 @@ func (l *loop[K]) drain() bool {
 // f is the key's flow under the Block policy, else nil.
 func (l *loop[K]) publish(key K, evs []Event, f *flow) {
 	low := l.b.cfg.low()
-	var t *topic[K]
-	if f != nil {
-		// The flow names its key's topic, unless the key has started a new
-		// life since: no lookup in the map.
-		if ft, _ := f.topic.(*topic[K]); ft != nil && !ft.forgotten && ft.server {
-			t = ft
-			l.touch(t)
-		}
-	}
-	if t == nil {
-		t = l.open(key, true)
-	}
+	t := l.open(key, true)
 	if t == nil || t.closed { // refused by the key limit, or closed
 		l.stats.Discarded += uint64(len(evs))
 		if f != nil {
