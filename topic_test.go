@@ -2,6 +2,8 @@ package sse
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 )
 
@@ -49,5 +51,55 @@ func TestRequestKeyChannel(t *testing.T) {
 			}
 			return
 		}
+	}
+}
+
+// BenchmarkRequestKeyBurst measures what a request key's small channel
+// costs a burst: batches of 64 events published to a key with a Handler's
+// stream attached, on a key the server opened (a channel of DefaultBuffer)
+// or one the request created (requestBuffer). It reports the flushes per
+// batch: the feeder refills the small channel while the stream takes
+// from it, so the stream writes a burst in more, smaller pieces.
+//
+//	go test -run '^$' -bench RequestKeyBurst -count 6 .
+func BenchmarkRequestKeyBurst(b *testing.B) {
+	for _, open := range []bool{true, false} {
+		name := "key=request"
+		if open {
+			name = "key=server"
+		}
+		b.Run(name, func(b *testing.B) {
+			br := newBroker[string](b)
+			ctx, cancel := context.WithCancel(context.Background())
+			if open {
+				must(b, br.Open(ctx, "k"))
+			}
+			w := &flushSignal{header: http.Header{}, flushed: make(chan int)}
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				Handler(br, queryKey, WithHeartbeat(0)).ServeHTTP(w, httptest.NewRequestWithContext(ctx, http.MethodGet, "/?key=k", nil))
+			}()
+			defer func() { cancel(); <-served }()
+			<-w.flushed // the headers
+			evs := make([]Event, 64)
+			for i := range evs {
+				evs[i] = Event{Name: "n", Data: "some data of an event"}
+			}
+			sent, flushes := 0, 0
+			for b.Loop() {
+				if err := br.Publish(ctx, "k", evs...); err != nil {
+					b.Fatal(err)
+				}
+				for sent += len(evs); ; {
+					flushes++
+					if <-w.flushed >= sent {
+						break
+					}
+				}
+			}
+			b.ReportMetric(float64(flushes)/float64(b.N), "flushes/batch")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(sent), "ns/event")
+		})
 	}
 }
