@@ -78,7 +78,8 @@ import (
 // another connection takes the key over (which makes a write blocked on a
 // dead client fail at once); events it did not take stay queued. A stream
 // cut short (see [ErrTruncated]) ends without "close", so that the client
-// reconnects and learns what happened. The handler starts no goroutine,
+// reconnects and learns what happened. The handler starts no goroutine
+// per stream (its streams share one heartbeat timer, see [WithHeartbeat]),
 // and an idle stream holds no write buffer and no event it has written:
 // about 1 KB beyond what net/http holds for a streaming response, plus
 // about 350 bytes for its key if the request created it (see the README's
