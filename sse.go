@@ -128,7 +128,7 @@ type handler[K comparable] struct {
 	// event that would break the stream's framing (see sendable) is sent
 	// as the gap of its ID. Immutable.
 	checkEvents bool
-	beats       *beats // the streams' heartbeat clock; nil without heartbeats
+	beats       *beats // immutable after Handler: the streams' heartbeat clock; nil without heartbeats
 }
 
 func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
