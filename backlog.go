@@ -26,6 +26,13 @@ type backlog struct {
 
 	stop     chan struct{} // closed by the loop: the feeder must return at once
 	stopping bool          // loop-owned: stop is closed
+
+	// owner is the key's *topic[K], set by the loop before it starts a
+	// feeder; run starts the feeder on it. run is made once per backlog,
+	// which the pool recycles: a go statement with arguments would
+	// allocate a closure for each feeder.
+	owner any
+	run   func()
 }
 
 // newBacklog returns a backlog from the broker's pool, or a new one.
@@ -33,7 +40,10 @@ func (l *loop[K]) newBacklog() *backlog {
 	if bl, ok := l.b.backlogs.Get().(*backlog); ok {
 		return bl
 	}
-	return &backlog{stop: make(chan struct{})}
+	bl := &backlog{stop: make(chan struct{})}
+	b := l.b
+	bl.run = func() { b.feed(bl.owner.(*topic[K]), bl) }
+	return bl
 }
 
 // recycle returns bl to the broker's pool, so that keys backlogged again and
@@ -51,6 +61,7 @@ func (l *loop[K]) recycle(bl *backlog) {
 		bl.stop, bl.stopping = make(chan struct{}), false
 	}
 	bl.unsent.Store(0)
+	bl.owner = nil
 	l.b.backlogs.Put(bl)
 }
 

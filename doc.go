@@ -254,7 +254,8 @@
 // # Costs
 //
 // An open idle Queue key at default settings costs under 1 KiB: its
-// channel holds [DefaultBuffer] events. Its overflow, feeder goroutine,
+// channel holds [DefaultBuffer] events (a request key's, 1: see
+// [WithBuffer]). Its overflow, feeder goroutine,
 // replay window and timers cost nothing until they are needed, and timers
 // cost O(1) per key, never a scan of all keys. A key that SSE streams holds
 // up to its replay window in memory (16 MiB at the defaults) once that much

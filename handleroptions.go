@@ -45,7 +45,9 @@ func handlerDefaults() handlerConfig {
 // WithHeartbeat sets how long a stream may be idle before the handler
 // writes a comment line, so that proxies and load balancers do not cut it.
 // The default is [DefaultHeartbeat]; 0 turns heartbeats off. It panics if d
-// is negative.
+// is negative. A handler's streams share one heartbeat clock, which ticks
+// every eighth of d, rather than a timer each: a heartbeat comes up to an
+// eighth of d early, never late.
 func WithHeartbeat(d time.Duration) HandlerOption {
 	nonNegative("WithHeartbeat", d)
 	return handlerOptionFunc(func(c *handlerConfig) { c.heartbeat = d })

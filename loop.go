@@ -327,7 +327,8 @@ func (l *loop[K]) publish(key K, evs []Event, f *flow) {
 	f.release(sent, low)
 	if start {
 		l.b.feeders.Add(1)
-		go l.b.feed(t, bl)
+		bl.owner = t
+		go bl.run()
 	}
 	if !feeding { // everything went into the channel after all
 		l.endBacklog(t)

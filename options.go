@@ -77,7 +77,12 @@ func defaults() config {
 
 // WithBuffer sets the capacity of each key's channel: how many events a key
 // holds ready for its reader before the rest wait in its overflow. The
-// default is [DefaultBuffer]. n must be ≥ 0.
+// default is [DefaultBuffer]. n must be ≥ 0. A request key (one that a
+// connection's request created, see [Broker.Subscribe]) gets a channel of
+// at most 1 event, whatever n: most such keys only hold an idle
+// connection, which takes events in batches anyway, though a burst then
+// reaches it in more, smaller writes. A key opened with [Broker.Open]
+// before its client comes keeps n.
 func WithBuffer(n int) Option {
 	if n < 0 {
 		panic("sse: WithBuffer: negative buffer")

@@ -78,10 +78,12 @@ import (
 // another connection takes the key over (which makes a write blocked on a
 // dead client fail at once); events it did not take stay queued. A stream
 // cut short (see [ErrTruncated]) ends without "close", so that the client
-// reconnects and learns what happened. The handler starts no goroutine,
+// reconnects and learns what happened. The handler starts no goroutine
+// per stream (its streams share one heartbeat timer, see [WithHeartbeat]),
 // and an idle stream holds no write buffer and no event it has written:
-// about 1.2 KB beyond what net/http holds for a streaming response, plus
-// its key if the request created it (see the README's connection density).
+// about 1 KB beyond what net/http holds for a streaming response, plus
+// about 350 bytes for its key if the request created it (see the README's
+// connection density).
 //
 // http.Server.Shutdown waits for handlers, and a stream never finishes by
 // itself: call [Graceful] before Serve, and the function it returns to
@@ -112,6 +114,7 @@ func Handler[K comparable](src Source[K], key func(*http.Request) (K, error), op
 		o.applyHandler(&h.cfg)
 	}
 	h.streams = newStreams[K](h.cfg.maxStreams)
+	h.beats = newBeats(h.cfg.heartbeat)
 	return h
 }
 
@@ -125,6 +128,7 @@ type handler[K comparable] struct {
 	// event that would break the stream's framing (see sendable) is sent
 	// as the gap of its ID. Immutable.
 	checkEvents bool
+	beats       *beats // immutable after Handler: the streams' heartbeat clock; nil without heartbeats
 }
 
 func (h *handler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -240,11 +244,9 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		return
 	}
 	var heartbeat <-chan time.Time
-	var beat *time.Timer
-	if h.cfg.heartbeat > 0 {
-		beat = time.NewTimer(h.cfg.heartbeat)
-		defer beat.Stop()
-		heartbeat = beat.C
+	var next beat
+	if h.beats != nil {
+		heartbeat = h.beats.wait(&next)
 	}
 	m := h.cfg.metrics
 	// A stream holds no write buffer while it waits (see writeBufs), and
@@ -363,8 +365,8 @@ func (h *handler[K]) stream(w http.ResponseWriter, r *http.Request, c *conn, sub
 		if ping {
 			big = nil // the stream waited a whole heartbeat
 		}
-		if beat != nil {
-			beat.Reset(h.cfg.heartbeat)
+		if h.beats != nil {
+			heartbeat = h.beats.wait(&next)
 		}
 	}
 }

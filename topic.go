@@ -86,7 +86,7 @@ func (l *loop[K]) open(key K, server bool) *topic[K] {
 		if server && !l.makeRoom() {
 			return nil
 		}
-		t = l.newTopic(key)
+		t = l.newTopic(key, server)
 		l.add(t, server)
 		if l.b.cfg.idle > 0 {
 			l.idle.pushBack(t, l.clock())
@@ -104,16 +104,31 @@ func (l *loop[K]) open(key K, server bool) *topic[K] {
 }
 
 // newTopic returns an open topic for a new life of key: a channel in Queue
-// mode, a history in FanOut mode, and a random epoch.
-func (l *loop[K]) newTopic(key K) *topic[K] {
+// mode, a history in FanOut mode, and a random epoch. A request key (server
+// is false: a connection's request created it, see [Broker.Subscribe]) gets
+// a channel of at most requestBuffer events rather than the configured
+// buffer: most such keys only ever hold an idle connection, and a buffer
+// of 16 events would be most of what each costs (its connection takes
+// events in batches anyway, and the rest wait in the key's overflow). The
+// key keeps that channel for its life, even if the server's events make
+// it a server key.
+func (l *loop[K]) newTopic(key K, server bool) *topic[K] {
 	t := &topic[K]{key: key, epoch: newEpoch()}
 	if l.b.cfg.mode == FanOut {
 		t.history = newHistory()
 	} else {
-		t.ch = make(chan Event, l.b.cfg.buffer)
+		n := l.b.cfg.buffer
+		if !server {
+			n = min(n, requestBuffer)
+		}
+		t.ch = make(chan Event, n)
 	}
 	return t
 }
+
+// requestBuffer is the most events a request key's channel holds (see
+// newTopic).
+const requestBuffer = 1
 
 // newEpoch returns a random epoch: 48 bits, so that a client's ID from
 // another life of its key is taken for one of this life once in 2^48.
