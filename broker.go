@@ -108,6 +108,8 @@ type Broker[K comparable] struct {
 	backlogs sync.Pool
 
 	loop loop[K] // owned by the loop goroutine
+
+	cursors cursors[K] // the multi-key streams' cursors (cursor.go); its own lock
 }
 
 // New returns a Broker configured by opts and starts its loop goroutine.

@@ -1,31 +1,40 @@
 package sse
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"slices"
+	"time"
 )
 
-// DefaultKeysPerRequest is how many keys a [MultiHandler] request may name
-// unless [WithMaxKeysPerRequest] says otherwise; MaxKeysPerRequest is the
-// most that option allows. Every event of a multi-key stream carries every
-// key's position in its ID, at most 18 bytes a key while the keys' event
-// numbers stay below a million (21 below a billion): 1.8 KB at 100 keys,
-// 4.6 KB at 256, sent back in the Last-Event-ID header when the client
-// reconnects, which proxies commonly cap at 8 KiB.
+// DefaultKeysPerRequest is how many keys a [MultiHandler] request may
+// name unless [WithMaxKeysPerRequest] says otherwise; MaxKeysPerRequest is
+// the most that option allows, and MaxVectorKeys the most it allows when
+// the source is not a [CursorStore]. Without a cursor store every event of
+// a multi-key stream carries every key's position in its ID, at most 18
+// bytes a key while the keys' event numbers stay below a million (21 below
+// a billion): 1.8 KB at 100 keys, 4.6 KB at 256, sent back in the
+// Last-Event-ID header when the client reconnects, which proxies commonly
+// cap at 8 KiB. With one, an ID names a stored cursor and carries at most
+// [CursorDelta] keys' positions: at most about 450 bytes however many keys.
 const (
 	DefaultKeysPerRequest = 100
-	MaxKeysPerRequest     = 256
+	MaxVectorKeys         = 256
+	MaxKeysPerRequest     = 4096
 )
 
 // WithMaxKeysPerRequest bounds how many keys a [MultiHandler] request may
 // name, from 1 to [MaxKeysPerRequest]; a request with more gets 400. The
-// default is [DefaultKeysPerRequest]. It panics for n out of range. The
-// bound keeps the IDs, which carry every key's position, and the
-// Last-Event-ID header that sends one back, small (see
-// docs/protocol.md).
+// default is [DefaultKeysPerRequest]. It panics for n out of range, and
+// [MultiHandler] panics for n above [MaxVectorKeys] when its source is not
+// a [CursorStore]. The bound keeps what a connection holds, and, without a
+// cursor store, the IDs, which then carry every key's position, and the
+// Last-Event-ID header that sends one back, small (see docs/protocol.md).
 func WithMaxKeysPerRequest(n int) HandlerOption {
 	if n < 1 || n > MaxKeysPerRequest {
 		panic(fmt.Sprintf("sse: WithMaxKeysPerRequest: %d is not from 1 to %d", n, MaxKeysPerRequest))
@@ -49,8 +58,17 @@ func WithMaxKeysPerRequest(n int) HandlerOption {
 //   - Every event's id is "<i>:<vector>": i is the position of the event's
 //     key, the vector holds every key's position, so that a browser that
 //     reconnects with its Last-Event-ID resumes every key, each exactly
-//     once or with a gap. A Last-Event-ID that is not such an ID of this
-//     request's keys (nor "0") gets 400.
+//     once or with a gap. When src is a [CursorStore] ([*Broker] and
+//     ssejs's broker are), the vector is "~<cursor>:<delta>": the name of
+//     a [Cursor] the stream stored, and the positions of the keys that
+//     moved since (at most [CursorDelta]). A Last-Event-ID that is not such
+//     an ID (nor "0") gets 400.
+//   - A request may resume from an ID of a cursor whose keys are another
+//     list (the page follows one more key, or one less): each key of the
+//     request that the cursor holds resumes from its position there, and
+//     the others start as new. A key whose position the server does not
+//     know (the cursor was forgotten) restarts with an "sse.gap" from its
+//     first event to its newest, then the events after them.
 //   - A key's events come in order; the keys' are interleaved. Events the
 //     client missed that can no longer be sent come as an "sse.gap" event
 //     ([EventKeyGap]), {"key":i,"from":F,"to":T}; a closed key whose
@@ -87,7 +105,12 @@ func MultiHandler[K comparable](src Source[K], keys func(*http.Request) ([]K, er
 		}
 	}
 	h := Handler(src, noKey[K], opts...).(*handler[K])
-	return &multiHandler[K]{h: h, keys: keys, max: cmp0(h.cfg.maxKeys, DefaultKeysPerRequest)}
+	m := &multiHandler[K]{h: h, keys: keys, max: cmp0(h.cfg.maxKeys, DefaultKeysPerRequest)}
+	m.store, _ = src.(CursorStore[K])
+	if m.store == nil && m.max > MaxVectorKeys {
+		panic(fmt.Sprintf("sse: MultiHandler: WithMaxKeysPerRequest(%d): more than %d keys need a source that stores cursors (a CursorStore)", m.max, MaxVectorKeys))
+	}
+	return m
 }
 
 // noKey is the key function of a MultiHandler's handler, which is never
@@ -105,9 +128,10 @@ func cmp0(v, def int) int {
 }
 
 type multiHandler[K comparable] struct {
-	h    *handler[K] // immutable: the configuration, the WithMaxStreams bound; serves one-key requests
-	keys func(*http.Request) ([]K, error)
-	max  int // immutable: the most keys a request may name
+	h     *handler[K] // immutable: the configuration, the WithMaxStreams bound; serves one-key requests
+	keys  func(*http.Request) ([]K, error)
+	max   int            // immutable: the most keys a request may name
+	store CursorStore[K] // immutable: the source, if it stores cursors; else nil
 }
 
 var errNoKeys = requestError{"the request names no key"}
@@ -139,10 +163,22 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pos := make([]position, len(keys))
+	var name string // the cursor the request's IDs may go on naming
+	var delta []int
 	v, header, resume := rawLastEventID(r)
 	if resume = resume && v != ""; resume { // an empty ID is none, as for one key
-		if pos, err = parseMultiID(v, len(keys)); err != nil {
+		if isCursorID(v) {
+			pos, name, delta, err = m.resolve(r, keys, v)
+		} else {
+			pos, err = parseMultiID(v, len(keys))
+		}
+		var re requestError
+		switch {
+		case errors.As(err, &re):
 			h.refuse(w, r, http.StatusBadRequest, RefusedBadRequest, err)
+			return
+		case err != nil: // the store failed: the client comes back
+			h.tryLater(w, r, err)
 			return
 		}
 		if allClosed(pos) {
@@ -170,6 +206,17 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.closeSubs()
 		h.refuseSubscribe(w, r, err, false) // a bad epoch is the source's mistake: 500
 		return
+	}
+	if m.store != nil {
+		ks, ctx := slices.Clone(keys), r.Context()
+		s.v.withCursor(func(p string) (string, error) {
+			return m.store.SaveCursor(ctx, Cursor[K]{Keys: ks, Positions: p})
+		}, name, delta)
+		if s.v.store(); s.v.failed() != nil { // a stream starts with a cursor: its first ID names one
+			s.closeSubs()
+			h.tryLater(w, r, s.v.failed())
+			return
+		}
 	}
 	if spare {
 		if s.subs[first] == nil || pos[first].epoch != s.epochs[first] {
@@ -231,8 +278,10 @@ func allClosed(pos []position) bool {
 
 // subscribe attaches the connection to every key that pos does not mark
 // closed; a key closed with every event sent (ErrFinished) gets its
-// sse.close. Any other refusal refuses the request: the caller closes what
-// was attached.
+// sse.close. A key whose position is not known is read from its start up
+// to its newest event, which the client gets as one sse.gap (see drain).
+// Any other refusal refuses the request: the caller closes what was
+// attached.
 func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position, resume bool) error {
 	h := m.h
 	for i, key := range keys {
@@ -242,7 +291,8 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 		req := SubscribeRequest{Known: h.cfg.known, Abort: s.c.abort}
 		if resume {
 			// An empty entry is "0": the client has nothing of the key,
-			// and gets a gap for what the history no longer holds.
+			// and gets a gap for what the history no longer holds. So is
+			// an unknown one ("!"), whose events up to now are drained.
 			req.Resume, req.Epoch, req.LastID = true, pos[i].epoch, pos[i].id
 		}
 		sub, err := h.src.Subscribe(s.r.Context(), key, req)
@@ -257,6 +307,134 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 		if err := checkEpoch(s.epochs[i]); err != nil {
 			return err
 		}
+		if !pos[i].reset {
+			continue
+		}
+		g, err := drain(s.r.Context(), sub)
+		if g != (Gap{}) {
+			s.resets = append(s.resets, keyGap{i, g})
+		}
+		switch {
+		case errors.Is(err, io.EOF): // closed: its gap, then its sse.close
+			sub.Close()
+			s.subs[i] = nil
+			s.finished = append(s.finished, i)
+		case err != nil:
+			return err
+		}
 	}
 	return nil
+}
+
+// A keyGap is a gap of key i of a multi-key stream.
+type keyGap struct {
+	key int
+	gap Gap
+}
+
+// drainCalls and drainBytes bound what drain reads: events that come faster
+// than it reads them are sent after the gap.
+const (
+	drainCalls = 1 << 10
+	drainBytes = 1 << 20
+)
+
+// readyTick makes Next return at once when it has nothing ready.
+var readyTick = func() <-chan time.Time {
+	c := make(chan time.Time)
+	close(c)
+	return c
+}()
+
+// drain reads, for a key whose position in it the client's ID no longer
+// tells, what sub holds from the key's start up to its newest event, and
+// returns it as one gap: those events are not sent, since the client may
+// have had any of them; it gets their gap, and the events after them. It
+// returns io.EOF if the key ended.
+func drain(ctx context.Context, sub Subscription) (Gap, error) {
+	var g Gap
+	var buf []Event
+	for range drainCalls {
+		evs, gap, err := sub.Next(ctx, buf, readyTick, drainBytes)
+		if gap != (Gap{}) {
+			g = Gap{From: cmp0u(g.From, gap.From), To: gap.To}
+		}
+		if len(evs) > 0 {
+			g = Gap{From: cmp0u(g.From, evs[0].ID), To: evs[len(evs)-1].ID}
+		}
+		if err != nil || len(evs) == 0 && gap == (Gap{}) {
+			return g, err
+		}
+		buf = evs
+		clear(buf)
+	}
+	return g, nil
+}
+
+// cmp0u returns v, or def if v is 0.
+func cmp0u(v, def uint64) uint64 {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// resolve reads v, an ID of the cursor form, for a request of keys: it
+// returns each key's position, and the cursor and the moved keys the
+// stream's IDs may go on naming (none when the request's keys are not the
+// cursor's). A cursor the store does not hold leaves every key's position
+// unknown. An error is a requestError, or the store's.
+func (m *multiHandler[K]) resolve(r *http.Request, keys []K, v string) (pos []position, name string, delta []int, err error) {
+	id, err := parseCursorID(v)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if m.store == nil {
+		return nil, "", nil, requestError{"the Last-Event-ID names a cursor, and this server stores none"}
+	}
+	pos = make([]position, len(keys))
+	c, err := m.store.LoadCursor(r.Context(), id.name)
+	var old []position
+	if err == nil {
+		old, err = parseMultiID("0:"+c.Positions, len(c.Keys))
+		if err != nil {
+			err = fmt.Errorf("sse: cursor %q holds %d keys and the positions %.60q: %w", id.name, len(c.Keys), c.Positions, err)
+			m.h.log(r.Context(), slog.LevelError, "sse: a stored cursor cannot be read: its keys restart with a gap", r, slog.Any("error", err))
+			err = ErrUnknownCursor
+		}
+	}
+	switch {
+	case errors.Is(err, ErrUnknownCursor):
+		m.h.log(r.Context(), slog.LevelWarn, "sse: unknown cursor: every key restarts with a gap", r, slog.String("cursor", id.name))
+		for i := range pos {
+			pos[i] = position{reset: true, raw: resetEntry}
+		}
+		return pos, "", nil, nil
+	case err != nil:
+		return nil, "", nil, err
+	}
+	if id.index >= len(c.Keys) {
+		return nil, "", nil, requestError{fmt.Sprintf("the Last-Event-ID's key index %d is not one of its cursor's %d keys", id.index, len(c.Keys))}
+	}
+	for n, j := range id.delta {
+		if j >= len(c.Keys) {
+			return nil, "", nil, requestError{fmt.Sprintf("the Last-Event-ID moves key %d, not one of its cursor's %d keys", j, len(c.Keys))}
+		}
+		old[j] = id.pos[n]
+	}
+	if slices.Equal(c.Keys, keys) {
+		return old, id.name, id.delta, nil
+	}
+	// Another list: each key the cursor holds keeps its position; a new
+	// one starts as an empty entry does.
+	at := make(map[K]int, len(c.Keys))
+	for j, k := range c.Keys {
+		at[k] = j
+	}
+	for i, k := range keys {
+		if j, ok := at[k]; ok {
+			pos[i] = old[j]
+		}
+	}
+	return pos, "", nil, nil
 }
