@@ -212,7 +212,10 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.v.withCursor(func(p string) (string, error) {
 			return m.store.SaveCursor(ctx, Cursor[K]{Keys: ks, Positions: p})
 		}, name, delta)
-		if s.v.store(); s.v.failed() != nil { // a stream starts with a cursor: its first ID names one
+		if name == "" {
+			s.v.store() // a stream starts with a cursor: its first ID names one
+		}
+		if s.v.failed() != nil {
 			s.closeSubs()
 			h.tryLater(w, r, s.v.failed())
 			return
@@ -382,7 +385,8 @@ func cmp0u(v, def uint64) uint64 {
 // resolve reads v, an ID of the cursor form, for a request of keys: it
 // returns each key's position, and the cursor and the moved keys the
 // stream's IDs may go on naming (none when the request's keys are not the
-// cursor's). A cursor the store does not hold leaves every key's position
+// cursor's, or the ID moves more than CursorDelta keys: the stream stores
+// a new one). A cursor the store does not hold leaves every key's position
 // unknown. An error is a requestError, or the store's.
 func (m *multiHandler[K]) resolve(r *http.Request, keys []K, v string) (pos []position, name string, delta []int, err error) {
 	id, err := parseCursorID(v)
@@ -422,7 +426,7 @@ func (m *multiHandler[K]) resolve(r *http.Request, keys []K, v string) (pos []po
 		}
 		old[j] = id.pos[n]
 	}
-	if slices.Equal(c.Keys, keys) {
+	if slices.Equal(c.Keys, keys) && len(id.delta) <= CursorDelta {
 		return old, id.name, id.delta, nil
 	}
 	// Another list: each key the cursor holds keeps its position; a new

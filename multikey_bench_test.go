@@ -273,9 +273,8 @@ func TestMultiIDSize(t *testing.T) {
 			}
 			v = newVector(make([]position, n))
 			v.withCursor(func(string) (string, error) { return strings.Repeat("c", 22), nil }, "", nil)
-			for i := range n {
+			for i := range n { // stores a cursor every CursorDelta keys moved
 				v.setID(i, epoch, seq)
-				v.appendID(nil, i) // stores a cursor every CursorDelta + 1 keys moved
 			}
 			for i := n - min(n, CursorDelta); i < n; i++ {
 				v.setID(i, epoch, seq+1)

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,8 +92,15 @@ func openMulti(t testing.TB, hc *http.Client, url string, keys []string, lastID 
 
 // splitMulti splits a multi-key ID into its key index and entries; an ID
 // that names a cursor is read with the cursor store, and must name one it
-// holds, of keys, with at most CursorDelta keys moved.
+// holds, of keys, with at most CursorDelta keys moved (one more from a
+// stream whose store failed, which then ends).
 func splitMulti(t testing.TB, store CursorStore[string], keys []string, id string) (int, []string) {
+	return splitCached(t, store, keys, id, nil)
+}
+
+// splitCached is splitMulti, keeping the cursors it read in cache if it is
+// not nil.
+func splitCached(t testing.TB, store CursorStore[string], keys []string, id string, cache map[string][]string) (int, []string) {
 	t.Helper()
 	index, vec, ok := strings.Cut(id, ":")
 	i, err := strconv.Atoi(index)
@@ -106,16 +114,23 @@ func splitMulti(t testing.TB, store CursorStore[string], keys []string, id strin
 		t.Fatalf("ID %q names a cursor", id)
 	}
 	name, delta, _ := strings.Cut(vec[1:], ":")
-	c, err := store.LoadCursor(context.Background(), name)
-	if err != nil || fmt.Sprint(c.Keys) != fmt.Sprint(keys) {
-		t.Fatalf("ID %q: cursor %q of keys %v, %v; want one of %v", id, name, c.Keys, err, keys)
+	entries, ok := cache[name]
+	if !ok {
+		c, err := store.LoadCursor(context.Background(), name)
+		if err != nil || fmt.Sprint(c.Keys) != fmt.Sprint(keys) {
+			t.Fatalf("ID %q: cursor %q of keys %v, %v; want one of %v", id, name, c.Keys, err, keys)
+		}
+		entries = strings.Split(c.Positions, ",")
+		if cache != nil {
+			cache[name] = entries
+		}
 	}
-	entries := strings.Split(c.Positions, ",")
+	entries = slices.Clone(entries)
 	if delta == "" {
 		return i, entries
 	}
 	moved := strings.Split(delta, ",")
-	if len(moved) > CursorDelta {
+	if len(moved) > CursorDelta+1 { // one more when the store failed: the stream then ends
 		t.Fatalf("ID %q moves %d keys, more than %d", id, len(moved), CursorDelta)
 	}
 	for _, d := range moved {
@@ -144,6 +159,7 @@ func (l *multiLog) resolved(id string) string {
 type multiLog struct {
 	t      testing.TB
 	store  CursorStore[string] // reads the IDs that name cursors; nil: none may
+	cache  map[string][]string // the entries of the cursors read
 	keys   []string
 	next   []uint64 // per key: the ID expected next; 0: any (the key's first event or gap)
 	events [][]uint64
@@ -156,7 +172,7 @@ type multiLog struct {
 }
 
 func newMultiLog(t testing.TB, store CursorStore[string], keys []string) *multiLog {
-	return &multiLog{t: t, store: store, keys: keys, next: make([]uint64, len(keys)), events: make([][]uint64, len(keys)),
+	return &multiLog{t: t, store: store, cache: make(map[string][]string), keys: keys, next: make([]uint64, len(keys)), events: make([][]uint64, len(keys)),
 		gaps: make([][]Gap, len(keys)), closed: make([]int, len(keys)), vec: make([]string, len(keys)), epochs: make([]string, len(keys))}
 }
 
@@ -183,7 +199,7 @@ func (l *multiLog) add(ev ssetest.Event) {
 		l.ended = true
 		return
 	}
-	i, entries := splitMulti(t, l.store, l.keys, ev.ID)
+	i, entries := splitCached(t, l.store, l.keys, ev.ID, l.cache)
 	if len(entries) != len(l.keys) || i >= len(l.keys) {
 		t.Fatalf("ID %q for %d keys", ev.ID, len(l.keys))
 	}
@@ -362,9 +378,17 @@ func TestMultiInterleaved(t *testing.T) {
 // last ID it received as a browser does, gets every key's events exactly
 // once, in order, each key's sse.close once, then close; resuming after it
 // gets 204.
-func TestMultiResumeThroughProxy(t *testing.T) {
+func TestMultiResumeThroughProxy(t *testing.T) { resumeThroughProxy(t, 20, 150) }
+
+// TestCursor1000KeysThroughProxy: the same with 1,000 keys, whose IDs name
+// cursors: each stays under 8 KiB, and every key resumes exactly once.
+func TestCursor1000KeysThroughProxy(t *testing.T) { resumeThroughProxy(t, 1000, 6) }
+
+// resumeThroughProxy is TestMultiResumeThroughProxy with nkeys keys of
+// total events each.
+func resumeThroughProxy(t *testing.T, nkeys, total int) {
 	b := fanOut(t)
-	srv, h := serveMulti(t, b)
+	srv, h := serveMulti(t, b, WithMaxKeysPerRequest(max(nkeys, DefaultKeysPerRequest)))
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	p, err := cutproxy.Start(srv.Listener.Addr().String(), cutproxy.Options{
@@ -376,7 +400,6 @@ func TestMultiResumeThroughProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	const nkeys, total = 20, 150
 	keys := make([]string, nkeys)
 	for i := range keys {
 		keys[i] = "k" + strconv.Itoa(i)
@@ -404,11 +427,12 @@ func TestMultiResumeThroughProxy(t *testing.T) {
 	l := newMultiLog(t, b, keys).strict()
 	hc := srv.Client()
 	url := "http://" + p.Addr()
-	conns := 0
+	conns, longest := 0, 0
 	for deadline := time.Now().Add(2 * time.Minute); !l.ended; conns++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("no close after %d connections", conns)
 		}
+		longest = max(longest, len(l.last))
 		// A page opens with lastEventId=0; the browser reconnects with
 		// the header.
 		resp, cancel, err := tryGet(hc, url+"?lastEventId=0&keys="+strings.Join(keys, ","), l.last)
@@ -430,12 +454,15 @@ func TestMultiResumeThroughProxy(t *testing.T) {
 		cancel()
 	}
 	wg.Wait()
-	t.Logf("%d keys × %d events over %d connections", nkeys, total, conns)
+	t.Logf("%d keys × %d events over %d connections; the longest Last-Event-ID %d bytes", nkeys, total, conns, longest)
 	if conns < 3 {
 		t.Fatalf("%d connections: the proxy hardly cut the stream", conns)
 	}
+	if longest >= 8<<10-len("Last-Event-ID: \r\n") {
+		t.Fatalf("a Last-Event-ID of %d bytes", longest)
+	}
 	for i := range keys {
-		l.expectKey(i, 1, total)
+		l.expectKey(i, 1, uint64(total))
 	}
 	if resp := getMulti(t, hc, srv.URL, keys, l.last); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("resuming after close: status %d, want 204", resp.StatusCode)

@@ -168,7 +168,7 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 		}
 		if b != nil {
 			end = s.take(b, &open)
-			for end == goOn && len(s.buf) < flushBytes {
+			for end == goOn && len(s.buf) < flushBytes && s.v.failed() == nil {
 				select {
 				case b = <-out: // more is ready: into the same write
 					end = s.take(b, &open)

@@ -200,8 +200,13 @@ func newVector(pos []position) *vector {
 	return v
 }
 
-// set replaces entry i.
+// set replaces entry i. With a cursor store, when i would be one key more
+// than CursorDelta moved since the last cursor, it stores a cursor of the
+// entries first: i is then the first key moved since.
 func (v *vector) set(i int, entry []byte) {
+	if v.save != nil && !v.moved[i] && len(v.delta) >= CursorDelta {
+		v.store()
+	}
 	start := 0
 	if i > 0 {
 		start = v.ends[i-1] + 1
@@ -239,12 +244,11 @@ func (v *vector) withCursor(save func(string) (string, error), name string, delt
 	}
 }
 
-// store stores a cursor of the entries, unless one is stored and no more
-// than CursorDelta keys moved since: the IDs then name it. On a failure the
-// IDs go on naming the last one stored (or carry every entry, if none was)
-// and failed reports the error: the caller ends the stream.
+// store stores a cursor of the entries, which the IDs then name. On a
+// failure they go on naming the last one stored (or carry every entry, if
+// none was) and failed reports the error: the caller ends the stream.
 func (v *vector) store() {
-	if v.save == nil || v.err != nil || v.name != "" && len(v.delta) <= CursorDelta {
+	if v.save == nil || v.err != nil {
 		return
 	}
 	name, err := v.save(string(v.text))
@@ -284,10 +288,8 @@ func (v *vector) setID(i int, epoch string, id uint64) {
 // setClosed marks entry i as closed.
 func (v *vector) setClosed(i int) { v.set(i, []byte(closedEntry)) }
 
-// appendID appends the id line of an event of key i, storing a cursor
-// first if the IDs name none yet or too many keys moved since.
+// appendID appends the id line of an event of key i.
 func (v *vector) appendID(buf []byte, i int) []byte {
-	v.store()
 	buf = append(buf, "id: "...)
 	buf = strconv.AppendInt(buf, int64(i), 10)
 	buf = append(buf, ':')
