@@ -359,3 +359,28 @@ func TestCursorBadID(t *testing.T) {
 	}
 	h.waitIdle(t)
 }
+
+// TestCursorDownToOneKey: a page that followed several keys and follows one
+// now, resuming from the ID of the old list, is served as a multi-key
+// stream of that key, which resumes where it was; an ID of the vector form
+// for another number of keys gets 400, as for several.
+func TestCursorDownToOneKey(t *testing.T) {
+	b := fanOut(t)
+	srv, h := serveMulti(t, b)
+	ab := []string{"a", "b"}
+	publish(t, b, "a", 1, 2)
+	publish(t, b, "b", 1, 2)
+	l := newMultiLog(t, b, ab).strict()
+	readUntil(t, openMulti(t, srv.Client(), srv.URL, ab, "0"), l, func() bool { return len(l.events[0])+len(l.events[1]) == 4 })
+	publish(t, b, "b", 3, 3)
+	must(t, b.Close(context.Background(), "b"))
+	only := []string{"b"}
+	l2 := l.follow(only)
+	l2.readToClose(openMulti(t, srv.Client(), srv.URL, only, l.last))
+	l2.expectKey(0, 3, 3)
+	resp := getMulti(t, srv.Client(), srv.URL, only, "0:e-1,e-2")
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "more positions than the request's 1 keys") {
+		t.Fatalf("a vector of 2 keys for 1: %d %q", resp.StatusCode, body)
+	}
+	h.waitIdle(t)
+}

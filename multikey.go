@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -50,7 +51,9 @@ func WithMaxKeysPerRequest(n int) HandlerOption {
 // docs/protocol.md, "Several keys on one connection".
 //
 // A request whose list holds one key is served exactly as [Handler] serves
-// it. With two keys or more:
+// it, unless its Last-Event-ID is one of a multi-key stream (a page that
+// followed several keys and follows one now): then it is served as one. With
+// two keys or more:
 //   - keys' error refuses the whole request, with the status [Handler]
 //     gives a key function's error; so do an empty list, a key listed
 //     twice, or more keys than [WithMaxKeysPerRequest] allows (400), and,
@@ -143,8 +146,9 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var err error
+	v, header, resume := rawLastEventID(r)
 	switch n := len(keys); {
-	case n == 1:
+	case n == 1 && !strings.Contains(v, ":"):
 		h.serve(w, r, keys[0])
 		return
 	case n == 0:
@@ -165,7 +169,6 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pos := make([]position, len(keys))
 	var name string // the cursor the request's IDs may go on naming
 	var delta []int
-	v, header, resume := rawLastEventID(r)
 	if resume = resume && v != ""; resume { // an empty ID is none, as for one key
 		if isCursorID(v) {
 			pos, name, delta, err = m.resolve(r, keys, v)

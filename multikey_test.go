@@ -624,7 +624,7 @@ func TestMultiOneKeyIsHandler(t *testing.T) {
 		return resp.StatusCode, resp.Header, string(body)
 	}
 	for _, c := range []struct{ key, lastID string }{
-		{"a", ""}, {"a", e + "-1"}, {"a", e + "-3"}, {"a", "0"}, {"a", "0:" + e + "-1,"}, {"unknown", ""}, {"secret", ""},
+		{"a", ""}, {"a", e + "-1"}, {"a", e + "-3"}, {"a", "0"}, {"a", "x y"}, {"unknown", ""}, {"secret", ""},
 	} {
 		s1, h1, b1 := get(one.URL+"?key="+c.key, c.lastID)
 		s2, h2, b2 := get(multi.URL+"?keys="+c.key, c.lastID)
