@@ -176,14 +176,21 @@ func TestCursorUnknown(t *testing.T) {
 		n.vec = []string{resetEntry, resetEntry, resetEntry}
 		r := openMulti(t, hc, srv.URL, keys, last)
 		readUntil(t, r, n, func() bool { return len(n.gaps[0]) == 1 && n.closed[1] == 1 })
-		go func() {
-			publish(t, b, "c", 1, 1)
-			publish(t, b, "a", 8, 8)
-			for _, k := range keys {
-				b.Close(context.Background(), k)
+		done := make(chan struct{})
+		go func() { // while the client reads
+			defer close(done)
+			ctx := context.Background()
+			for _, err := range []error{
+				b.Publish(ctx, "c", Event{Data: "c/1"}), b.Publish(ctx, "a", Event{Data: "a/8"}),
+				b.Close(ctx, "a"), b.Close(ctx, "b"), b.Close(ctx, "c"),
+			} {
+				if err != nil {
+					t.Error(err)
+				}
 			}
 		}()
 		n.readToClose(r)
+		<-done
 		return n
 	}
 	l2 := lost(l.last)
