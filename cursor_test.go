@@ -391,3 +391,51 @@ func TestCursorDownToOneKey(t *testing.T) {
 	}
 	h.waitIdle(t)
 }
+
+// TestCursorFromOneKey: a page that followed one key and follows several
+// now, resuming from the one-key ID, resumes that key where it was (its
+// epoch tells which key the ID is of), and the others start as new keys
+// do; a closed key it had read to its end gets its sse.close alone.
+func TestCursorFromOneKey(t *testing.T) {
+	b := fanOut(t, WithHistory(3, 1<<20, 0))
+	srv, h := serveMulti(t, b)
+	publish(t, b, "a", 1, 2)
+	publish(t, b, "b", 1, 5) // the history holds 3 to 5
+	r := openMulti(t, srv.Client(), srv.URL, []string{"a"}, "")
+	var last string
+	for range 2 {
+		ev, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ev.ID
+	}
+	if strings.Contains(last, ":") {
+		t.Fatalf("a one-key stream's ID %q", last)
+	}
+	publish(t, b, "a", 3, 3)
+	keys := []string{"b", "a"}
+	l := newMultiLog(t, b, keys)
+	l.next[1], l.vec[1] = 3, last
+	r = openMulti(t, srv.Client(), srv.URL, keys, last)
+	readUntil(t, r, l, func() bool { return len(l.events[0]) == 3 && len(l.events[1]) == 1 })
+	l.expectKey(0, 3, 5, Gap{1, 2}) // new: from its start, with a gap for what the history lost
+	l.expectKey(1, 3, 3)            // resumed
+	must(t, b.Close(context.Background(), "a"))
+	must(t, b.Close(context.Background(), "b"))
+	l.readToClose(r)
+	// Closed, every event read: the one-key ID of its last event gives it
+	// its sse.close only.
+	l2 := newMultiLog(t, b, []string{"a", "c"}).strict()
+	l2.vec[0] = epochOf(t, b, "a") + "-3"
+	go func() {
+		if err := b.Close(context.Background(), "c"); err != nil {
+			t.Error(err)
+		}
+	}()
+	l2.readToClose(openMulti(t, srv.Client(), srv.URL, []string{"a", "c"}, l2.vec[0]))
+	if len(l2.events[0]) != 0 || l2.closed[0] != 1 || l2.closed[1] != 1 {
+		t.Fatalf("events %v, sse.close %v", l2.events, l2.closed)
+	}
+	h.waitIdle(t)
+}

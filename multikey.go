@@ -172,6 +172,10 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if resume = resume && v != ""; resume { // an empty ID is none, as for one key
 		if isCursorID(v) {
 			pos, name, delta, err = m.resolve(r, keys, v)
+		} else if one, ok := oneKeyID(v); ok {
+			for i := range pos { // the key of that life resumes; see subscribe
+				pos[i] = one
+			}
 		} else {
 			pos, err = parseMultiID(v, len(keys))
 		}
@@ -210,6 +214,7 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuseSubscribe(w, r, err, false) // a bad epoch is the source's mistake: 500
 		return
 	}
+	s.v = newVector(pos) // subscribe settled the positions a one-key ID left open
 	if m.store != nil {
 		ks, ctx := slices.Clone(keys), r.Context()
 		s.v.withCursor(func(p string) (string, error) {
@@ -304,6 +309,9 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 		sub, err := h.src.Subscribe(s.r.Context(), key, req)
 		switch {
 		case errors.Is(err, ErrFinished):
+			if pos[i].guess {
+				pos[i] = position{} // its sse.close sets its entry
+			}
 			s.finished = append(s.finished, i)
 			continue
 		case err != nil:
@@ -313,6 +321,10 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 		if err := checkEpoch(s.epochs[i]); err != nil {
 			return err
 		}
+		if pos[i].guess && pos[i].epoch != s.epochs[i] {
+			pos[i] = position{} // another key's ID, read as 0: nothing of this key yet
+		}
+		pos[i].guess = false
 		if !pos[i].reset {
 			continue
 		}
@@ -330,6 +342,20 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 		}
 	}
 	return nil
+}
+
+// oneKeyID reads v as a one-key stream's ID, "<epoch>-<seq>": a page that
+// followed one key and now follows several. The ID does not say which key
+// it is of, but its epoch does, since every key's life draws its own: each
+// key is subscribed with it, so that the key of that life resumes after it
+// and the others, for which it is of another life, read it as 0, as new
+// keys do (see subscribe, which then clears their positions).
+func oneKeyID(v string) (position, bool) {
+	if strings.Contains(v, ":") {
+		return position{}, false
+	}
+	epoch, id, ok := parseID(v)
+	return position{raw: v, epoch: epoch, id: id, guess: true}, ok && epoch != ""
 }
 
 // A keyGap is a gap of key i of a multi-key stream.

@@ -52,6 +52,7 @@ const maxCursorName = 40
 type position struct {
 	closed bool   // "." : the client was sent the key's sse.close
 	reset  bool   // "!" : where the client is in the key is not known
+	guess  bool   // a one-key stream's ID, which may be of another key (see oneKeyID)
 	raw    string // the entry as the client sent it, "" for none
 	epoch  string // parsed out of raw: "" for a plain number
 	id     uint64
