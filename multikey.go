@@ -65,11 +65,12 @@ func WithMaxKeysPerRequest(n int) HandlerOption {
 //     ssejs's broker are), the vector is "~<cursor>:<delta>": the name of
 //     a [Cursor] the stream stored, and the positions of the keys that
 //     moved since (at most [CursorDelta]). A Last-Event-ID that is not such
-//     an ID (nor "0") gets 400.
+//     an ID (nor "0", nor a one-key ID) gets 400.
 //   - A request may resume from an ID of a cursor whose keys are another
 //     list (the page follows one more key, or one less): each key of the
 //     request that the cursor holds resumes from its position there, and
-//     the others start as new. A key whose position the server does not
+//     the others start as new. From a one-key ID, the key of that ID's
+//     epoch resumes, and the others start as new. A key whose position the server does not
 //     know (the cursor was forgotten) restarts with an "sse.gap" from its
 //     first event to its newest, then the events after them.
 //   - A key's events come in order; the keys' are interleaved. Events the
