@@ -70,9 +70,10 @@ func WithMaxKeysPerRequest(n int) HandlerOption {
 //     list (the page follows one more key, or one less): each key of the
 //     request that the cursor holds resumes from its position there, and
 //     the others start as new. From a one-key ID, the key of that ID's
-//     epoch resumes, and the others start as new. A key whose position the server does not
-//     know (the cursor was forgotten) restarts with an "sse.gap" from its
-//     first event to its newest, then the events after them.
+//     epoch resumes, and the others start as new. A key whose position
+//     the server does not know (the cursor was forgotten) restarts with an
+//     "sse.gap" from its first event to its newest, then the events after
+//     them.
 //   - A key's events come in order; the keys' are interleaved. Events the
 //     client missed that can no longer be sent come as an "sse.gap" event
 //     ([EventKeyGap]), {"key":i,"from":F,"to":T}; a closed key whose
