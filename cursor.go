@@ -2,6 +2,7 @@ package sse
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -33,6 +34,11 @@ type CursorStore[K comparable] interface {
 	// [ErrUnknownCursor] if the store does not hold it (it never did, or it
 	// expired or was evicted). Any other error is a failure of the store.
 	LoadCursor(ctx context.Context, name string) (Cursor[K], error)
+	// Newest returns the epoch of key's current life and the ID of its
+	// newest event (0 if it has none; "" and 0 if the key has no life):
+	// where a client whose cursor was forgotten restarts the key, after a
+	// gap up to it. It must never be below an event a reader was sent.
+	Newest(ctx context.Context, key K) (epoch string, id uint64, err error)
 }
 
 // A Cursor is where a multi-key stream's client is in each of its keys.
@@ -86,6 +92,23 @@ func (b *Broker[K]) SaveCursor(_ context.Context, c Cursor[K]) (string, error) {
 // LoadCursor returns the cursor stored under name, or [ErrUnknownCursor].
 func (b *Broker[K]) LoadCursor(_ context.Context, name string) (Cursor[K], error) {
 	return b.cursors.load(name, time.Now())
+}
+
+// Newest returns the epoch of key's current life and the ID of its newest
+// event. It creates no key: one the broker did not create has no life.
+func (b *Broker[K]) Newest(ctx context.Context, key K) (string, uint64, error) {
+	sub, err := b.subscribe(ctx, key, SubscribeRequest{Known: true}, startHeld, true)
+	switch {
+	case errors.Is(err, ErrFinished), errors.Is(err, ErrUnknownKey): // closed with nothing held, or no life
+		return "", 0, nil
+	case err != nil:
+		return "", 0, err
+	}
+	defer sub.Close()
+	if h := sub.t.history; h != nil {
+		return sub.Epoch(), h.next.Load() - 1, nil
+	}
+	return sub.Epoch(), 0, nil // Queue mode: MultiHandler does not serve it
 }
 
 func (s *cursors[K]) save(c Cursor[K], now time.Time) string {

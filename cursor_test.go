@@ -364,6 +364,10 @@ func TestCursorBadID(t *testing.T) {
 	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "stores none") {
 		t.Errorf("a cursor ID to a source without cursors: %d %q", resp.StatusCode, body)
 	}
+	resp = getMulti(t, vec.Client(), vec.URL, keys, "0:!,")
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "stores no cursors") {
+		t.Errorf("an unknown position to a source without cursors: %d %q", resp.StatusCode, body)
+	}
 	h.waitIdle(t)
 }
 

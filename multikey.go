@@ -1,16 +1,13 @@
 package sse
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"reflect"
 	"slices"
 	"strings"
-	"time"
 )
 
 // DefaultKeysPerRequest is how many keys a [MultiHandler] request may
@@ -178,8 +175,8 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			for i := range pos { // the key of that life resumes; see subscribe
 				pos[i] = one
 			}
-		} else {
-			pos, err = parseMultiID(v, len(keys))
+		} else if pos, err = parseMultiID(v, len(keys)); err == nil && m.store == nil && slices.ContainsFunc(pos, func(p position) bool { return p.reset }) {
+			err = requestError{"the Last-Event-ID marks a key's position unknown (\"!\"), and this server stores no cursors"}
 		}
 		var re requestError
 		switch {
@@ -291,10 +288,9 @@ func allClosed(pos []position) bool {
 
 // subscribe attaches the connection to every key that pos does not mark
 // closed; a key closed with every event sent (ErrFinished) gets its
-// sse.close. A key whose position is not known is read from its start up
-// to its newest event, which the client gets as one sse.gap (see drain).
-// Any other refusal refuses the request: the caller closes what was
-// attached.
+// sse.close. A key whose position is not known is attached after its
+// newest event, and gets a gap from its first. Any other refusal refuses
+// the request: the caller closes what was attached.
 func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position, resume bool) error {
 	h := m.h
 	for i, key := range keys {
@@ -304,15 +300,31 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 		req := SubscribeRequest{Known: h.cfg.known, Abort: s.c.abort}
 		if resume {
 			// An empty entry is "0": the client has nothing of the key,
-			// and gets a gap for what the history no longer holds. So is
-			// an unknown one ("!"), whose events up to now are drained.
+			// and gets a gap for what the history no longer holds.
 			req.Resume, req.Epoch, req.LastID = true, pos[i].epoch, pos[i].id
+		}
+		var reset Gap
+		if pos[i].reset {
+			// Where the client is in the key is not known: it restarts
+			// after the newest event, which it may have had, with a gap
+			// from the first.
+			epoch, newest, err := m.store.Newest(s.r.Context(), key)
+			if err != nil {
+				return err
+			}
+			if newest > 0 {
+				req.Epoch, req.LastID, reset = epoch, newest, Gap{From: 1, To: newest}
+			}
 		}
 		sub, err := h.src.Subscribe(s.r.Context(), key, req)
 		switch {
 		case errors.Is(err, ErrFinished):
 			if pos[i].guess {
 				pos[i] = position{} // its sse.close sets its entry
+			}
+			if reset != (Gap{}) { // closed: its gap, then its sse.close
+				s.resets = append(s.resets, keyGap{i, reset})
+				s.epochs[i] = req.Epoch
 			}
 			s.finished = append(s.finished, i)
 			continue
@@ -327,20 +339,10 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 			pos[i] = position{} // another key's ID, read as 0: nothing of this key yet
 		}
 		pos[i].guess = false
-		if !pos[i].reset {
-			continue
-		}
-		g, err := drain(s.r.Context(), sub)
-		if g != (Gap{}) {
-			s.resets = append(s.resets, keyGap{i, g})
-		}
-		switch {
-		case errors.Is(err, io.EOF): // closed: its gap, then its sse.close
-			sub.Close()
-			s.subs[i] = nil
-			s.finished = append(s.finished, i)
-		case err != nil:
-			return err
+		// A life that began since Newest is read from its start: the
+		// client had none of it.
+		if reset != (Gap{}) && s.epochs[i] == req.Epoch {
+			s.resets = append(s.resets, keyGap{i, reset})
 		}
 	}
 	return nil
@@ -364,53 +366,6 @@ func oneKeyID(v string) (position, bool) {
 type keyGap struct {
 	key int
 	gap Gap
-}
-
-// drainCalls and drainBytes bound what drain reads: events that come faster
-// than it reads them are sent after the gap.
-const (
-	drainCalls = 1 << 10
-	drainBytes = 1 << 20
-)
-
-// readyTick makes Next return at once when it has nothing ready.
-var readyTick = func() <-chan time.Time {
-	c := make(chan time.Time)
-	close(c)
-	return c
-}()
-
-// drain reads, for a key whose position in it the client's ID no longer
-// tells, what sub holds from the key's start up to its newest event, and
-// returns it as one gap: those events are not sent, since the client may
-// have had any of them; it gets their gap, and the events after them. It
-// returns io.EOF if the key ended.
-func drain(ctx context.Context, sub Subscription) (Gap, error) {
-	var g Gap
-	var buf []Event
-	for range drainCalls {
-		evs, gap, err := sub.Next(ctx, buf, readyTick, drainBytes)
-		if gap != (Gap{}) {
-			g = Gap{From: cmp0u(g.From, gap.From), To: gap.To}
-		}
-		if len(evs) > 0 {
-			g = Gap{From: cmp0u(g.From, evs[0].ID), To: evs[len(evs)-1].ID}
-		}
-		if err != nil || len(evs) == 0 && gap == (Gap{}) {
-			return g, err
-		}
-		buf = evs
-		clear(buf)
-	}
-	return g, nil
-}
-
-// cmp0u returns v, or def if v is 0.
-func cmp0u(v, def uint64) uint64 {
-	if v == 0 {
-		return def
-	}
-	return v
 }
 
 // resolve reads v, an ID of the cursor form, for a request of keys: it

@@ -93,6 +93,27 @@ func (b *Broker[K]) LoadCursor(ctx context.Context, name string) (sse.Cursor[K],
 	return c, nil
 }
 
+// Newest returns the epoch of key's current life and the ID of its newest
+// event, as the stream's leader holds them (a replica that lags may not
+// have an event a reader was sent yet); "" and 0 for a key with no life,
+// which it does not create.
+func (b *Broker[K]) Newest(ctx context.Context, key K) (string, uint64, error) {
+	_, subject, err := b.subject(key)
+	if err != nil {
+		return "", 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.attemptTimeout())
+	defer cancel()
+	last, err := b.lastAtLeader(ctx, subject)
+	switch {
+	case err != nil:
+		return "", 0, b.netErr(err)
+	case last == nil:
+		return "", 0, nil
+	}
+	return last.epoch, last.next() - 1, nil
+}
+
 // cursorBucket returns the cursors' bucket, creating it first if needed.
 func (b *Broker[K]) cursorBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	b.cursors.mu.Lock()

@@ -17,6 +17,7 @@ import (
 	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/sseclient"
 	"github.com/rocketqueue/sse/ssejs"
+	"github.com/rocketqueue/sse/ssetest"
 )
 
 // TestCursorBucket: a cursor one replica stores, another loads, keys of
@@ -56,6 +57,100 @@ func TestCursorBucket(t *testing.T) {
 		if _, err := b.LoadCursor(ctx, unknown); !errors.Is(err, sse.ErrUnknownCursor) {
 			t.Fatalf("LoadCursor(%q): %v, want ErrUnknownCursor", unknown, err)
 		}
+	}
+	// Newest: a key's life and newest event, as any replica tells them.
+	if e, id, err := b.Newest(ctx, "job 7.*>"); err != nil || e != "" || id != 0 {
+		t.Fatalf("Newest of a key with no life: %q, %d, %v", e, id, err)
+	}
+	if err := a.Enqueue(ctx, "job 7.*>", "1", "2", "3"); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := a.Subscribe(ctx, "job 7.*>", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if e, id, err := b.Newest(ctx, "job 7.*>"); err != nil || e != sub.Epoch() || id != 3 {
+		t.Fatalf("Newest: %q, %d, %v; want %q, 3", e, id, err, sub.Epoch())
+	}
+}
+
+// TestMultiKeyUnknownCursor: a client whose ID names a cursor the bucket no
+// longer holds restarts each key after its newest event, with an sse.gap
+// from its first; a closed key gets its gap, then its sse.close.
+func TestMultiKeyUnknownCursor(t *testing.T) {
+	s := startServer(t)
+	name := uniqueName()
+	_, js := connect(t, s.ClientURL())
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(sse.FanOut))
+	listed := func(r *http.Request) ([]string, error) { return strings.Split(r.URL.Query().Get("keys"), ","), nil }
+	srv := httptest.NewServer(sse.MultiHandler[string](b, listed))
+	t.Cleanup(srv.Close)
+	ctx := within(t, 30*time.Second)
+	for _, k := range []string{"a", "b"} {
+		if err := b.Enqueue(ctx, k, k+"1", k+"2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(lastID string) *ssetest.Reader {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/?keys=a,b", nil)
+		req.Header.Set("Last-Event-ID", lastID)
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		if err := ssetest.CheckResponse(resp); err != nil {
+			t.Fatal(err)
+		}
+		return ssetest.NewReader(resp.Body)
+	}
+	r := get("0")
+	var last string
+	for range 4 {
+		ev, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ev.ID
+	}
+	if !strings.Contains(last, ":~") {
+		t.Fatalf("ID %q names no cursor", last)
+	}
+	kv, err := js.KeyValue(ctx, "SSE_"+name+"_cursors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(last, ":~")
+	cursor, _, _ := strings.Cut(rest, ":")
+	if err := kv.Purge(ctx, cursor); err != nil { // as if it expired
+		t.Fatal(err)
+	}
+	if err := b.Enqueue(ctx, "a", "a3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	r = get(last)
+	var got []string
+	for len(got) < 4 {
+		ev, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.Type+" "+ev.Data)
+		if len(got) == 3 {
+			if err := b.Enqueue(ctx, "a", "a4"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := []string{
+		`sse.gap {"key":0,"from":1,"to":3}`, `sse.gap {"key":1,"from":1,"to":2}`, `sse.close {"key":1}`, " a4",
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("got %q, want %q", got, want)
 	}
 }
 
