@@ -207,13 +207,13 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { h.streams.release(keys[first], sl) }()
 	c := newConn(w, h.cfg.writeTimeout)
 	defer c.finish()
-	s := &multiStream[K]{h: h, r: r, c: c, v: newVector(pos), subs: make([]Subscription, len(keys)), epochs: make([]string, len(keys))}
+	s := &multiStream[K]{h: h, r: r, c: c, subs: make([]Subscription, len(keys)), epochs: make([]string, len(keys))}
 	if err := m.subscribe(s, keys, pos, resume); err != nil {
 		s.closeSubs()
 		h.refuseSubscribe(w, r, err, false) // a bad epoch is the source's mistake: 500
 		return
 	}
-	s.v = newVector(pos) // subscribe settled the positions a one-key ID left open
+	s.v = newVector(pos) // after subscribe, which settles the positions a one-key ID left open
 	if m.store != nil {
 		ks, ctx := slices.Clone(keys), r.Context()
 		s.v.withCursor(func(p string) (string, error) {
