@@ -37,7 +37,8 @@ package sse
 //	multikey.go        MultiHandler: several FanOut keys on one connection, its request and its keys
 //	multistream.go     a multi-key stream: a goroutine per key feeding the request's writer
 //	wire.go            the wire encoding: IDs and epochs (NewEpoch), events, gaps, the retry field
-//	multiwire.go       a multi-key stream's wire: its IDs (every key's position), sse.gap, sse.close
+//	multiwire.go       a multi-key stream's wire: its IDs (every key's position, or a cursor and the keys moved since), sse.gap, sse.close
+//	cursor.go          CursorStore: the cursors multi-key IDs name; the Broker's, in memory
 //	refuse.go          the answers without a stream: retry later, error statuses, PublicError
 //	writer.go          conn, the writer of one response: a deadline per write, aborted by a takeover
 //	writebuf.go        the write buffers and event slices streams borrow while they write
@@ -108,6 +109,8 @@ type Broker[K comparable] struct {
 	backlogs sync.Pool
 
 	loop loop[K] // owned by the loop goroutine
+
+	cursors cursors[K] // the multi-key streams' cursors (cursor.go); its own lock
 }
 
 // New returns a Broker configured by opts and starts its loop goroutine.

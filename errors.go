@@ -53,6 +53,9 @@ var (
 	// ErrUnknownKey is returned by [Broker.Subscribe] for a key that the
 	// server did not create when the request asks for a known one.
 	ErrUnknownKey = errors.New("sse: unknown key")
+	// ErrUnknownCursor is what a [CursorStore] returns for a cursor it does
+	// not hold: never stored, expired or evicted.
+	ErrUnknownCursor = errors.New("sse: unknown cursor")
 	// ErrReplaced is returned by [Subscription].Next when another connection
 	// took the key over.
 	ErrReplaced = errors.New("sse: another connection took the key over")

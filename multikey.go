@@ -3,29 +3,36 @@ package sse
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 )
 
-// DefaultKeysPerRequest is how many keys a [MultiHandler] request may name
-// unless [WithMaxKeysPerRequest] says otherwise; MaxKeysPerRequest is the
-// most that option allows. Every event of a multi-key stream carries every
-// key's position in its ID, at most 18 bytes a key while the keys' event
-// numbers stay below a million (21 below a billion): 1.8 KB at 100 keys,
-// 4.6 KB at 256, sent back in the Last-Event-ID header when the client
-// reconnects, which proxies commonly cap at 8 KiB.
+// DefaultKeysPerRequest is how many keys a [MultiHandler] request may
+// name unless [WithMaxKeysPerRequest] says otherwise; MaxKeysPerRequest is
+// the most that option allows, and MaxVectorKeys the most it allows when
+// the source is not a [CursorStore]. Without a cursor store every event of
+// a multi-key stream carries every key's position in its ID, at most 18
+// bytes a key while the keys' event numbers stay below a million (21 below
+// a billion): 1.8 KB at 100 keys, 4.6 KB at 256, sent back in the
+// Last-Event-ID header when the client reconnects, which proxies commonly
+// cap at 8 KiB. With one, an ID names a stored cursor and carries at most
+// [CursorDelta] keys' positions: at most about 450 bytes however many keys.
 const (
 	DefaultKeysPerRequest = 100
-	MaxKeysPerRequest     = 256
+	MaxVectorKeys         = 256
+	MaxKeysPerRequest     = 4096
 )
 
 // WithMaxKeysPerRequest bounds how many keys a [MultiHandler] request may
 // name, from 1 to [MaxKeysPerRequest]; a request with more gets 400. The
-// default is [DefaultKeysPerRequest]. It panics for n out of range. The
-// bound keeps the IDs, which carry every key's position, and the
-// Last-Event-ID header that sends one back, small (see
-// docs/protocol.md).
+// default is [DefaultKeysPerRequest]. It panics for n out of range, and
+// [MultiHandler] panics for n above [MaxVectorKeys] when its source is not
+// a [CursorStore]. The bound keeps what a connection holds, and, without a
+// cursor store, the IDs, which then carry every key's position, and the
+// Last-Event-ID header that sends one back, small (see docs/protocol.md).
 func WithMaxKeysPerRequest(n int) HandlerOption {
 	if n < 1 || n > MaxKeysPerRequest {
 		panic(fmt.Sprintf("sse: WithMaxKeysPerRequest: %d is not from 1 to %d", n, MaxKeysPerRequest))
@@ -41,7 +48,9 @@ func WithMaxKeysPerRequest(n int) HandlerOption {
 // docs/protocol.md, "Several keys on one connection".
 //
 // A request whose list holds one key is served exactly as [Handler] serves
-// it. With two keys or more:
+// it, unless its Last-Event-ID is one of a multi-key stream (a page that
+// followed several keys and follows one now): then it is served as one. With
+// two keys or more:
 //   - keys' error refuses the whole request, with the status [Handler]
 //     gives a key function's error; so do an empty list, a key listed
 //     twice, or more keys than [WithMaxKeysPerRequest] allows (400), and,
@@ -49,8 +58,19 @@ func WithMaxKeysPerRequest(n int) HandlerOption {
 //   - Every event's id is "<i>:<vector>": i is the position of the event's
 //     key, the vector holds every key's position, so that a browser that
 //     reconnects with its Last-Event-ID resumes every key, each exactly
-//     once or with a gap. A Last-Event-ID that is not such an ID of this
-//     request's keys (nor "0") gets 400.
+//     once or with a gap. When src is a [CursorStore] ([*Broker] and
+//     ssejs's broker are), the vector is "~<cursor>:<delta>": the name of
+//     a [Cursor] the stream stored, and the positions of the keys that
+//     moved since (at most [CursorDelta]). A Last-Event-ID that is not such
+//     an ID (nor "0", nor a one-key ID) gets 400.
+//   - A request may resume from an ID of a cursor whose keys are another
+//     list (the page follows one more key, or one less): each key of the
+//     request that the cursor holds resumes from its position there, and
+//     the others start as new. From a one-key ID, the key of that ID's
+//     epoch resumes, and the others start as new. A key whose position
+//     the server does not know (the cursor was forgotten) restarts with an
+//     "sse.gap" from its first event to its newest, then the events after
+//     them.
 //   - A key's events come in order; the keys' are interleaved. Events the
 //     client missed that can no longer be sent come as an "sse.gap" event
 //     ([EventKeyGap]), {"key":i,"from":F,"to":T}; a closed key whose
@@ -87,7 +107,12 @@ func MultiHandler[K comparable](src Source[K], keys func(*http.Request) ([]K, er
 		}
 	}
 	h := Handler(src, noKey[K], opts...).(*handler[K])
-	return &multiHandler[K]{h: h, keys: keys, max: cmp0(h.cfg.maxKeys, DefaultKeysPerRequest)}
+	m := &multiHandler[K]{h: h, keys: keys, max: cmp0(h.cfg.maxKeys, DefaultKeysPerRequest)}
+	m.store, _ = src.(CursorStore[K])
+	if m.store == nil && m.max > MaxVectorKeys {
+		panic(fmt.Sprintf("sse: MultiHandler: WithMaxKeysPerRequest(%d): more than %d keys need a source that stores cursors (a CursorStore)", m.max, MaxVectorKeys))
+	}
+	return m
 }
 
 // noKey is the key function of a MultiHandler's handler, which is never
@@ -105,9 +130,10 @@ func cmp0(v, def int) int {
 }
 
 type multiHandler[K comparable] struct {
-	h    *handler[K] // immutable: the configuration, the WithMaxStreams bound; serves one-key requests
-	keys func(*http.Request) ([]K, error)
-	max  int // immutable: the most keys a request may name
+	h     *handler[K] // immutable: the configuration, the WithMaxStreams bound; serves one-key requests
+	keys  func(*http.Request) ([]K, error)
+	max   int            // immutable: the most keys a request may name
+	store CursorStore[K] // immutable: the source, if it stores cursors; else nil
 }
 
 var errNoKeys = requestError{"the request names no key"}
@@ -119,8 +145,9 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var err error
+	v, header, resume := rawLastEventID(r)
 	switch n := len(keys); {
-	case n == 1:
+	case n == 1 && !strings.Contains(v, ":"):
 		h.serve(w, r, keys[0])
 		return
 	case n == 0:
@@ -139,10 +166,25 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pos := make([]position, len(keys))
-	v, header, resume := rawLastEventID(r)
+	var name string // the cursor the request's IDs may go on naming
+	var delta []int
 	if resume = resume && v != ""; resume { // an empty ID is none, as for one key
-		if pos, err = parseMultiID(v, len(keys)); err != nil {
+		if isCursorID(v) {
+			pos, name, delta, err = m.resolve(r, keys, v)
+		} else if one, ok := oneKeyID(v); ok {
+			for i := range pos { // the key of that life resumes; see subscribe
+				pos[i] = one
+			}
+		} else if pos, err = parseMultiID(v, len(keys)); err == nil && m.store == nil && slices.ContainsFunc(pos, func(p position) bool { return p.reset }) {
+			err = requestError{"the Last-Event-ID marks a key's position unknown (\"!\"), and this server stores no cursors"}
+		}
+		var re requestError
+		switch {
+		case errors.As(err, &re):
 			h.refuse(w, r, http.StatusBadRequest, RefusedBadRequest, err)
+			return
+		case err != nil: // the store failed: the client comes back
+			h.tryLater(w, r, err)
 			return
 		}
 		if allClosed(pos) {
@@ -165,11 +207,26 @@ func (m *multiHandler[K]) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { h.streams.release(keys[first], sl) }()
 	c := newConn(w, h.cfg.writeTimeout)
 	defer c.finish()
-	s := &multiStream[K]{h: h, r: r, c: c, v: newVector(pos), subs: make([]Subscription, len(keys)), epochs: make([]string, len(keys))}
+	s := &multiStream[K]{h: h, r: r, c: c, subs: make([]Subscription, len(keys)), epochs: make([]string, len(keys))}
 	if err := m.subscribe(s, keys, pos, resume); err != nil {
 		s.closeSubs()
 		h.refuseSubscribe(w, r, err, false) // a bad epoch is the source's mistake: 500
 		return
+	}
+	s.v = newVector(pos) // after subscribe, which settles the positions a one-key ID left open
+	if m.store != nil {
+		ks, ctx := slices.Clone(keys), r.Context()
+		s.v.withCursor(func(p string) (string, error) {
+			return m.store.SaveCursor(ctx, Cursor[K]{Keys: ks, Positions: p})
+		}, name, delta)
+		if name == "" {
+			s.v.store() // a stream starts with a cursor: its first ID names one
+		}
+		if s.v.failed() != nil {
+			s.closeSubs()
+			h.tryLater(w, r, s.v.failed())
+			return
+		}
 	}
 	if spare {
 		if s.subs[first] == nil || pos[first].epoch != s.epochs[first] {
@@ -231,8 +288,9 @@ func allClosed(pos []position) bool {
 
 // subscribe attaches the connection to every key that pos does not mark
 // closed; a key closed with every event sent (ErrFinished) gets its
-// sse.close. Any other refusal refuses the request: the caller closes what
-// was attached.
+// sse.close. A key whose position is not known is attached after its
+// newest event, and gets a gap from its first. Any other refusal refuses
+// the request: the caller closes what was attached.
 func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position, resume bool) error {
 	h := m.h
 	for i, key := range keys {
@@ -245,9 +303,29 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 			// and gets a gap for what the history no longer holds.
 			req.Resume, req.Epoch, req.LastID = true, pos[i].epoch, pos[i].id
 		}
+		var reset Gap
+		if pos[i].reset {
+			// Where the client is in the key is not known: it restarts
+			// after the newest event, which it may have had, with a gap
+			// from the first.
+			epoch, newest, err := m.store.Newest(s.r.Context(), key)
+			if err != nil {
+				return err
+			}
+			if newest > 0 {
+				req.Epoch, req.LastID, reset = epoch, newest, Gap{From: 1, To: newest}
+			}
+		}
 		sub, err := h.src.Subscribe(s.r.Context(), key, req)
 		switch {
 		case errors.Is(err, ErrFinished):
+			if pos[i].guess {
+				pos[i] = position{} // its sse.close sets its entry
+			}
+			if reset != (Gap{}) { // closed: its gap, then its sse.close
+				s.resets = append(s.resets, keyGap{i, reset})
+				s.epochs[i] = req.Epoch
+			}
 			s.finished = append(s.finished, i)
 			continue
 		case err != nil:
@@ -257,6 +335,96 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 		if err := checkEpoch(s.epochs[i]); err != nil {
 			return err
 		}
+		if pos[i].guess && pos[i].epoch != s.epochs[i] {
+			pos[i] = position{} // another key's ID, read as 0: nothing of this key yet
+		}
+		pos[i].guess = false
+		// A life that began since Newest is read from its start: the
+		// client had none of it.
+		if reset != (Gap{}) && s.epochs[i] == req.Epoch {
+			s.resets = append(s.resets, keyGap{i, reset})
+		}
 	}
 	return nil
+}
+
+// oneKeyID reads v as a one-key stream's ID, "<epoch>-<seq>": a page that
+// followed one key and now follows several. The ID does not say which key
+// it is of, but its epoch does, since every key's life draws its own: each
+// key is subscribed with it, so that the key of that life resumes after it
+// and the others, for which it is of another life, read it as 0, as new
+// keys do (see subscribe, which then clears their positions).
+func oneKeyID(v string) (position, bool) {
+	if strings.Contains(v, ":") {
+		return position{}, false
+	}
+	epoch, id, ok := parseID(v)
+	return position{raw: v, epoch: epoch, id: id, guess: true}, ok && epoch != ""
+}
+
+// A keyGap is a gap of key i of a multi-key stream.
+type keyGap struct {
+	key int
+	gap Gap
+}
+
+// resolve reads v, an ID of the cursor form, for a request of keys: it
+// returns each key's position, and the cursor and the moved keys the
+// stream's IDs may go on naming (none when the request's keys are not the
+// cursor's, or the ID moves more than CursorDelta keys: the stream stores
+// a new one). A cursor the store does not hold leaves every key's position
+// unknown. An error is a requestError, or the store's.
+func (m *multiHandler[K]) resolve(r *http.Request, keys []K, v string) (pos []position, name string, delta []int, err error) {
+	id, err := parseCursorID(v)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if m.store == nil {
+		return nil, "", nil, requestError{"the Last-Event-ID names a cursor, and this server stores none"}
+	}
+	pos = make([]position, len(keys))
+	c, err := m.store.LoadCursor(r.Context(), id.name)
+	var old []position
+	if err == nil {
+		old, err = parseMultiID("0:"+c.Positions, len(c.Keys))
+		if err != nil {
+			err = fmt.Errorf("sse: cursor %q holds %d keys and the positions %.60q: %w", id.name, len(c.Keys), c.Positions, err)
+			m.h.log(r.Context(), slog.LevelError, "sse: a stored cursor cannot be read: its keys restart with a gap", r, slog.Any("error", err))
+			err = ErrUnknownCursor
+		}
+	}
+	switch {
+	case errors.Is(err, ErrUnknownCursor):
+		m.h.log(r.Context(), slog.LevelWarn, "sse: unknown cursor: every key restarts with a gap", r, slog.String("cursor", id.name))
+		for i := range pos {
+			pos[i] = position{reset: true, raw: resetEntry}
+		}
+		return pos, "", nil, nil
+	case err != nil:
+		return nil, "", nil, err
+	}
+	if id.index >= len(c.Keys) {
+		return nil, "", nil, requestError{fmt.Sprintf("the Last-Event-ID's key index %d is not one of its cursor's %d keys", id.index, len(c.Keys))}
+	}
+	for n, j := range id.delta {
+		if j >= len(c.Keys) {
+			return nil, "", nil, requestError{fmt.Sprintf("the Last-Event-ID moves key %d, not one of its cursor's %d keys", j, len(c.Keys))}
+		}
+		old[j] = id.pos[n]
+	}
+	if slices.Equal(c.Keys, keys) && len(id.delta) <= CursorDelta {
+		return old, id.name, id.delta, nil
+	}
+	// Another list: each key the cursor holds keeps its position; a new
+	// one starts as an empty entry does.
+	at := make(map[K]int, len(c.Keys))
+	for j, k := range c.Keys {
+		at[k] = j
+	}
+	for i, k := range keys {
+		if j, ok := at[k]; ok {
+			pos[i] = old[j]
+		}
+	}
+	return pos, "", nil, nil
 }

@@ -246,30 +246,45 @@ func countEvents(addr string, keys []string, n int, ready chan<- struct{}, deliv
 	return total, nil
 }
 
-// TestMultiIDSize: the size of a multi-key ID, with the epochs the
-// Broker and ssejs draw (10 characters at most), at 10, 100, 256 and
-// 1,000 keys, every key at event 1, 10⁶ − 1 and 10⁹ − 1; past
-// MaxKeysPerRequest a request is refused, so the 1,000-key ID is only
-// what it would be. At the bound the Last-Event-ID header holding it stays
-// under 8 KiB, as docs/protocol.md says.
+// TestMultiIDSize reports the size of a multi-key ID, with the epochs the
+// Broker and ssejs draw (10 characters at most), at 10, 100, 256, 1,000
+// and 4,096 keys, every key at event 1, 10⁶ − 1 and 10⁹ − 1: in the
+// vector form (a source without cursors, up to MaxVectorKeys keys), and in
+// the cursor form at its largest (a cursor name of 22 characters, as
+// ssejs's, and CursorDelta keys moved, of the highest indices). It checks
+// the figures docs/protocol.md gives, and that a Last-Event-ID header of
+// either form, where it may be sent, stays under 8 KiB.
 func TestMultiIDSize(t *testing.T) {
-	for _, n := range []int{10, 100, MaxKeysPerRequest, 1000} {
-		var sizes []string
+	epoch := strings.Repeat("z", 10) // the longest: 48 bits in base 36
+	for _, n := range []int{10, 100, MaxVectorKeys, 1000, MaxKeysPerRequest} {
+		var vec, cur []string
 		for _, seq := range []uint64{1, 999_999, 999_999_999} {
 			v := newVector(make([]position, n))
 			for i := range n {
-				epoch := strings.Repeat("z", 10) // the longest: 48 bits in base 36
 				v.setID(i, epoch, seq)
 			}
 			size := len(v.appendID(nil, n-1)) - len("id: \n")
-			sizes = append(sizes, fmt.Sprintf("%d B at seq %d", size, seq))
-			if header := len("Last-Event-ID: \r\n") + size; n <= MaxKeysPerRequest && header >= 8<<10 {
+			vec = append(vec, fmt.Sprintf("%d B", size))
+			if header := len("Last-Event-ID: \r\n") + size; n <= MaxVectorKeys && header >= 8<<10 {
 				t.Errorf("%d keys at seq %d: a header of %d bytes", n, seq, header)
 			}
-			if seq == 999_999 && n == DefaultKeysPerRequest && size > 1802 || seq == 999_999 && n == MaxKeysPerRequest && size > 4611 {
+			if seq == 999_999 && n == DefaultKeysPerRequest && size > 1802 || seq == 999_999 && n == MaxVectorKeys && size > 4611 {
 				t.Errorf("%d keys at seq %d: %d bytes, more than docs/protocol.md says", n, seq, size)
 			}
+			v = newVector(make([]position, n))
+			v.withCursor(func(string) (string, error) { return strings.Repeat("c", 22), nil }, "", nil)
+			for i := range n { // stores a cursor every CursorDelta keys moved
+				v.setID(i, epoch, seq)
+			}
+			for i := n - min(n, CursorDelta); i < n; i++ {
+				v.setID(i, epoch, seq+1)
+			}
+			size = len(v.appendID(nil, n-1)) - len("id: \n")
+			cur = append(cur, fmt.Sprintf("%d B", size))
+			if seq == 999_999 && size > 460 {
+				t.Errorf("%d keys at seq %d: a cursor ID of %d bytes, more than docs/protocol.md says", n, seq, size)
+			}
 		}
-		t.Logf("%4d keys: %s", n, strings.Join(sizes, ", "))
+		t.Logf("%4d keys at seq 1, 10⁶−1, 10⁹−1: vector form %s; cursor form %s", n, strings.Join(vec, ", "), strings.Join(cur, ", "))
 	}
 }

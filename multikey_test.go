@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,15 +90,65 @@ func openMulti(t testing.TB, hc *http.Client, url string, keys []string, lastID 
 	return ssetest.NewReader(resp.Body)
 }
 
-// splitMulti splits a multi-key ID into its key index and entries.
-func splitMulti(t testing.TB, id string) (int, []string) {
+// splitMulti splits a multi-key ID into its key index and entries; an ID
+// that names a cursor is read with the cursor store, and must name one it
+// holds, of keys, with at most CursorDelta keys moved (one more from a
+// stream whose store failed, which then ends).
+func splitMulti(t testing.TB, store CursorStore[string], keys []string, id string) (int, []string) {
+	return splitCached(t, store, keys, id, nil)
+}
+
+// splitCached is splitMulti, keeping the cursors it read in cache if it is
+// not nil.
+func splitCached(t testing.TB, store CursorStore[string], keys []string, id string, cache map[string][]string) (int, []string) {
 	t.Helper()
 	index, vec, ok := strings.Cut(id, ":")
 	i, err := strconv.Atoi(index)
 	if !ok || err != nil {
 		t.Fatalf("ID %q is not <index>:<vector>", id)
 	}
-	return i, strings.Split(vec, ",")
+	if !strings.HasPrefix(vec, "~") {
+		return i, strings.Split(vec, ",")
+	}
+	if store == nil {
+		t.Fatalf("ID %q names a cursor", id)
+	}
+	name, delta, _ := strings.Cut(vec[1:], ":")
+	entries, ok := cache[name]
+	if !ok {
+		c, err := store.LoadCursor(context.Background(), name)
+		if err != nil || fmt.Sprint(c.Keys) != fmt.Sprint(keys) {
+			t.Fatalf("ID %q: cursor %q of keys %v, %v; want one of %v", id, name, c.Keys, err, keys)
+		}
+		entries = strings.Split(c.Positions, ",")
+		if cache != nil {
+			cache[name] = entries
+		}
+	}
+	entries = slices.Clone(entries)
+	if delta == "" {
+		return i, entries
+	}
+	moved := strings.Split(delta, ",")
+	if len(moved) > CursorDelta+1 { // one more when the store failed: the stream then ends
+		t.Fatalf("ID %q moves %d keys, more than %d", id, len(moved), CursorDelta)
+	}
+	for _, d := range moved {
+		j, e, _ := strings.Cut(d, "_")
+		k, err := strconv.Atoi(j)
+		if err != nil || k >= len(entries) {
+			t.Fatalf("ID %q moves key %q", id, j)
+		}
+		entries[k] = e
+	}
+	return i, entries
+}
+
+// resolved returns a multi-key ID in the vector form: "<i>:<vector>".
+func (l *multiLog) resolved(id string) string {
+	l.t.Helper()
+	i, entries := splitMulti(l.t, l.store, l.keys, id)
+	return strconv.Itoa(i) + ":" + strings.Join(entries, ",")
 }
 
 // multiLog is what a page following keys on one connection has received,
@@ -107,6 +158,8 @@ func splitMulti(t testing.TB, id string) (int, []string) {
 // close only after the last.
 type multiLog struct {
 	t      testing.TB
+	store  CursorStore[string] // reads the IDs that name cursors; nil: none may
+	cache  map[string][]string // the entries of the cursors read
 	keys   []string
 	next   []uint64 // per key: the ID expected next; 0: any (the key's first event or gap)
 	events [][]uint64
@@ -118,8 +171,8 @@ type multiLog struct {
 	last   string   // the last ID
 }
 
-func newMultiLog(t testing.TB, keys []string) *multiLog {
-	return &multiLog{t: t, keys: keys, next: make([]uint64, len(keys)), events: make([][]uint64, len(keys)),
+func newMultiLog(t testing.TB, store CursorStore[string], keys []string) *multiLog {
+	return &multiLog{t: t, store: store, cache: make(map[string][]string), keys: keys, next: make([]uint64, len(keys)), events: make([][]uint64, len(keys)),
 		gaps: make([][]Gap, len(keys)), closed: make([]int, len(keys)), vec: make([]string, len(keys)), epochs: make([]string, len(keys))}
 }
 
@@ -146,7 +199,7 @@ func (l *multiLog) add(ev ssetest.Event) {
 		l.ended = true
 		return
 	}
-	i, entries := splitMulti(t, ev.ID)
+	i, entries := splitCached(t, l.store, l.keys, ev.ID, l.cache)
 	if len(entries) != len(l.keys) || i >= len(l.keys) {
 		t.Fatalf("ID %q for %d keys", ev.ID, len(l.keys))
 	}
@@ -278,7 +331,7 @@ func TestMultiInterleaved(t *testing.T) {
 	srv, h := serveMulti(t, b)
 	keys := []string{"a", "b", "c"}
 	r := openMulti(t, srv.Client(), srv.URL, keys, "")
-	l := newMultiLog(t, keys).strict()
+	l := newMultiLog(t, b, keys).strict()
 	next := func() ssetest.Event {
 		t.Helper()
 		ev, err := r.Next()
@@ -311,7 +364,7 @@ func TestMultiInterleaved(t *testing.T) {
 	l.expectKey(1, 1, 5)
 	l.expectKey(2, 1, 5)
 	h.waitIdle(t)
-	if !strings.HasSuffix(l.last, ".,.,.") {
+	if !strings.HasSuffix(l.resolved(l.last), ".,.,.") {
 		t.Fatalf("last ID %q, want every key closed", l.last)
 	}
 	// Every key closed in the ID: nothing is owed.
@@ -325,9 +378,17 @@ func TestMultiInterleaved(t *testing.T) {
 // last ID it received as a browser does, gets every key's events exactly
 // once, in order, each key's sse.close once, then close; resuming after it
 // gets 204.
-func TestMultiResumeThroughProxy(t *testing.T) {
+func TestMultiResumeThroughProxy(t *testing.T) { resumeThroughProxy(t, 20, 150) }
+
+// TestCursor1000KeysThroughProxy: the same with 1,000 keys, whose IDs name
+// cursors: each stays under 8 KiB, and every key resumes exactly once.
+func TestCursor1000KeysThroughProxy(t *testing.T) { resumeThroughProxy(t, 1000, 6) }
+
+// resumeThroughProxy is TestMultiResumeThroughProxy with nkeys keys of
+// total events each.
+func resumeThroughProxy(t *testing.T, nkeys, total int) {
 	b := fanOut(t)
-	srv, h := serveMulti(t, b)
+	srv, h := serveMulti(t, b, WithMaxKeysPerRequest(max(nkeys, DefaultKeysPerRequest)))
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	p, err := cutproxy.Start(srv.Listener.Addr().String(), cutproxy.Options{
@@ -339,7 +400,6 @@ func TestMultiResumeThroughProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	const nkeys, total = 20, 150
 	keys := make([]string, nkeys)
 	for i := range keys {
 		keys[i] = "k" + strconv.Itoa(i)
@@ -364,14 +424,15 @@ func TestMultiResumeThroughProxy(t *testing.T) {
 			}
 		}
 	}()
-	l := newMultiLog(t, keys).strict()
+	l := newMultiLog(t, b, keys).strict()
 	hc := srv.Client()
 	url := "http://" + p.Addr()
-	conns := 0
+	conns, longest := 0, 0
 	for deadline := time.Now().Add(2 * time.Minute); !l.ended; conns++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("no close after %d connections", conns)
 		}
+		longest = max(longest, len(l.last))
 		// A page opens with lastEventId=0; the browser reconnects with
 		// the header.
 		resp, cancel, err := tryGet(hc, url+"?lastEventId=0&keys="+strings.Join(keys, ","), l.last)
@@ -393,12 +454,15 @@ func TestMultiResumeThroughProxy(t *testing.T) {
 		cancel()
 	}
 	wg.Wait()
-	t.Logf("%d keys × %d events over %d connections", nkeys, total, conns)
+	t.Logf("%d keys × %d events over %d connections; the longest Last-Event-ID %d bytes", nkeys, total, conns, longest)
 	if conns < 3 {
 		t.Fatalf("%d connections: the proxy hardly cut the stream", conns)
 	}
+	if longest >= 8<<10-len("Last-Event-ID: \r\n") {
+		t.Fatalf("a Last-Event-ID of %d bytes", longest)
+	}
 	for i := range keys {
-		l.expectKey(i, 1, total)
+		l.expectKey(i, 1, uint64(total))
 	}
 	if resp := getMulti(t, hc, srv.URL, keys, l.last); resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("resuming after close: status %d, want 204", resp.StatusCode)
@@ -432,7 +496,7 @@ func TestMultiResumeGaps(t *testing.T) {
 		{id: "0:.," + eb + "-4", fromA: 11, fromB: 6, gapB: []Gap{{5, 5}}},
 	} {
 		t.Run(c.id, func(t *testing.T) {
-			l := newMultiLog(t, keys)
+			l := newMultiLog(t, b, keys)
 			if _, entries, ok := strings.Cut(c.id, ":"); ok {
 				l.vec = strings.Split(entries, ",")
 			}
@@ -461,7 +525,7 @@ func TestMultiKeyCloseDetaches(t *testing.T) {
 		must(t, b.Open(context.Background(), k))
 	}
 	r := openMulti(t, srv.Client(), srv.URL, keys, "")
-	l := newMultiLog(t, keys).strict()
+	l := newMultiLog(t, b, keys).strict()
 	publish(t, b, "a", 1, 2)
 	must(t, b.Close(context.Background(), "a"))
 	for l.closed[0] == 0 {
@@ -496,13 +560,13 @@ func TestMultiFinishedKeys(t *testing.T) {
 	ea, eb, ec := epochOf(t, b, "a"), epochOf(t, b, "b"), epochOf(t, b, "c")
 	id := "2:" + ea + "-3,.," + ec + "-3"
 	r := openMulti(t, srv.Client(), srv.URL, keys, id)
-	l := newMultiLog(t, keys)
+	l := newMultiLog(t, b, keys)
 	l.vec = []string{ea + "-3", ".", ec + "-3"}
 	ev, err := r.Next()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Type != EventKeyClose || ev.ID != "0:.,.,"+ec+"-3" {
+	if ev.Type != EventKeyClose || l.resolved(ev.ID) != "0:.,.,"+ec+"-3" {
 		t.Fatalf("got %+v, want a's sse.close first", ev)
 	}
 	l.add(ev)
@@ -515,7 +579,7 @@ func TestMultiFinishedKeys(t *testing.T) {
 	l.expectKey(2, 4, 4)
 	// Every key closed but none marked: their sse.close, then close.
 	id = "0:" + ea + "-3," + eb + "-3," + ec + "-4"
-	l = newMultiLog(t, keys)
+	l = newMultiLog(t, b, keys)
 	l.vec = []string{ea + "-3", eb + "-3", ec + "-4"}
 	l.readToClose(openMulti(t, srv.Client(), srv.URL, keys, id))
 	if !l.ended || fmt.Sprint(l.closed) != "[1 1 1]" {
@@ -560,7 +624,7 @@ func TestMultiOneKeyIsHandler(t *testing.T) {
 		return resp.StatusCode, resp.Header, string(body)
 	}
 	for _, c := range []struct{ key, lastID string }{
-		{"a", ""}, {"a", e + "-1"}, {"a", e + "-3"}, {"a", "0"}, {"a", "0:" + e + "-1,"}, {"unknown", ""}, {"secret", ""},
+		{"a", ""}, {"a", e + "-1"}, {"a", e + "-3"}, {"a", "0"}, {"a", "x y"}, {"unknown", ""}, {"secret", ""},
 	} {
 		s1, h1, b1 := get(one.URL+"?key="+c.key, c.lastID)
 		s2, h2, b2 := get(multi.URL+"?keys="+c.key, c.lastID)
@@ -618,7 +682,7 @@ func TestMultiBadID(t *testing.T) {
 	srv, h := serveMulti(t, b)
 	keys := []string{"a", "b"}
 	for _, c := range []struct{ id, says string }{
-		{"abc-3", "no colon"},
+		{"abc", "no colon"},
 		{"2:,", "key index \"2\" is not one of the request's 2 keys"},
 		{"-1:,", "key index \"-1\""},
 		{":,", "key index \"\""},
@@ -666,7 +730,7 @@ func TestMultiMaxStreams(t *testing.T) {
 		must(t, b.Close(context.Background(), k))
 	}
 	h.waitIdle(t)
-	l := newMultiLog(t, keys[:2]).strict()
+	l := newMultiLog(t, b, keys[:2]).strict()
 	l.readToClose(r2)
 }
 
@@ -698,7 +762,7 @@ func TestMultiStreamFeatures(t *testing.T) {
 			}
 		}
 	}
-	l := newMultiLog(t, keys)
+	l := newMultiLog(t, b, keys)
 	for len(l.events[0]) < 3 {
 		ev, err := r.Next()
 		if err != nil {
@@ -779,7 +843,7 @@ func TestMultiHandlerPanics(t *testing.T) {
 		"nil keys":     func() { MultiHandler(fanOut(t), nil) },
 		"nil option":   func() { MultiHandler(fanOut(t), listKeys, nil) },
 		"bound 0":      func() { WithMaxKeysPerRequest(0) },
-		"bound 257":    func() { WithMaxKeysPerRequest(MaxKeysPerRequest + 1) },
+		"bound 4097":   func() { WithMaxKeysPerRequest(MaxKeysPerRequest + 1) },
 	} {
 		func() {
 			defer func() {
@@ -792,19 +856,26 @@ func TestMultiHandlerPanics(t *testing.T) {
 	}
 }
 
-// TestMultiLargestVector: a request may name MaxKeysPerRequest keys when
-// the option allows it; its IDs, sent back in Last-Event-ID, resume every
-// key; one key more gets 400.
+// noCursors is a source that does not store cursors: MultiHandler's IDs
+// then carry every key's position.
+type noCursors struct{ Source[string] }
+
+// TestMultiLargestVector: without a cursor store, a request may name
+// MaxVectorKeys keys when the option allows it; its IDs carry every key's
+// position and, sent back in Last-Event-ID, resume every key; one key more
+// gets 400, and a bound above it needs a cursor store.
 func TestMultiLargestVector(t *testing.T) {
 	b := fanOut(t)
-	srv, h := serveMulti(t, b, WithMaxKeysPerRequest(MaxKeysPerRequest))
-	keys := make([]string, MaxKeysPerRequest)
+	h := &tracked{h: MultiHandler(noCursors{b}, listKeys, WithMaxKeysPerRequest(MaxVectorKeys))}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	keys := make([]string, MaxVectorKeys)
 	for i := range keys {
 		keys[i] = strconv.Itoa(i)
 		publish(t, b, keys[i], 1, 1)
 	}
 	r := openMulti(t, srv.Client(), srv.URL, keys, "")
-	l := newMultiLog(t, keys).strict()
+	l := newMultiLog(t, nil, keys).strict()
 	for len(l.events[len(keys)-1]) == 0 {
 		ev, err := r.Next()
 		if err != nil {
@@ -825,6 +896,14 @@ func TestMultiLargestVector(t *testing.T) {
 	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "257 keys, more than the 256") {
 		t.Fatalf("257 keys: %d %q", resp.StatusCode, body)
 	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("MultiHandler of a source without cursors, 257 keys a request: no panic")
+			}
+		}()
+		MultiHandler(noCursors{b}, listKeys, WithMaxKeysPerRequest(MaxVectorKeys+1))
+	}()
 	h.waitIdle(t)
 }
 
@@ -838,7 +917,7 @@ func TestMultiGraceful(t *testing.T) {
 	t.Cleanup(srv.Close)
 	r := openMulti(t, srv.Client(), srv.URL, []string{"a", "b"}, "")
 	publish(t, b, "b", 1, 1)
-	l := newMultiLog(t, []string{"a", "b"}).strict()
+	l := newMultiLog(t, b, []string{"a", "b"}).strict()
 	ev, err := r.Next()
 	if err != nil {
 		t.Fatal(err)
@@ -867,7 +946,7 @@ func TestMultiMaxStreamsSpares(t *testing.T) {
 	keys := []string{"a", "b"}
 	stale := openMulti(t, srv.Client(), srv.URL, keys, "")
 	publish(t, b, "a", 1, 1)
-	l := newMultiLog(t, keys).strict()
+	l := newMultiLog(t, b, keys).strict()
 	ev, err := stale.Next()
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,9 @@ type multiStream[K comparable] struct {
 	// finished lists the keys that were closed, with every event sent,
 	// when the request came: their sse.close comes first.
 	finished []int
+	// resets holds the gaps of the keys whose position the request's ID
+	// no longer told (see drain): they come first of all.
+	resets []keyGap
 
 	buf    []byte
 	retry  bool // WithRetry's field is still to be written
@@ -123,11 +126,18 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 	bp := writeBufs.Get().(*[]byte)
 	s.buf = (*bp)[:0]
 	end := goOn
+	for _, g := range s.resets {
+		s.gap(g.key, g.gap)
+	}
 	for _, i := range s.finished {
 		s.closeKey(i)
 	}
 	if open == 0 {
 		s.buf, end = append(s.buf, cfg.end...), ended
+	}
+	if err := s.v.failed(); err != nil { // the cursor store failed: the client comes back
+		s.h.log(ctx, slog.LevelWarn, "sse: storing a cursor failed: the multi-key stream ends", s.r, slog.Any("error", err))
+		return
 	}
 	err := s.write(false) // the headers at once, and any sse.close
 	keepWriteBuf(bp, s.buf)
@@ -158,7 +168,7 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 		}
 		if b != nil {
 			end = s.take(b, &open)
-			for end == goOn && len(s.buf) < flushBytes {
+			for end == goOn && len(s.buf) < flushBytes && s.v.failed() == nil {
 				select {
 				case b = <-out: // more is ready: into the same write
 					end = s.take(b, &open)
@@ -167,6 +177,10 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 				}
 				break
 			}
+		}
+		if err := s.v.failed(); err != nil && end != stopNow { // the cursor store failed: the client comes back
+			s.h.log(ctx, slog.LevelWarn, "sse: storing a cursor failed: the multi-key stream ends", s.r, slog.Any("error", err))
+			end = cut
 		}
 		switch {
 		case end == stopNow && errors.Is(context.Cause(ctx), errServerShutdown):

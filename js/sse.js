@@ -16,6 +16,13 @@
 // A key is reported by its position in the request's list (0, 1, …), or by
 // keys[position] when keys is given. A one-key stream (sse.Handler's wire:
 // "gap" and "close") is followed too, as key 0.
+//
+// To follow another set of keys, keeping the place in the keys kept (the
+// server stores cursors: docs/protocol.md, "Cursors"), close the old one,
+// then follow the new URL from its last ID:
+//
+//   f.close();
+//   f = follow("/jobs/events?job=9&job=11", { keys: ["9", "11"], lastEventId: f.lastEventId, ... });
 
 export function follow(url, options = {}) {
   const o = options;
@@ -85,9 +92,12 @@ export function follow(url, options = {}) {
     lastEventId = e.lastEventId;
     const d = json(e.data);
     closeKey(Number(d.key ?? position(e.lastEventId)));
-    // The vector after the colon: "." for every key closed.
+    // An ID of the vector form ("." for every key closed) tells that this
+    // was the last key; one naming a cursor ("~") does not, and "close"
+    // follows.
     const c = e.lastEventId.indexOf(":");
-    if (c >= 0 && e.lastEventId.slice(c + 1).split(",").every((v) => v === ".")) finish();
+    const v = c >= 0 ? e.lastEventId.slice(c + 1) : "~";
+    if (!v.startsWith("~") && v.split(",").every((x) => x === ".")) finish();
   });
   // One-key control events.
   es.addEventListener("gap", (e) => {

@@ -86,6 +86,11 @@
 // history still holds the events. Beyond that the client gets a "gap"
 // naming exactly what it lost. The guarantee holds per range: a new range
 // starts over, from [WithLastEventID]'s ID. It holds for each key of a
-// stream of several keys too: their IDs carry every key's position, which
-// the client sends back as it sends any ID.
+// stream of several keys too: their IDs say where the client is in every
+// key (every key's position, or a cursor the server stored and the keys
+// moved since), and the client sends them back as it sends any ID. To
+// follow another list of keys and keep the place in the keys kept, start a
+// new range on the new list's URL with [WithLastEventID] and the last ID
+// of the old one; a key the server can no longer place comes with an
+// "sse.gap" from its first event to its newest.
 package sseclient

@@ -78,7 +78,8 @@ func (e Event) Gap() (from, to uint64, ok bool) {
 
 // Key reports, for an event of a stream of several keys (this library's
 // MultiHandler), the position of its key in the request's list, from 0:
-// the number before the colon of its ID, "<i>:<every key's position>".
+// the number before the colon of its ID, "<i>:<where the client is in
+// every key>".
 // ok is false for an ID of another form, such as a one-key stream's.
 func (e Event) Key() (i int, ok bool) {
 	index, _, found := strings.Cut(e.ID, ":")

@@ -58,10 +58,18 @@ func TestKeyControlEvents(t *testing.T) {
 // that cuts it at random byte offsets, while a producer publishes; each
 // key's events arrive once, in order, then its sse.close, and the sequence
 // ends after every key's.
-func TestExactlyOnceSeveralKeys(t *testing.T) {
+func TestExactlyOnceSeveralKeys(t *testing.T) { exactlyOnceKeys(t, 50, 60) }
+
+// TestExactlyOnce1000Keys: the same with 1,000 keys, whose IDs name the
+// broker's cursors, and stay small.
+func TestExactlyOnce1000Keys(t *testing.T) { exactlyOnceKeys(t, 1000, 8) }
+
+// exactlyOnceKeys is TestExactlyOnceSeveralKeys with nkeys keys of total
+// events each.
+func exactlyOnceKeys(t *testing.T, nkeys, total int) {
 	b := sse.New[string](sse.WithMode(sse.FanOut))
 	keys := func(r *http.Request) ([]string, error) { return strings.Split(r.URL.Query().Get("keys"), ","), nil }
-	srv := serveBroker(t, b, sse.MultiHandler(b, keys))
+	srv := serveBroker(t, b, sse.MultiHandler(b, keys, sse.WithMaxKeysPerRequest(max(nkeys, sse.DefaultKeysPerRequest))))
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	p, err := cutproxy.Start(srv.Listener.Addr().String(), cutproxy.Options{
@@ -71,7 +79,6 @@ func TestExactlyOnceSeveralKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	const nkeys, total = 50, 60
 	names := make([]string, nkeys)
 	for i := range names {
 		names[i] = "k" + strconv.Itoa(i)
@@ -100,7 +107,7 @@ func TestExactlyOnceSeveralKeys(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	next := make([]int, nkeys) // per key: the events received
 	closed := make([]bool, nkeys)
-	reconnections := 0
+	reconnections, longest := 0, 0
 	seq := sseclient.Events(ctx, "http://"+p.Addr()+"?keys="+strings.Join(names, ","),
 		sseclient.WithHTTPClient(&http.Client{Transport: tr}),
 		sseclient.WithBackoff(0, 0),
@@ -109,6 +116,7 @@ func TestExactlyOnceSeveralKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		longest = max(longest, len(e.ID))
 		i, ok := e.Key()
 		if !ok || i >= nkeys || closed[i] {
 			t.Fatalf("event %+v: key %d, %v (closed: %v)", e, i, ok, ok && i < nkeys && closed[i])
@@ -133,7 +141,10 @@ func TestExactlyOnceSeveralKeys(t *testing.T) {
 			t.Fatalf("key %d not closed: %d events", i, next[i])
 		}
 	}
-	t.Logf("%d keys × %d events, %d reconnections", nkeys, total, reconnections)
+	t.Logf("%d keys × %d events, %d reconnections, the longest ID %d bytes", nkeys, total, reconnections, longest)
+	if longest > 500 {
+		t.Fatalf("an ID of %d bytes", longest)
+	}
 	if reconnections < 3 {
 		t.Fatalf("%d reconnections: the stream was hardly cut", reconnections)
 	}

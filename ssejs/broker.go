@@ -32,6 +32,7 @@ type Broker[K comparable] struct {
 	nc      *nats.Conn          // immutable
 	stream  jetstream.Stream    // immutable
 	kv      jetstream.KeyValue  // immutable; nil in FanOut mode
+	cursors cursors             // sse.MultiHandler's cursors (cursor.go); its own lock
 	prefix  string              // immutable: "sse.<name>.e."
 	id      string              // immutable: this broker's name in Queue leases
 	maxBody int                 // immutable: the most body bytes of one message
