@@ -361,7 +361,7 @@ func TestJobsOnOneStream(t *testing.T) {
 	var byJob [2][]ssetest.Event
 	var closes []int
 	for _, ev := range events {
-		index, vector, ok := strings.Cut(ev.ID, ":")
+		index, rest, ok := strings.Cut(ev.ID, ":")
 		i, err := strconv.Atoi(index)
 		if !ok || err != nil || i > 1 {
 			t.Fatalf("event %+v: the ID does not name one of the 2 jobs", ev)
@@ -370,8 +370,10 @@ func TestJobsOnOneStream(t *testing.T) {
 		case "sse.close":
 			closes = append(closes, i)
 		default:
-			// The job's own ID is its entry in the vector.
-			ev.ID = strings.Split(vector, ",")[i]
+			// The job's own ID is its entry among the keys that moved
+			// since the ID's cursor (docs/protocol.md, "IDs"):
+			// "~<cursor>:<j>_<entry>,…".
+			ev.ID = ownEntry(t, rest, index)
 			byJob[i] = append(byJob[i], ev)
 		}
 	}
@@ -451,4 +453,21 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("GET /metrics: no line %q in\n%s", want, body)
 		}
 	}
+}
+
+// ownEntry returns the entry of the key at position index in the cursor
+// form of a multi-key ID, after its "<index>:".
+func ownEntry(t *testing.T, rest, index string) string {
+	t.Helper()
+	name, moved, ok := strings.Cut(rest, ":")
+	if !ok || !strings.HasPrefix(name, "~") {
+		t.Fatalf("ID %q is not of the cursor form", rest)
+	}
+	for m := range strings.SplitSeq(moved, ",") {
+		if j, entry, _ := strings.Cut(m, "_"); j == index {
+			return entry
+		}
+	}
+	t.Fatalf("ID %q holds no entry for the key at %s, whose event it is", rest, index)
+	return ""
 }

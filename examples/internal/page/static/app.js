@@ -120,7 +120,11 @@ function follow(ids) {
 function reconnect() {
   const old = conn;
   const following = [...jobs.values()].filter((job) => !job.ended);
-  const from = old ? positions(old) : new Map();
+  // The old connection's last ID names a cursor the server stored, which
+  // holds each job's position by the job's key: the new list resumes from
+  // it, whatever its order and the jobs added (docs/protocol.md, "A
+  // changing set of keys").
+  const from = old ? old.f.lastEventId : '';
   if (old) old.f.close();
   conn = null;
   if (following.length === 0) return;
@@ -139,13 +143,13 @@ function reconnect() {
   c.f = followKeys(c.url, {
     keys: following.map((job) => job.id),
     events: ['progress', 'log'],
-    // lastEventId=0 (or each job's position): the stream starts at each
-    // job's first event, and if this first connection dies before any
-    // event arrives, the browser's reconnection (which then has no
-    // Last-Event-ID) still does. Later reconnections send the ID of the
+    // lastEventId=0 (or the old connection's last ID): the stream starts
+    // at each new job's first event, and if this first connection dies
+    // before any event arrives, the browser's reconnection (which then has
+    // no Last-Event-ID) still does. Later reconnections send the ID of the
     // last event received, which holds every job's position, and resume
     // every job after it.
-    lastEventId: resumeID(following, from),
+    lastEventId: from || '0',
     onOpen() {
       for (const job of live()) {
         job.opens++;
@@ -207,35 +211,19 @@ function ended(job) {
   setStatus(job, 'done');
 }
 
-// entry returns an event's ID within its job: a multi-key ID is
-// "<i>:<vector>", the vector holding every job's entry (docs/protocol.md),
-// and a one-job stream's ID is the entry itself.
+// entry returns an event's ID within its job. A multi-key ID is
+// "<i>:~<cursor>:<j>_<entry>,…" (docs/protocol.md, "IDs"): the event's own
+// job has moved, so its entry is among those after the cursor's name, at
+// its position i; a one-job stream's ID is the entry itself.
 function entry(id) {
   const colon = id.indexOf(':');
   if (colon < 0) return id;
-  return id.slice(colon + 1).split(',')[Number(id.slice(0, colon))];
-}
-
-// positions returns where connection c left each of its jobs: the entry of
-// its last ID for each job (empty for a job it had nothing of yet).
-function positions(c) {
-  const id = c.f.lastEventId;
-  const at = new Map();
-  if (id === '' || id === '0') return at;
-  const colon = id.indexOf(':');
-  const entries = colon < 0 ? [id] : id.slice(colon + 1).split(',');
-  c.jobs.forEach((job, i) => at.set(job.id, entries[i] ?? ''));
-  return at;
-}
-
-// resumeID returns the ID that resumes the jobs following, each from its
-// entry in from: a one-job ID, or "0:<vector>" (docs/protocol.md, "Several
-// keys on one connection"); "0" when the page has nothing of any of them.
-function resumeID(following, from) {
-  const entries = following.map((job) => from.get(job.id) ?? '');
-  if (entries.every((e) => e === '')) return '0';
-  if (entries.length === 1) return entries[0];
-  return `0:${entries.join(',')}`;
+  const i = id.slice(0, colon);
+  const rest = id.slice(colon + 1);
+  if (!rest.startsWith('~')) return rest.split(',')[Number(i)];
+  const moved = rest.slice(rest.indexOf(':') + 1).split(',');
+  const mine = moved.find((m) => m.slice(0, m.indexOf('_')) === i);
+  return mine === undefined ? '' : mine.slice(mine.indexOf('_') + 1);
 }
 
 // gaveUp handles a connection whose EventSource will not reconnect, with
