@@ -106,14 +106,11 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			}
 		case len(qk.batches) == 0:
 			var err error
-			if msgs, err = qk.fill(ctx, s, wake); err != nil {
+			if msgs, waiting, err = qk.fill(ctx, s, wake); err != nil {
 				return nil, sse.Gap{}, err
 			}
-			if len(qk.batches) == 0 {
-				if msgs == nil && wake == nil {
-					continue // a message with nothing to take
-				}
-				waiting = true
+			if !waiting && len(qk.batches) == 0 {
+				continue // a message with nothing to take
 			}
 		}
 		if !waiting {
@@ -259,16 +256,15 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 
 // fill reads the key's next messages into batches: every one the hub
 // holds from rseq on, or, while rseq is behind the hub, one by a direct
-// get. When none is ready it returns the hub's wake channel, or registers
-// wake (a Poll's) in qk.polls, as hub.next does. A message read may have
-// nothing to take (see add): then batches stay empty, and nothing is
-// returned.
-func (qk *qkey[K]) fill(ctx context.Context, s *queueSub[K], wake func()) (<-chan struct{}, error) {
+// get. When none is ready it returns idle, and the hub's wake channel, or
+// registers wake (a Poll's) in qk.polls, as hub.next does. A message read
+// may have nothing to take (see add): then batches stay empty.
+func (qk *qkey[K]) fill(ctx context.Context, s *queueSub[K], wake func()) (wch <-chan struct{}, idle bool, err error) {
 	for {
 		bt, covered, from, wch, err := qk.hub.next(qk.rseq, wake == nil, s, wake)
 		switch {
 		case err != nil:
-			return nil, err
+			return nil, false, err
 		case bt != nil:
 			for bt != nil {
 				qk.add(bt)
@@ -276,16 +272,16 @@ func (qk *qkey[K]) fill(ctx context.Context, s *queueSub[K], wake func()) (<-cha
 				bt, _, _, _, _ = qk.hub.next(qk.rseq, false, nil, nil)
 			}
 			qk.hub.trim(qk.rseq)
-			return nil, nil
+			return nil, false, nil
 		case covered:
-			return wch, nil
+			return wch, true, nil
 		}
 		if bt, qk.rseq, err = qk.b.catchUp(ctx, s.down, qk.subject, qk.rseq, from); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if bt != nil {
 			qk.add(bt)
-			return nil, nil
+			return nil, false, nil
 		}
 	}
 }
