@@ -222,7 +222,7 @@ func TestPollEnds(t *testing.T) {
 	end := func(t *testing.T, ctx context.Context, sub sse.Subscription, w *wake, want error) {
 		t.Helper()
 		w.wait(t, 30*time.Second) // another process's takeover is seen at the lease's renewal
-		for range 10 { // a wake may be spurious
+		for range 10 {            // a wake may be spurious
 			evs, gap, err := sub.(poller).Poll(ctx, nil, 1<<20, newWake().f)
 			if len(evs) != 0 || gap != (sse.Gap{}) {
 				t.Fatalf("Poll: %v %v, want no event", evs, gap)
