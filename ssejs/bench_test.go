@@ -26,11 +26,14 @@ import (
 const inFlight = 256
 
 // BenchmarkDelivery measures enqueue-to-reader throughput and latency
-// (p50, p99) through the broker, against "raw": the same stream and
-// consumer layout (a Limits stream with a subject per key, an ordered
-// in-memory consumer per reader) driven directly with the jetstream
-// package, async publishes with 256 in flight, acks awaited. b.N is the
-// number of events, spread over the keys round robin; one reader per key.
+// (p50, p99) through the broker, against "raw", the baseline, frozen: the
+// consumer layout the broker had before its feed (a Limits stream with a
+// subject per key, an ordered in-memory consumer per reader) driven
+// directly with the jetstream package, async publishes with 256 in
+// flight (a publisher stalled by them waits, up to a minute), acks
+// awaited. b.N is the number of events, spread over the keys round robin;
+// one reader per key. The broker's readers are fed by the process's one
+// consumer (see feed), its producer publishes 256 calls at a time.
 func BenchmarkDelivery(b *testing.B) {
 	srv := startServer(b)
 	for _, mode := range []sse.Mode{sse.FanOut, sse.Queue} {
@@ -210,7 +213,7 @@ func benchRaw(b *testing.B, natsURL string, keys int) {
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
-		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: subjects[i%keys], Data: []byte(stamp())}, jetstream.WithMsgID(nuidLike(i))); err != nil {
+		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: subjects[i%keys], Data: []byte(stamp())}, jetstream.WithMsgID(nuidLike(i)), jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -487,6 +490,105 @@ func BenchmarkContention(b *testing.B) {
 				refused += ssejs.Refused(p)
 			}
 			b.ReportMetric(1+float64(refused)/float64(b.N), "attempts/call")
+		})
+	}
+}
+
+// BenchmarkReplicaTraffic measures what the feed costs in traffic: the
+// bytes NATS delivers to each of R replicas (its connection's bytes in)
+// while each reads 1/R of 1,000 FanOut keys, against the bytes of the
+// messages of the keys it serves (the stream's bytes, split evenly: the
+// keys get the same events). The feed ships every key's messages to every
+// replica that reads some key, so the ratio is about R.
+func BenchmarkReplicaTraffic(b *testing.B) {
+	srv := startServer(b)
+	const keys, perKey = 1000, 20
+	for _, replicas := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			for range b.N {
+				name := uniqueName()
+				opts := []ssejs.Option{ssejs.WithName(name), ssejs.WithMode(sse.FanOut)}
+				_, jsP := connect(b, srv.ClientURL())
+				producer := newBroker[int](b, jsP, opts...)
+				ctx, cancel := context.WithCancel(context.Background())
+				for k := range keys {
+					if err := producer.Open(ctx, k); err != nil {
+						b.Fatal(err)
+					}
+				}
+				conns := make([]*nats.Conn, replicas)
+				var got atomic.Int64
+				var readers sync.WaitGroup
+				for r := range replicas {
+					var js jetstream.JetStream
+					conns[r], js = connect(b, srv.ClientURL())
+					reader := newBroker[int](b, js, opts...)
+					for k := r; k < keys; k += replicas {
+						sub, err := reader.Subscribe(ctx, k, sse.SubscribeRequest{Resume: true, LastID: 0})
+						if err != nil {
+							b.Fatal(err)
+						}
+						readers.Go(func() {
+							defer sub.Close()
+							for {
+								evs, _, err := sub.Next(ctx, nil, nil, 1<<20)
+								got.Add(int64(len(evs)))
+								if err != nil {
+									return
+								}
+							}
+						})
+					}
+				}
+				stream, err := jsP.Stream(ctx, "SSE_"+name)
+				if err != nil {
+					b.Fatal(err)
+				}
+				info, err := stream.Info(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				bytes0 := info.State.Bytes
+				in0 := make([]uint64, replicas)
+				for r, nc := range conns {
+					in0[r] = nc.Stats().InBytes
+				}
+				var next atomic.Int64
+				var producers sync.WaitGroup
+				for range inFlight {
+					producers.Go(func() {
+						for i := int(next.Add(1) - 1); i < keys*perKey; i = int(next.Add(1) - 1) {
+							if err := producer.Enqueue(ctx, i%keys, strings.Repeat("x", 100)); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				producers.Wait()
+				deadline := time.Now().Add(2 * time.Minute)
+				for got.Load() < keys*perKey {
+					if time.Now().After(deadline) {
+						b.Fatalf("readers got %d of %d events", got.Load(), keys*perKey)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if info, err = stream.Info(ctx); err != nil {
+					b.Fatal(err)
+				}
+				served := float64(info.State.Bytes-bytes0) / float64(replicas)
+				var in float64
+				for r, nc := range conns {
+					in += float64(nc.Stats().InBytes - in0[r])
+				}
+				in /= float64(replicas)
+				b.ReportMetric(in/served, "in/served")
+				b.ReportMetric(in/(1<<20), "in-MiB/replica")
+				b.ReportMetric(served/(1<<20), "served-MiB/replica")
+				b.ReportMetric(0, "ns/op")
+				cancel()
+				readers.Wait()
+			}
 		})
 	}
 }
