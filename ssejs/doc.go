@@ -71,19 +71,25 @@
 //     written only by
 //     compare and set on the entry's revision. Its entries expire a minute
 //     after the stream's MaxAge, that is after every event they cover.
-//   - Ordered consumers (ephemeral, in memory, no acks), only for keys
-//     that have readers: in FanOut mode one per key per process, from the
-//     key's last message on when its first reader there attaches, whose
-//     messages the process's readers of the key (SSE connections and
-//     ranges over Events) read from memory; a reader that starts further
-//     back (resuming, or from the oldest message held), or falls more than
-//     1,024 messages or 4 MiB behind, reads through a consumer of its own
-//     until it has caught up. In Queue mode one per key per process while
-//     the key has readers there, which take its events in turn. An idle
-//     key has no consumer; a consumer is deleted when its readers leave.
-//     The stream allows [WithMaxReaders] consumers (a stream that sets
-//     none gets the server's default_max_consumers, 1,000 unless
-//     configured; an account's lower limit applies instead).
+//   - One ordered consumer (ephemeral, in memory, no acks) per process,
+//     its feed, over every key's subject, from the stream's end when the
+//     process's first reader of any key attaches, and deleted when its
+//     last leaves. Its one callback hands each message to the key's hub in
+//     the process, if the key has readers there, and drops it otherwise:
+//     a hub keeps the key's newest messages (up to 1,024, or 4 MiB) for
+//     the process's readers of the key, which wait on it without a
+//     goroutine or a consumer of their own. A reader that starts further
+//     back than the hub (resuming, from the oldest message held), or falls
+//     behind what it keeps, catches up by direct gets, one message at a
+//     time, until it reaches the hub. In FanOut mode the process's readers
+//     and SSE connections of a key share its hub; in Queue mode they take
+//     its events in turn from the key's hub. The feed's own recovery (the
+//     ordered consumer's reset after a missed message or heartbeat, a
+//     leader change) resumes after the last message it handed out; when
+//     it fails, or NATS becomes unreachable, every reader in the process
+//     ends with an error wrapping [ErrUnavailable], and clients reconnect
+//     and resume. So the stream has a consumer per process that reads, not
+//     per key: see "Costs".
 //
 // New creates the stream, and in Queue mode the bucket, when they are
 // missing, with the settings its options give ([WithStorage],
@@ -226,6 +232,35 @@
 // the queue; a "gap" names what the window no longer holds, and what
 // in-process readers took (the events up to the last one they took, even
 // if a connection took some of them first: a gap, never a duplicate).
+//
+// # Costs
+//
+// In the reading process, a key with readers costs its hub (no goroutine,
+// no consumer) and its readers' subscriptions; Queue keys also their lease
+// state. Measured with BenchmarkIdleKeys (see ssejs/results/idle.txt), an
+// idle key with one reader costs, in heap, about COSTFANOUT in FanOut and
+// COSTQUEUE in Queue mode, and no goroutine besides the reader's own: none
+// for a reader that polls (as [sse.Subscription]'s Poll lets a multi-key
+// connection), one, with its stack, for a reader waiting in Next.
+// KEYSREACHED keys with a reader each were reached in one process.
+//
+// The price of one consumer per process is traffic: the feed receives
+// every key's messages, whether the process reads the key or not. With R
+// replicas each serving 1/R of the keys, each receives R times the bytes
+// of its own keys (BenchmarkReplicaTraffic: TRAFFIC). A consumer filtered
+// to the keys a process reads would receive only those, but it must be
+// made again whenever a key gains its first reader or loses its last
+// (every connection, in the worst case), its filter grows with the keys
+// (100,000 subjects do not fit in one request), and a consumer per key,
+// the layout before the feed, cost the process several goroutines and
+// tens of KiB per key and capped delivery over 1,000 keys. The feed is
+// the better trade where replicas serve most of the stream's keys, or the
+// stream's traffic is small against the network; where many replicas each
+// serve a small share of a busy stream, give them streams of their own
+// ([WithName]).
+//
+// Delivery over 1,000 keys, each with a reader, measured against that
+// layout driven raw (BenchmarkDelivery): DELIVERY.
 //
 // # Durability
 //
