@@ -70,8 +70,12 @@ type qkey[K comparable] struct {
 // lock takes qk's sem for an attach or an unref. A take holds sem while it
 // waits for the key's next message, which may be long; so lock tells it to
 // give sem up (see wanted) rather than wait behind it.
+//
+// It wakes the key's polling readers once it holds sem (an attach, an
+// unref or a forfeit may make something ready for them): their Poll then
+// waits for sem until the holder is done. A wake never needs sem.
 func (qk *qkey[K]) lock(ctx context.Context) error {
-	defer qk.polls.fire() // a polling reader polls again once the holder is done
+	defer qk.polls.fire()
 	return qk.enter(ctx)
 }
 
@@ -125,8 +129,16 @@ func (qk *qkey[K]) isLost() bool {
 }
 
 func (qk *qkey[K]) markLost() {
-	qk.lostOnce.Do(func() { close(qk.lost) })
-	qk.polls.fire()
+	qk.lostOnce.Do(func() {
+		close(qk.lost)
+		// Polling readers are woken outside the lease's lock, which the
+		// caller may hold.
+		qk.b.calls.Add(1)
+		go func() {
+			defer qk.b.calls.Done()
+			qk.polls.fire()
+		}()
+	})
 }
 
 // qkeyFor returns this process's qkey for token, holding a reference.
