@@ -3,9 +3,8 @@ package ssejs
 import (
 	"context"
 	"errors"
-	"time"
-
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/ssejs"
 )
@@ -206,7 +207,8 @@ func TestPollRace(t *testing.T) {
 
 // TestPollEnds: a pending Poll is woken by what ends the subscription, and
 // the next Poll returns the end: the key's close (io.EOF), Shutdown
-// (ErrShutdown), and in Queue mode a takeover (ErrReplaced).
+// (ErrShutdown), NATS unreachable (ErrUnavailable), and in Queue mode a
+// takeover (ErrReplaced).
 func TestPollEnds(t *testing.T) {
 	srv := startServer(t)
 	_, js := connect(t, srv.ClientURL())
@@ -221,8 +223,10 @@ func TestPollEnds(t *testing.T) {
 	}
 	end := func(t *testing.T, ctx context.Context, sub sse.Subscription, w *wake, want error) {
 		t.Helper()
-		w.wait(t, 30*time.Second) // another process's takeover is seen at the lease's renewal
-		for range 10 {            // a wake may be spurious
+		// Another process's takeover is seen at the lease's renewal; a wake
+		// may be spurious.
+		w.wait(t, 30*time.Second)
+		for range 10 {
 			evs, gap, err := sub.(poller).Poll(ctx, nil, 1<<20, newWake().f)
 			if len(evs) != 0 || gap != (sse.Gap{}) {
 				t.Fatalf("Poll: %v %v, want no event", evs, gap)
@@ -272,6 +276,21 @@ func TestPollEnds(t *testing.T) {
 			if err := <-stopped; err != nil {
 				t.Fatal(err)
 			}
+		})
+		t.Run("unreachable", func(t *testing.T) {
+			srv := startServer(t) // its own, stopped
+			_, js := connect(t, srv.ClientURL(), nats.MaxReconnects(-1))
+			b := newBroker[string](t, js, ssejs.WithName(uniqueName()), ssejs.WithMode(mode))
+			ctx := within(t, 60*time.Second)
+			b.Open(ctx, "k")
+			sub, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			w := pending(t, ctx, sub)
+			srv.Shutdown()
+			end(t, ctx, sub, w, ssejs.ErrUnavailable)
 		})
 		if mode != sse.Queue {
 			return
