@@ -113,7 +113,7 @@ func (f *feed[K]) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	f.cc, err = f.cons.Consume(f.deliver, jetstream.PullMaxMessages(feedBuffer), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	f.cc, err = f.cons.Consume(f.deliver, jetstream.PullMaxMessages(feedBuffer), jetstream.PullHeartbeat(feedHeartbeat), jetstream.PullExpiry(10*feedHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			f.fail(err)
 		}
@@ -130,6 +130,13 @@ func (f *feed[K]) start(ctx context.Context) error {
 
 // feedBuffer is how many messages the feed's consumer asks for at once.
 const feedBuffer = 256
+
+// feedHeartbeat is how often the server tells the feed's consumer that it
+// is alive while no message comes: two missed, and the consumer is reset.
+// Every key read here waits on the feed, so a stalled one is found in
+// 4 s, not in nats.go's default 10 s; there is one feed per process, so
+// its heartbeats cost nothing per key.
+const feedHeartbeat = 2 * time.Second
 
 // deliver hands the message m to the hubs of its key; it is the
 // consumer's callback, called for one message at a time, in order.
