@@ -371,7 +371,8 @@ func snapshot() memSnapshot {
 // or registered by Poll (none), for -ssejs.idle keys, on a NATS server in
 // a child process (so that its memory is not counted). It reports the time
 // to attach the readers, and the time until one event published to each
-// key has reached its reader.
+// key has reached its reader; it fails if any reader ended meanwhile (in
+// Queue mode, a spurious takeover would end it with ErrReplaced).
 func BenchmarkIdleKeys(b *testing.B) {
 	for _, mode := range []sse.Mode{sse.FanOut, sse.Queue} {
 		for _, read := range []string{"Next", "Poll"} {
