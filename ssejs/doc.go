@@ -71,12 +71,12 @@
 //     written only by
 //     compare and set on the entry's revision. Its entries expire a minute
 //     after the stream's MaxAge, that is after every event they cover.
-//   - One ordered consumer (ephemeral, in memory, no acks) per process,
-//     its feed, over every key's subject, from the stream's end when the
-//     process's first reader of any key attaches, and deleted when its
-//     last leaves. Its one callback hands each message to the key's hub in
-//     the process, if the key has readers there, and drops it otherwise:
-//     a hub keeps the key's newest messages (up to 1,024, or 4 MiB) for
+//   - Ordered consumers (ephemeral, in memory, no acks), only for keys
+//     that have readers, and one per process, not per key: its feed, over
+//     every key's subject, from the stream's end when the process's first
+//     reader of any key attaches, deleted when its last leaves. Its one
+//     callback hands each message to the key's hub in the process, if the
+//     key has readers there, and drops it otherwise: a hub keeps the key's newest messages (up to 1,024, or 4 MiB) for
 //     the process's readers of the key, which wait on it without a
 //     goroutine or a consumer of their own. A reader that starts further
 //     back than the hub (resuming, from the oldest message held), or falls
