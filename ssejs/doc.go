@@ -72,23 +72,25 @@
 //     compare and set on the entry's revision. Its entries expire a minute
 //     after the stream's MaxAge, that is after every event they cover.
 //   - Ordered consumers (ephemeral, in memory, no acks), only for keys
-//     that have readers, and one per process, not per key: its feed, over
-//     every key's subject, from the stream's end when the process's first
-//     reader of any key attaches, deleted when its last leaves. Its one
-//     callback hands each message to the key's hub in the process, if the
-//     key has readers there, and drops it otherwise: a hub keeps the key's newest messages (up to 1,024, or 4 MiB) for
-//     the process's readers of the key, which wait on it without a
-//     goroutine or a consumer of their own. A reader that starts further
-//     back than the hub (resuming, from the oldest message held), or falls
-//     behind what it keeps, catches up by direct gets, one message at a
-//     time, until it reaches the hub. In FanOut mode the process's readers
-//     and SSE connections of a key share its hub; in Queue mode they take
-//     its events in turn from the key's hub. The feed's own recovery (the
-//     ordered consumer's reset after a missed message or heartbeat, a
-//     leader change) resumes after the last message it handed out; when
-//     it fails, or NATS becomes unreachable, every reader in the process
-//     ends with an error wrapping [ErrUnavailable], and clients reconnect
-//     and resume. So the stream has a consumer per process that reads, not
+//     that have readers, and one per process, not per key: its feed,
+//     over every key's subject, from the stream's end when the
+//     process's first reader of any key attaches, deleted when its last
+//     leaves. Its one callback hands each message to the key's hub in
+//     the process, if the key has readers there, and drops it
+//     otherwise: a hub keeps the key's newest messages (up to 1,024, or
+//     4 MiB) for the process's readers of the key, which wait on it
+//     without a goroutine or a consumer of their own. A reader that
+//     starts further back than the hub (resuming, from the oldest
+//     message held), or falls behind what it keeps, catches up by
+//     direct gets, one message at a time, until it reaches the hub. In
+//     FanOut mode the process's readers and SSE connections of a key
+//     share its hub; in Queue mode they take its events in turn from
+//     the key's hub. The feed's own recovery (the ordered consumer's
+//     reset after a missed message or heartbeat, a leader change)
+//     resumes after the last message it handed out; when it fails, or
+//     NATS becomes unreachable, every reader in the process ends with
+//     an error wrapping [ErrUnavailable], and clients reconnect and
+//     resume. So the stream has a consumer per process that reads, not
 //     per key: see "Costs".
 //
 // New creates the stream, and in Queue mode the bucket, when they are
