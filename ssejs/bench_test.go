@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,21 +27,27 @@ import (
 const inFlight = 256
 
 // BenchmarkDelivery measures enqueue-to-reader throughput and latency
-// (p50, p99) through the broker, against "raw": the same stream and
-// consumer layout (a Limits stream with a subject per key, an ordered
-// in-memory consumer per reader) driven directly with the jetstream
-// package, async publishes with 256 in flight, acks awaited. b.N is the
-// number of events, spread over the keys round robin; one reader per key.
+// (p50, p99) through the broker, against "raw", the baseline, frozen: the
+// consumer layout the broker had before its feed (a Limits stream with a
+// subject per key, an ordered in-memory consumer per reader) driven
+// directly with the jetstream package, async publishes with 256 in
+// flight (a publisher stalled by them waits, up to a minute), acks
+// awaited. b.N is the number of events, spread over the keys round robin;
+// one reader per key. The broker's readers are fed by the process's one
+// consumer (see feed), its producer publishes 256 calls at a time.
+// "publish" is the broker's producer alone, with no reader: the rate
+// that caps the broker's delivery (events/s, and each call's time as
+// p50 and p99).
 func BenchmarkDelivery(b *testing.B) {
 	srv := startServer(b)
 	for _, mode := range []sse.Mode{sse.FanOut, sse.Queue} {
 		for _, keys := range []int{1, 1000} {
-			for _, impl := range []string{"raw", "ssejs"} {
+			for _, impl := range []string{"raw", "ssejs", "publish"} {
 				b.Run(fmt.Sprintf("mode=%s/keys=%d/impl=%s", mode, keys, impl), func(b *testing.B) {
 					if impl == "raw" {
 						benchRaw(b, srv.ClientURL(), keys)
 					} else {
-						benchBroker(b, srv.ClientURL(), mode, keys)
+						benchBroker(b, srv.ClientURL(), mode, keys, impl == "ssejs")
 					}
 				})
 			}
@@ -74,13 +81,24 @@ func (l *latencies) add(batch []int64) {
 	}
 }
 
-func (l *latencies) report(b *testing.B, elapsed time.Duration) {
+func (l *latencies) report(b *testing.B, elapsed, cpu time.Duration) {
 	slices.Sort(l.ns)
 	q := func(p float64) float64 { return float64(l.ns[int(p*float64(len(l.ns)-1))]) / 1e3 }
 	b.ReportMetric(float64(len(l.ns))/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(len(l.ns)), "cpu-µs/event")
 	b.ReportMetric(q(0.50), "p50-µs")
 	b.ReportMetric(q(0.99), "p99-µs")
 	b.ReportMetric(0, "ns/op")
+}
+
+// cpuTime returns the CPU time the process has used, user and system: the
+// NATS server's, which runs in it, included. Per event, it is what a
+// layout costs the machine, which other processes' load changes less than
+// the rate.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func stamp() string { return strconv.FormatInt(time.Now().UnixNano(), 10) }
@@ -90,7 +108,7 @@ func since(data string) int64 {
 	return time.Now().UnixNano() - t
 }
 
-func benchBroker(b *testing.B, natsURL string, mode sse.Mode, keys int) {
+func benchBroker(b *testing.B, natsURL string, mode sse.Mode, keys int, read bool) {
 	name := uniqueName()
 	_, jsR := connect(b, natsURL)
 	_, jsP := connect(b, natsURL)
@@ -108,6 +126,9 @@ func benchBroker(b *testing.B, natsURL string, mode sse.Mode, keys int) {
 	lat := newLatencies(b.N)
 	var readers sync.WaitGroup
 	for k := range keys {
+		if !read {
+			break
+		}
 		sub, err := reader.Subscribe(ctx, "k"+strconv.Itoa(k), sse.SubscribeRequest{})
 		if err != nil {
 			b.Fatal(err)
@@ -131,6 +152,7 @@ func benchBroker(b *testing.B, natsURL string, mode sse.Mode, keys int) {
 		})
 	}
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	start := time.Now()
 	var next atomic.Int64
 	var producers sync.WaitGroup
@@ -141,9 +163,13 @@ func benchBroker(b *testing.B, natsURL string, mode sse.Mode, keys int) {
 				if i >= int64(b.N) {
 					return
 				}
-				if err := producer.Enqueue(ctx, "k"+strconv.Itoa(int(i)%keys), stamp()); err != nil {
+				t0 := stamp()
+				if err := producer.Enqueue(ctx, "k"+strconv.Itoa(int(i)%keys), t0); err != nil {
 					b.Error(err)
 					return
+				}
+				if !read {
+					lat.add([]int64{since(t0)})
 				}
 			}
 		})
@@ -158,7 +184,7 @@ func benchBroker(b *testing.B, natsURL string, mode sse.Mode, keys int) {
 	b.StopTimer()
 	cancel()
 	readers.Wait()
-	lat.report(b, elapsed)
+	lat.report(b, elapsed, cpuTime()-cpu0)
 }
 
 func benchRaw(b *testing.B, natsURL string, keys int) {
@@ -208,9 +234,10 @@ func benchRaw(b *testing.B, natsURL string, keys int) {
 		subjects[k] = prefix + "k" + strconv.Itoa(k)
 	}
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	start := time.Now()
 	for i := range b.N {
-		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: subjects[i%keys], Data: []byte(stamp())}, jetstream.WithMsgID(nuidLike(i))); err != nil {
+		if _, err := js.PublishMsgAsync(&nats.Msg{Subject: subjects[i%keys], Data: []byte(stamp())}, jetstream.WithMsgID(nuidLike(i)), jetstream.WithStallWait(time.Minute)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -226,7 +253,7 @@ func benchRaw(b *testing.B, natsURL string, keys int) {
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
-	lat.report(b, elapsed)
+	lat.report(b, elapsed, cpuTime()-cpu0)
 }
 
 // feedBufferForBench is the broker's consumer batch, for the raw readers.
@@ -487,6 +514,105 @@ func BenchmarkContention(b *testing.B) {
 				refused += ssejs.Refused(p)
 			}
 			b.ReportMetric(1+float64(refused)/float64(b.N), "attempts/call")
+		})
+	}
+}
+
+// BenchmarkReplicaTraffic measures what the feed costs in traffic: the
+// bytes NATS delivers to each of R replicas (its connection's bytes in)
+// while each reads 1/R of 1,000 FanOut keys, against the bytes of the
+// messages of the keys it serves (the stream's bytes, split evenly: the
+// keys get the same events). The feed ships every key's messages to every
+// replica that reads some key, so the ratio is about R.
+func BenchmarkReplicaTraffic(b *testing.B) {
+	srv := startServer(b)
+	const keys, perKey = 1000, 20
+	for _, replicas := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
+			for range b.N {
+				name := uniqueName()
+				opts := []ssejs.Option{ssejs.WithName(name), ssejs.WithMode(sse.FanOut)}
+				_, jsP := connect(b, srv.ClientURL())
+				producer := newBroker[int](b, jsP, opts...)
+				ctx, cancel := context.WithCancel(context.Background())
+				for k := range keys {
+					if err := producer.Open(ctx, k); err != nil {
+						b.Fatal(err)
+					}
+				}
+				conns := make([]*nats.Conn, replicas)
+				var got atomic.Int64
+				var readers sync.WaitGroup
+				for r := range replicas {
+					var js jetstream.JetStream
+					conns[r], js = connect(b, srv.ClientURL())
+					reader := newBroker[int](b, js, opts...)
+					for k := r; k < keys; k += replicas {
+						sub, err := reader.Subscribe(ctx, k, sse.SubscribeRequest{Resume: true, LastID: 0})
+						if err != nil {
+							b.Fatal(err)
+						}
+						readers.Go(func() {
+							defer sub.Close()
+							for {
+								evs, _, err := sub.Next(ctx, nil, nil, 1<<20)
+								got.Add(int64(len(evs)))
+								if err != nil {
+									return
+								}
+							}
+						})
+					}
+				}
+				stream, err := jsP.Stream(ctx, "SSE_"+name)
+				if err != nil {
+					b.Fatal(err)
+				}
+				info, err := stream.Info(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				bytes0 := info.State.Bytes
+				in0 := make([]uint64, replicas)
+				for r, nc := range conns {
+					in0[r] = nc.Stats().InBytes
+				}
+				var next atomic.Int64
+				var producers sync.WaitGroup
+				for range inFlight {
+					producers.Go(func() {
+						for i := int(next.Add(1) - 1); i < keys*perKey; i = int(next.Add(1) - 1) {
+							if err := producer.Enqueue(ctx, i%keys, strings.Repeat("x", 100)); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				producers.Wait()
+				deadline := time.Now().Add(2 * time.Minute)
+				for got.Load() < keys*perKey {
+					if time.Now().After(deadline) {
+						b.Fatalf("readers got %d of %d events", got.Load(), keys*perKey)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if info, err = stream.Info(ctx); err != nil {
+					b.Fatal(err)
+				}
+				served := float64(info.State.Bytes-bytes0) / float64(replicas)
+				var in float64
+				for r, nc := range conns {
+					in += float64(nc.Stats().InBytes - in0[r])
+				}
+				in /= float64(replicas)
+				b.ReportMetric(in/served, "in/served")
+				b.ReportMetric(in/(1<<20), "in-MiB/replica")
+				b.ReportMetric(served/(1<<20), "served-MiB/replica")
+				b.ReportMetric(0, "ns/op")
+				cancel()
+				readers.Wait()
+			}
 		})
 	}
 }

@@ -51,6 +51,7 @@ type Broker[K comparable] struct {
 	// maxUnsure.
 	unsure  map[string]string
 	hubs    map[string]*hub[K] // guarded by mu: FanOut keys this process reads, by token
+	feed    *feed[K]           // guarded by mu: the process's feed, if a key has readers here (feed.go)
 	down    chan struct{}      // guarded by mu: closed while NATS is unreachable
 	subs    int                // guarded by mu: open subscriptions
 	subsEnd chan struct{}      // guarded by mu: closed when subs drops to 0 after Shutdown began

@@ -75,18 +75,26 @@
 //     they cover; a process that shuts down deletes its own, and that of a
 //     process that died stays until then (a few dozen bytes).
 //   - Ordered consumers (ephemeral, in memory, no acks), only for keys
-//     that have readers: in FanOut mode one per key per process, from the
-//     key's last message on when its first reader there attaches, whose
-//     messages the process's readers of the key (SSE connections and
-//     ranges over Events) read from memory; a reader that starts further
-//     back (resuming, or from the oldest message held), or falls more than
-//     1,024 messages or 4 MiB behind, reads through a consumer of its own
-//     until it has caught up. In Queue mode one per key per process while
-//     the key has readers there, which take its events in turn. An idle
-//     key has no consumer; a consumer is deleted when its readers leave.
-//     The stream allows [WithMaxReaders] consumers (a stream that sets
-//     none gets the server's default_max_consumers, 1,000 unless
-//     configured; an account's lower limit applies instead).
+//     that have readers, and one per process, not per key: its feed,
+//     over every key's subject, from the stream's end when the
+//     process's first reader of any key attaches, deleted when its last
+//     leaves. Its one callback hands each message to the key's hub in
+//     the process, if the key has readers there, and drops it
+//     otherwise: a hub keeps the key's newest messages (up to 1,024, or
+//     4 MiB) for the process's readers of the key, which wait on it
+//     without a goroutine or a consumer of their own. A reader that
+//     starts further back than the hub (resuming, from the oldest
+//     message held), or falls behind what it keeps, catches up by
+//     direct gets, one message at a time, until it reaches the hub. In
+//     FanOut mode the process's readers and SSE connections of a key
+//     share its hub; in Queue mode they take its events in turn from
+//     the key's hub. The feed's own recovery (the ordered consumer's
+//     reset after a missed message or heartbeat, a leader change)
+//     resumes after the last message it handed out; when it fails, or
+//     NATS becomes unreachable, every reader in the process ends with
+//     an error wrapping [ErrUnavailable], and clients reconnect and
+//     resume. So the stream has a consumer per process that reads, not
+//     per key: see "Costs".
 //
 // New creates the stream, and in Queue mode the bucket, when they are
 // missing, with the settings its options give ([WithStorage],
@@ -257,6 +265,49 @@
 // the queue; a "gap" names what the window no longer holds, and what
 // in-process readers took (the events up to the last one they took, even
 // if a connection took some of them first: a gap, never a duplicate).
+//
+// # Costs
+//
+// In the reading process, a key with readers costs its hub (no goroutine,
+// no consumer) and its readers' subscriptions; a Queue key also its lease
+// state. Measured at 100,000 keys with a reader each in one process
+// (BenchmarkIdleKeys, ssejs/results/idle.txt), an idle key costs about
+// 1.4 KiB of heap in FanOut mode and 2.3 KiB in Queue mode with a reader
+// that polls (as a connection following many keys does: no goroutine per
+// key, five in the process in all), and 2.3 and 3.3 KiB with a reader
+// waiting in Next, plus that reader's own goroutine and its stack (4 KiB
+// in FanOut, 8 KiB in Queue). A consumer per key, as the broker had
+// before, cost about 8 goroutines and 38 KiB per FanOut key, 7 and 34 KiB
+// per Queue key.
+//
+// The price of one consumer per process is traffic: the feed receives
+// every key's messages, whether the process reads the key or not. With R
+// replicas each serving 1/R of the keys, each receives R times the bytes
+// of its own keys' messages (BenchmarkReplicaTraffic,
+// ssejs/results/traffic.txt: 0.84 R the stream's bytes for them, as the
+// stream counts bytes). A consumer filtered to the keys a process reads
+// would receive only those, but it must be made again whenever a key gains
+// its first reader there or loses its last (each connection, at worst),
+// its filter grows with the keys (the subjects of 100,000 keys do not fit
+// in one request), and a consumer per key is what cost goroutines and
+// memory per key and capped delivery over many keys. The feed is the
+// better trade where each replica serves a good share of the stream's
+// keys, or the stream's traffic is small against the network's; where
+// many replicas each serve a small share of a busy stream, give each
+// group of keys a broker and stream of its own ([WithName]).
+//
+// Delivery over 1,000 keys, a reader each (BenchmarkDelivery; in
+// ssejs/results/feed-beforeafter.txt the test binaries from before the
+// feed and with it, run in turn, medians of 6, on a loaded 2-core
+// machine): the CPU the process spends per event, the NATS server's work
+// included, fell from 179 to 65 µs in FanOut mode and from 260 to 107 µs
+// in Queue mode, where a consumer per key driven raw (async publishes)
+// spends 91 µs; events/s rose from 3.8k to 8.0k (FanOut) and from 2.6k to
+// 5.0k (Queue), against 6.4k and 6.1k raw. The broker's producer alone,
+// 256 calls in flight, published about 10.5k events/s there
+// (ssejs/results/feed-delivery.txt, "publish"): over many keys it, not
+// the reading, caps delivery; Queue mode also writes a floor per take.
+// On one key nothing changed beyond noise.
 //
 // # Durability
 //

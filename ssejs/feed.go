@@ -3,83 +3,268 @@ package ssejs
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rocketqueue/sse"
 )
 
-// A feed delivers one subject's messages, in order, from a start sequence,
-// through an ordered consumer: ephemeral, in memory, with no acks, that
-// exists only while someone reads the key.
-type feed struct {
-	cons jetstream.Consumer       // immutable
-	cc   jetstream.ConsumeContext // immutable
-	msgs chan *batch              // the consumer's callback sends; the reader receives
-	errs chan error               // capacity 1: a failure that ends the feed
-	stop chan struct{}            // closed by close
+// A feed is the process's one ordered consumer over every key's subject
+// (ephemeral, in memory, with no acks), from the stream's end when the
+// first key gets a reader here: it hands each message to the hubs of its
+// key in this process, and drops the others. So a key read here costs a
+// hub, and no consumer or goroutine of its own. It runs while some key
+// has a hub; a failure of its consumer, NATS becoming unreachable or
+// Shutdown end it, and every hub on it with it: their readers end with an
+// error wrapping [ErrUnavailable] (or [sse.ErrShutdown]), and the next
+// reader starts another feed. The ordered consumer's own recovery (a
+// reset after a missed message or heartbeat, a leader change) resumes
+// after the last message it handed out, and a message it hands out again
+// is dropped: the hubs get each message of their key once, in order.
+type feed[K comparable] struct {
+	b       *Broker[K]               // immutable
+	ready   chan struct{}            // closed when the feed started, or failed to (initErr)
+	initErr error                    // written before ready is closed
+	cons    jetstream.Consumer       // written before ready is closed
+	cc      jetstream.ConsumeContext // written before ready is closed
+	fails   chan error               // capacity 1: a failure of the consumer
+	stop    chan struct{}            // closed when its last hub leaves
+	done    chan struct{}            // closed when its goroutine has returned
+
+	mu   sync.Mutex
+	hubs map[string]*hub[K] // guarded by mu: by subject, each hub linking the key's others (hub.sibling)
+	pos  uint64             // guarded by mu: every message up to this stream sequence was handed out, or predates the feed
+	err  error              // guarded by mu: why the feed ended, if it did
+
+	scratch []*hub[K] // owned by the consumer's callback
+
+	refs int // guarded by Broker.mu: its hubs, and those starting
 }
 
-// feedBuffer is how many messages a feed holds for its reader.
-const feedBuffer = 256
+// errFeedStopped ends a feed whose last hub left.
+var errFeedStopped = errors.New("ssejs: the feed stopped")
 
-// startFeed starts delivering subject's messages from stream sequence
-// start (0: the first one held).
-func (b *Broker[K]) startFeed(ctx context.Context, subject string, start uint64) (*feed, error) {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{subject},
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: 30 * time.Second,
+// feedFor returns the process's feed, starting it if needed, holding a
+// reference to it.
+func (b *Broker[K]) feedFor(ctx context.Context) (*feed[K], error) {
+	b.mu.Lock()
+	f := b.feed
+	if f != nil && f.ended() {
+		f = nil
 	}
-	if start > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
-	}
-	cons, err := b.stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	f := &feed{cons: cons, msgs: make(chan *batch, feedBuffer), errs: make(chan error, 1), stop: make(chan struct{})}
-	f.cc, err = cons.Consume(func(m jetstream.Msg) {
-		md, err := m.Metadata()
-		var bt *batch
-		if err == nil {
-			bt, err = parseBatch(md.Sequence.Stream, m.Headers(), m.Data())
-		}
-		if err != nil {
-			f.fail(err)
-			return
-		}
+	if f != nil {
+		f.refs++
+		b.mu.Unlock()
 		select {
-		case f.msgs <- bt:
-		case <-f.stop:
+		case <-f.ready:
+		case <-ctx.Done():
+			b.unrefFeed(f)
+			return nil, ctx.Err()
 		}
-	}, jetstream.PullMaxMessages(feedBuffer), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if f.initErr != nil {
+			b.unrefFeed(f)
+			return nil, f.initErr
+		}
+		return f, nil
+	}
+	f = &feed[K]{b: b, ready: make(chan struct{}), fails: make(chan error, 1), stop: make(chan struct{}), done: make(chan struct{}), hubs: make(map[string]*hub[K]), refs: 1}
+	b.feed = f
+	b.mu.Unlock()
+	f.initErr = f.start(ctx)
+	if f.initErr != nil {
+		f.mu.Lock()
+		f.err = f.initErr
+		f.mu.Unlock()
+		close(f.done)
+	}
+	close(f.ready)
+	if f.initErr != nil {
+		b.unrefFeed(f)
+		return nil, f.initErr
+	}
+	return f, nil
+}
+
+// ended reports whether the feed ended (or could not start): a new hub
+// then starts another.
+func (f *feed[K]) ended() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err != nil
+}
+
+// start starts the feed's consumer after the stream's last message (as
+// its leader knows it), and its goroutine.
+func (f *feed[K]) start(ctx context.Context) error {
+	b := f.b
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	f.pos = info.State.LastSeq
+	f.cons, err = b.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{b.prefix + ">"},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       f.pos + 1,
+		InactiveThreshold: 30 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	f.cc, err = f.cons.Consume(f.deliver, jetstream.PullMaxMessages(feedBuffer), jetstream.PullHeartbeat(feedHeartbeat), jetstream.PullExpiry(10*feedHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			f.fail(err)
 		}
 	}))
 	if err != nil {
-		b.deleteConsumer(cons)
-		return nil, err
+		b.deleteConsumer(f.cons)
+		return err
 	}
-	return f, nil
+	down := b.downChan()
+	b.calls.Add(1)
+	go f.run(down)
+	return nil
 }
 
-func (f *feed) fail(err error) {
+// feedBuffer is how many messages the feed's consumer asks for at once.
+const feedBuffer = 256
+
+// feedHeartbeat is how often the server tells the feed's consumer that it
+// is alive while no message comes: two missed, and the consumer is reset.
+// Every key read here waits on the feed, so a stalled one is found in
+// 4 s, not in nats.go's default 10 s; there is one feed per process, so
+// its heartbeats cost nothing per key.
+const feedHeartbeat = 2 * time.Second
+
+// deliver hands the message m to the hubs of its key; it is the
+// consumer's callback, called for one message at a time, in order.
+func (f *feed[K]) deliver(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		f.fail(err)
+		return
+	}
+	seq := md.Sequence.Stream
+	f.mu.Lock()
+	if f.err != nil || seq <= f.pos {
+		f.mu.Unlock()
+		return // ended, or handed out already (before a reset)
+	}
+	f.pos = seq
+	hs := f.scratch[:0]
+	for h := f.hubs[m.Subject()]; h != nil; h = h.sibling {
+		hs = append(hs, h)
+	}
+	f.mu.Unlock()
+	f.scratch = hs
+	if len(hs) == 0 {
+		return
+	}
+	bt, err := parseBatch(seq, m.Headers(), m.Data())
+	for i, h := range hs {
+		if err != nil {
+			h.end(unavailable{err})
+		} else {
+			h.add(bt)
+		}
+		hs[i] = nil
+	}
+}
+
+func (f *feed[K]) fail(err error) {
 	select {
-	case f.errs <- err:
+	case f.fails <- err:
 	default:
 	}
 }
 
-// close stops the feed and deletes its consumer on the server.
-func (b *Broker[K]) closeFeed(f *feed) {
-	if f == nil {
+// run waits for the feed's end, and ends its hubs.
+func (f *feed[K]) run(down <-chan struct{}) {
+	b := f.b
+	defer b.calls.Done()
+	defer close(f.done)
+	var err error
+	select {
+	case e := <-f.fails:
+		err = unavailable{e}
+	case <-down:
+		err = ErrUnavailable
+	case <-b.quit:
+		err = sse.ErrShutdown
+	case <-f.stop:
+		err = errFeedStopped
+	}
+	f.mu.Lock()
+	f.err = err
+	hubs := f.hubs
+	f.hubs = nil
+	f.mu.Unlock()
+	for _, h := range hubs {
+		for ; h != nil; h = h.sibling {
+			h.end(err)
+		}
+	}
+	f.cc.Stop()
+	b.deleteConsumer(f.cons)
+}
+
+// register adds h to the feed: h gets every message of its key from the
+// stream sequence it returns on.
+func (f *feed[K]) register(h *hub[K]) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return 0, f.err
+	}
+	h.sibling = f.hubs[h.subject]
+	f.hubs[h.subject] = h
+	return f.pos + 1, nil
+}
+
+// unregister removes h from the feed.
+func (f *feed[K]) unregister(h *hub[K]) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hubs == nil {
+		return // ended
+	}
+	p := f.hubs[h.subject]
+	if p == h {
+		if h.sibling == nil {
+			delete(f.hubs, h.subject)
+		} else {
+			f.hubs[h.subject] = h.sibling
+		}
+		return
+	}
+	for ; p != nil; p = p.sibling {
+		if p.sibling == h {
+			p.sibling = h.sibling
+			return
+		}
+	}
+}
+
+// unrefFeed drops a reference to f: the last one stops it.
+func (b *Broker[K]) unrefFeed(f *feed[K]) {
+	b.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	if last && b.feed == f {
+		b.feed = nil
+	}
+	b.mu.Unlock()
+	if !last {
+		return
+	}
+	<-f.ready
+	if f.initErr != nil {
 		return
 	}
 	close(f.stop)
-	f.cc.Stop()
-	b.deleteConsumer(f.cons)
+	<-f.done
 }
 
 // deleteConsumer deletes an ordered consumer at once, rather than leaving

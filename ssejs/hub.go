@@ -2,50 +2,106 @@ package ssejs
 
 import (
 	"context"
+	"errors"
 	"sort"
-	"time"
-
 	"sync"
+	"time"
 
 	"github.com/rocketqueue/sse"
 )
 
 // Bounds of what a hub keeps of its key's newest messages for readers
 // that are behind: the messages, and their bodies' bytes. A reader further
-// behind catches up through a consumer of its own.
+// behind catches up by direct gets.
 const (
 	hubMessages = 1024
 	hubBytes    = 4 << 20
 )
 
-// A hub is one FanOut key's live feed in this process: one ordered
-// consumer, from the key's last message on, whose messages every reader
-// of the key in the process reads from memory. So a key read by a
-// thousand connections on a replica costs the server one consumer there,
-// not a thousand. A reader that starts before the hub's first message, or
-// falls behind what it keeps, reads the stream through a consumer of its
-// own until it reaches the hub again. A goroutine moves the consumer's
-// messages into the hub while the key has readers in the process.
+// A hub is one key's live messages in this process: the process's [feed]
+// hands it every message of its key from the hub's start on, and the
+// process's readers of the key read them from memory. It has no goroutine
+// and no consumer of its own: a reader waits on its wake channel, or, if
+// it polls, in its wakeSet. A reader that starts before the hub's first
+// message, or falls behind what it keeps, reads the stream by direct gets
+// until it reaches the hub again. In FanOut mode the process's readers of
+// a key share its hub; in Queue mode the key's qkey has one.
 type hub[K comparable] struct {
 	b              *Broker[K]    // immutable
 	token, subject string        // immutable
-	ready          chan struct{} // closed when the hub started, or failed to (initErr)
+	wakes          *wakeSet      // immutable: whom a message, or the hub's end, wakes
+	feed           *feed[K]      // written by open, before the hub is shared
+	ready          chan struct{} // FanOut: closed when the hub opened, or failed to (initErr)
 	initErr        error         // written before ready is closed
-	feed           *feed         // written before ready is closed
-	stop           chan struct{} // closed when its last reader leaves
-	done           chan struct{} // closed when its goroutine has returned
+
+	sibling *hub[K] // guarded by feed.mu: the next hub of the same subject on the feed
 
 	mu   sync.Mutex
 	msgs []*batch      // guarded by mu: the newest messages received, oldest first
 	size int           // guarded by mu: their bodies' bytes
 	from uint64        // guarded by mu: every message of the key from this stream sequence on is in msgs, or not yet received
-	wake chan struct{} // guarded by mu: closed, and replaced, when messages arrive or the hub ends
+	wake chan struct{} // guarded by mu: if not nil, closed (and cleared) when a message arrives or the hub ends
 	err  error         // guarded by mu: why the hub ended, if it did
 
-	refs int // guarded by Broker.mu: its readers, and those starting
+	refs int // guarded by Broker.mu (FanOut): its readers, and those starting
 }
 
-// hubFor returns the key's hub, starting it if needed, holding a
+// errHubClosed ends a hub whose readers left.
+var errHubClosed = errors.New("ssejs: the key's hub closed")
+
+// newHub returns a hub of subject, not yet open; wakes is whom it wakes
+// (nil: a set of its own).
+func (b *Broker[K]) newHub(token, subject string, wakes *wakeSet) *hub[K] {
+	if wakes == nil {
+		wakes = new(wakeSet)
+	}
+	return &hub[K]{b: b, token: token, subject: subject, wakes: wakes, ready: make(chan struct{})}
+}
+
+// open registers the hub on the process's feed, starting it if needed,
+// and sets where the hub starts. It starts where the feed is; then, if the
+// key's last message, read at the stream's leader after that, is earlier,
+// right after it: no message of the key is between, and every later one
+// is the feed's to hand out. So from is exact, and a reader that starts
+// at the key's last message or after reads from the hub at once.
+func (h *hub[K]) open(ctx context.Context) error {
+	b := h.b
+	f, err := b.feedFor(ctx)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	from, err := f.register(h)
+	h.from, h.feed = from, f
+	h.mu.Unlock()
+	if err != nil {
+		b.unrefFeed(f)
+		return err
+	}
+	last, err := b.lastAtLeader(ctx, h.subject)
+	if err != nil {
+		return nil // from, as the feed said, is exact too
+	}
+	low := uint64(1)
+	if last != nil {
+		low = last.seq + 1
+	}
+	h.mu.Lock()
+	if h.from == from && low < from { // nothing dropped yet
+		h.from = low
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// close takes the hub off the feed, and ends it.
+func (h *hub[K]) close() {
+	h.feed.unregister(h)
+	h.b.unrefFeed(h.feed)
+	h.end(errHubClosed)
+}
+
+// hubFor returns the FanOut key's hub, opening it if needed, holding a
 // reference to it.
 func (b *Broker[K]) hubFor(ctx context.Context, token, subject string) (*hub[K], error) {
 	b.mu.Lock()
@@ -68,13 +124,11 @@ func (b *Broker[K]) hubFor(ctx context.Context, token, subject string) (*hub[K],
 		}
 		return h, nil
 	}
-	h = &hub[K]{b: b, token: token, subject: subject, ready: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}), refs: 1}
+	h = b.newHub(token, subject, nil)
+	h.refs = 1
 	b.hubs[token] = h
 	b.mu.Unlock()
-	h.initErr = h.start(ctx)
-	if h.initErr != nil {
-		close(h.done)
-	}
+	h.initErr = h.open(ctx)
 	close(h.ready)
 	if h.initErr != nil {
 		b.unrefHub(h)
@@ -83,8 +137,8 @@ func (b *Broker[K]) hubFor(ctx context.Context, token, subject string) (*hub[K],
 	return h, nil
 }
 
-// failed reports whether the hub ended or could not start: a new reader
-// then starts another.
+// failed reports whether the hub ended or could not open: a new reader
+// then opens another.
 func (h *hub[K]) failed() bool {
 	select {
 	case <-h.ready:
@@ -99,67 +153,31 @@ func (h *hub[K]) failed() bool {
 	return h.err != nil
 }
 
-// start starts the hub's consumer after the key's last message, and its
-// goroutine.
-func (h *hub[K]) start(ctx context.Context) error {
-	b := h.b
-	last, err := b.last(ctx, h.subject)
-	if err != nil {
-		return err
+// unrefHub drops a reference to h: the last one closes it.
+func (b *Broker[K]) unrefHub(h *hub[K]) {
+	b.mu.Lock()
+	h.refs--
+	last := h.refs == 0
+	if last && b.hubs[h.token] == h {
+		delete(b.hubs, h.token)
 	}
-	h.from = 1
-	if last != nil {
-		h.from = last.seq + 1
+	b.mu.Unlock()
+	if !last {
+		return
 	}
-	if h.feed, err = b.startFeed(ctx, h.subject, h.from); err != nil {
-		return err
-	}
-	down := b.downChan()
-	b.calls.Add(1)
-	go h.run(down)
-	return nil
-}
-
-// run moves the consumer's messages into the hub until its last reader
-// leaves, or the feed fails.
-func (h *hub[K]) run(down <-chan struct{}) {
-	defer h.b.calls.Done()
-	defer close(h.done)
-	for {
-		select {
-		case bt := <-h.feed.msgs:
-			h.mu.Lock()
-			h.add(bt)
-			for more := true; more; {
-				select {
-				case bt := <-h.feed.msgs:
-					h.add(bt)
-				default:
-					more = false
-				}
-			}
-			close(h.wake)
-			h.wake = make(chan struct{})
-			h.mu.Unlock()
-		case err := <-h.feed.errs:
-			h.end(unavailable{err})
-			return
-		case <-down:
-			h.end(ErrUnavailable)
-			return
-		case <-h.b.quit:
-			h.end(sse.ErrShutdown)
-			return
-		case <-h.stop:
-			return
-		}
+	<-h.ready
+	if h.initErr == nil {
+		h.close()
 	}
 }
 
 // add appends bt to the hub's messages, dropping the oldest beyond the
-// bounds (never the newest). It is called with mu held.
+// bounds (never the newest), and wakes the hub's readers. The feed calls
+// it, in stream order.
 func (h *hub[K]) add(bt *batch) {
-	if len(h.msgs) > 0 && bt.seq <= h.msgs[len(h.msgs)-1].seq {
+	h.mu.Lock()
+	if h.err != nil || len(h.msgs) > 0 && bt.seq <= h.msgs[len(h.msgs)-1].seq {
+		h.mu.Unlock()
 		return
 	}
 	h.msgs = append(h.msgs, bt)
@@ -174,76 +192,115 @@ func (h *hub[K]) add(bt *batch) {
 		h.msgs = h.msgs[drop:]
 		h.from = h.msgs[0].seq
 	}
+	if h.wake != nil {
+		close(h.wake)
+		h.wake = nil
+	}
+	h.mu.Unlock()
+	h.wakes.fire()
 }
 
-func (h *hub[K]) end(err error) {
+// trim drops the messages before stream sequence seq, which the hub's one
+// reader (a Queue key's) has read.
+func (h *hub[K]) trim(seq uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.err = err
-	close(h.wake)
-	h.wake = make(chan struct{})
+	i := sort.Search(len(h.msgs), func(i int) bool { return h.msgs[i].seq >= seq })
+	for _, bt := range h.msgs[:i] {
+		h.size -= len(bt.body)
+	}
+	clear(h.msgs[:i])
+	h.msgs = h.msgs[i:]
+	if len(h.msgs) == 0 {
+		h.msgs = nil
+	}
+	h.from = max(h.from, seq)
 }
 
-// unrefHub drops a reference to h: the last one stops it.
-func (b *Broker[K]) unrefHub(h *hub[K]) {
-	b.mu.Lock()
-	h.refs--
-	last := h.refs == 0
-	if last && b.hubs[h.token] == h {
-		delete(b.hubs, h.token)
+// end ends the hub with err, waking its readers.
+func (h *hub[K]) end(err error) {
+	h.mu.Lock()
+	if h.err == nil {
+		h.err = err
 	}
-	b.mu.Unlock()
-	if !last {
-		return
+	if h.wake != nil {
+		close(h.wake)
+		h.wake = nil
 	}
-	<-h.ready
-	if h.initErr != nil {
-		return
-	}
-	close(h.stop)
-	<-h.done
-	b.closeFeed(h.feed)
+	h.mu.Unlock()
+	h.wakes.fire()
 }
 
-// next returns the hub's first message at stream sequence seq or after,
-// and whether the hub covers seq at all (else the reader is behind it). If
-// it has none yet, it returns the channel that its next message closes,
-// or the error that ended it.
-func (h *hub[K]) next(seq uint64) (bt *batch, covered bool, wake <-chan struct{}, err error) {
+// next returns the hub's first message at stream sequence seq or after.
+// If seq is before the hub's start (from), covered is false: the reader is
+// behind it. If the hub has no such message yet, it returns the error
+// that ended it, or else, if wait, the channel that its next message
+// closes, or registers wake for the reader r in the hub's wakeSet. The
+// check and the registration are one step: no message slips between.
+func (h *hub[K]) next(seq uint64, wait bool, r any, wake func()) (bt *batch, covered bool, from uint64, wch <-chan struct{}, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if seq < h.from {
-		return nil, false, nil, nil
+		return nil, false, h.from, nil, h.err
 	}
 	i := sort.Search(len(h.msgs), func(i int) bool { return h.msgs[i].seq >= seq })
-	if i < len(h.msgs) {
-		return h.msgs[i], true, nil, nil
+	switch {
+	case i < len(h.msgs):
+		return h.msgs[i], true, h.from, nil, nil
+	case h.err != nil:
+		return nil, true, h.from, nil, h.err
+	case wake != nil:
+		h.wakes.add(r, wake)
+	case wait:
+		if h.wake == nil {
+			h.wake = make(chan struct{})
+		}
+		wch = h.wake
 	}
-	return nil, true, h.wake, h.err
+	return nil, true, h.from, wch, nil
+}
+
+// catchUp reads, by a direct get, the key's first message at stream
+// sequence seq or after, for a reader behind its hub, whose start was from
+// when it said so; it returns the message, if any, and the sequence the
+// reader goes on from. If the stream holds none (as its leader says: a
+// lagging replica may find none), the messages before from that the
+// reader has not read are gone, expired or deleted: it goes on from
+// from, and names them in a gap (events, not messages, count).
+func (b *Broker[K]) catchUp(ctx context.Context, down <-chan struct{}, subject string, seq, from uint64) (*batch, uint64, error) {
+	bctx, cancel := b.bounded(ctx, down)
+	defer cancel()
+	bt, err := b.nextFrom(bctx, subject, seq)
+	if err == nil && bt == nil {
+		bt, err = b.nextFromAtLeader(bctx, subject, seq)
+	}
+	switch {
+	case err != nil:
+		return nil, seq, unavailable{err}
+	case bt == nil:
+		return nil, max(seq, from), nil
+	}
+	return bt, bt.seq + 1, nil
 }
 
 // fetch returns the reader's next message: out of the hub if it holds it,
-// or else out of the reader's own catch-up consumer. Without wait it
-// returns nil at once when none is ready; with wait, nil when tick fires.
-func (s *fanSub[K]) fetch(ctx context.Context, tick <-chan time.Time, wait bool) (*batch, error) {
+// or else by a direct get. Without wait it returns nil at once when none
+// is ready (registering wake, if not nil, as next says); with wait, nil
+// when tick fires.
+func (s *fanSub[K]) fetch(ctx context.Context, tick <-chan time.Time, wait bool, wake func()) (*batch, error) {
 	for {
-		bt, covered, wake, err := s.hub.next(s.rseq)
-		if covered {
-			if s.catch != nil { // caught up with the hub
-				s.b.closeFeed(s.catch)
-				s.catch = nil
-			}
-			switch {
-			case bt != nil:
-				s.rseq = bt.seq + 1
-				return bt, nil
-			case err != nil:
-				return nil, err
-			case !wait:
-				return nil, nil
-			}
+		bt, covered, from, wch, err := s.hub.next(s.rseq, wait, s, wake)
+		switch {
+		case err != nil:
+			return nil, err
+		case bt != nil:
+			s.rseq = bt.seq + 1
+			return bt, nil
+		case covered && !wait:
+			return nil, nil
+		case covered:
 			select {
-			case <-wake:
+			case <-wch:
 				continue
 			case <-tick:
 				return nil, nil
@@ -255,39 +312,8 @@ func (s *fanSub[K]) fetch(ctx context.Context, tick <-chan time.Time, wait bool)
 				return nil, sse.ErrShutdown
 			}
 		}
-		if s.catch == nil {
-			bctx, cancel := s.b.bounded(ctx, s.down)
-			s.catch, err = s.b.startFeed(bctx, s.hub.subject, s.rseq)
-			cancel()
-			if err != nil {
-				return nil, unavailable{err}
-			}
+		if bt, s.rseq, err = s.b.catchUp(ctx, s.down, s.hub.subject, s.rseq, from); bt != nil || err != nil {
+			return bt, err
 		}
-		if !wait {
-			select {
-			case bt = <-s.catch.msgs:
-			default:
-				return nil, nil
-			}
-		} else {
-			select {
-			case bt = <-s.catch.msgs:
-			case err := <-s.catch.errs:
-				return nil, unavailable{err}
-			case <-tick:
-				return nil, nil
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-s.down:
-				return nil, ErrUnavailable
-			case <-s.b.quit:
-				return nil, sse.ErrShutdown
-			}
-		}
-		if bt.seq < s.rseq {
-			continue
-		}
-		s.rseq = bt.seq + 1
-		return bt, nil
 	}
 }

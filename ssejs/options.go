@@ -258,15 +258,12 @@ func WithCodec[K comparable](c Codec[K]) Option {
 }
 
 // WithMaxReaders bounds the consumers of the broker's stream (its
-// MaxConsumers), across every process. The broker makes one per key that a
-// process reads: in FanOut mode the key's hub, which the process's readers
-// and SSE connections of the key share; in Queue mode the feed its readers
-// take events from in turn. In FanOut mode a reader or connection has one
-// more of its own while it reads behind the hub (resuming, starting from
-// the oldest message held, or fallen behind). One that needs a consumer
-// beyond the bound fails with an error wrapping [ErrUnavailable]: the
-// handler answers "retry later", or ends the stream so that the client
-// comes back.
+// MaxConsumers), across every process. The broker makes one per process
+// that has readers, its feed, whatever the keys it reads (see the package
+// documentation); readers behind it catch up by direct gets, with no
+// consumer. A process whose feed would go beyond the bound fails its
+// readers with an error wrapping [ErrUnavailable]: the handler answers
+// "retry later", or ends the stream so that the client comes back.
 //
 // A stream without a bound (MaxConsumers -1, the stream's default) is not
 // unbounded: nats-server v2.15.3 then applies its JetStream limit

@@ -9,7 +9,7 @@ import (
 	"github.com/rocketqueue/sse"
 )
 
-// A qkey is a Queue key that this process reads: its lease, and the feed
+// A qkey is a Queue key that this process reads: its lease, and the hub
 // its connection and in-process readers take events from, in turn.
 type qkey[K comparable] struct {
 	b              *Broker[K]    // immutable
@@ -46,12 +46,17 @@ type qkey[K comparable] struct {
 	// events are released (yielded or forfeit).
 	unheld chan struct{}
 
+	// polls holds the wakes of the key's subscriptions that polled and
+	// found nothing ready (see queueSub.Poll).
+	polls wakeSet
+
 	// Guarded by sem.
-	feed    *feed
-	batches []*batch // messages read from feed that still have events to take
+	hub     *hub[K]  // the key's messages, from the process's feed
+	rseq    uint64   // the stream sequence of the next message to read into batches
+	batches []*batch // messages read that still have events to take
 	off     uint64   // the ID of the next event to take (Floor+1)
 	ended   bool     // the key's Close was taken
-	stale   bool     // the feed reached another life's messages: the next attach starts afresh
+	stale   bool     // the hub reached another life's messages: the next attach starts afresh
 	spans   []span   // messages wholly taken, not yet purged
 	purging atomic.Bool
 
@@ -65,7 +70,17 @@ type qkey[K comparable] struct {
 // lock takes qk's sem for an attach or an unref. A take holds sem while it
 // waits for the key's next message, which may be long; so lock tells it to
 // give sem up (see wanted) rather than wait behind it.
+//
+// It wakes the key's polling readers once it holds sem (an attach, an
+// unref or a forfeit may make something ready for them): their Poll then
+// waits for sem until the holder is done. A wake never needs sem.
 func (qk *qkey[K]) lock(ctx context.Context) error {
+	defer qk.polls.fire()
+	return qk.enter(ctx)
+}
+
+// enter is lock without waking the polling readers: a Poll takes sem so.
+func (qk *qkey[K]) enter(ctx context.Context) error {
 	select {
 	case qk.sem <- struct{}{}:
 		return nil
@@ -113,7 +128,18 @@ func (qk *qkey[K]) isLost() bool {
 	}
 }
 
-func (qk *qkey[K]) markLost() { qk.lostOnce.Do(func() { close(qk.lost) }) }
+func (qk *qkey[K]) markLost() {
+	qk.lostOnce.Do(func() {
+		close(qk.lost)
+		// Polling readers are woken outside the lease's lock, which the
+		// caller may hold.
+		qk.b.calls.Add(1)
+		go func() {
+			defer qk.b.calls.Done()
+			qk.polls.fire()
+		}()
+	})
+}
 
 // qkeyFor returns this process's qkey for token, holding a reference.
 func (b *Broker[K]) qkeyFor(token, subject string) *qkey[K] {
@@ -128,7 +154,7 @@ func (b *Broker[K]) qkeyFor(token, subject string) *qkey[K] {
 	return qk
 }
 
-// unref drops a reference to qk: the last one stops its feed and releases
+// unref drops a reference to qk: the last one closes its hub and releases
 // its lease.
 func (b *Broker[K]) unref(qk *qkey[K]) {
 	b.mu.Lock()
@@ -150,8 +176,10 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 	b.mu.Unlock()
 	qk.lock(context.Background())
 	defer func() { <-qk.sem }()
-	b.closeFeed(qk.feed)
-	qk.feed = nil
+	if qk.hub != nil {
+		qk.hub.close()
+		qk.hub = nil
+	}
 	defer b.keepUnsure(qk)
 	if !b.nc.IsConnected() {
 		return // the lease expires by itself

@@ -82,8 +82,10 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 		if err != nil {
 			return nil, err
 		}
-		b.closeFeed(qk.feed)
-		qk.feed, qk.batches, qk.spans, qk.ended, qk.stale = nil, nil, nil, false, false
+		if qk.hub != nil {
+			qk.hub.close()
+		}
+		qk.hub, qk.batches, qk.spans, qk.ended, qk.stale = nil, nil, nil, false, false
 		qk.lmu.Lock()
 		qk.owed = sse.Gap{} // of the life that ended
 		qk.lmu.Unlock()
@@ -91,11 +93,22 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 	qk.lmu.Lock()
 	l = qk.lease
 	qk.lmu.Unlock()
-	if qk.feed == nil {
-		if qk.feed, err = b.startFeed(ctx, qk.subject, l.FloorSeq); err != nil {
+	if qk.hub == nil || qk.hub.failed() {
+		// The key's messages from its floor's on: those before the hub's
+		// start read by direct gets. A hub that ended (NATS was
+		// unreachable) is replaced, and reading starts again from the
+		// floor.
+		if qk.hub != nil {
+			qk.hub.close()
+			qk.hub = nil
+		}
+		h := b.newHub(qk.token, qk.subject, &qk.polls)
+		err := h.open(ctx)
+		close(h.ready)
+		if err != nil {
 			return nil, err
 		}
-		qk.off, qk.batches = l.Floor+1, nil
+		qk.hub, qk.rseq, qk.off, qk.batches = h, max(l.FloorSeq, 1), l.Floor+1, nil
 	}
 	s := &queueSub[K]{qk: qk, req: req, local: local, epoch: l.Epoch, down: b.downChan(), done: make(chan struct{})}
 	s.rpos, s.rend = 1, 0
@@ -144,21 +157,52 @@ func (qk *qkey[K]) attach(ctx context.Context, key K, req sse.SubscribeRequest, 
 	return s, nil
 }
 
-func (s *queueSub[K]) replace() { s.doneOnce.Do(func() { close(s.done) }) }
+func (s *queueSub[K]) replace() {
+	s.doneOnce.Do(func() { close(s.done) })
+	s.qk.polls.fire()
+}
 
 func (s *queueSub[K]) Epoch() string { return s.epoch }
 
 func (s *queueSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
+	evs, gap, err, done := s.before(ctx, buf, limit)
+	if done {
+		return evs, gap, err
+	}
+	return s.qk.take(ctx, s, buf[:0], tick, limit)
+}
+
+// Poll is Next without the wait; it implements [sse.Subscription]. When
+// nothing is ready it registers wake in qk.polls, which the key's next
+// message, a takeover, the lease's loss, an in-process reader's yield at
+// the key's end, the hub's end (NATS unreachable, Shutdown) and whoever
+// locks the key (an attach, a reader's end, a forfeit) fire. It waits for
+// sem, which no one holds for long while a Poll wants it (see lock), but
+// never for a publish.
+func (s *queueSub[K]) Poll(ctx context.Context, buf []sse.Event, limit int, wake func()) ([]sse.Event, sse.Gap, error) {
+	evs, gap, err, done := s.before(ctx, buf, limit)
+	if done {
+		return evs, gap, err
+	}
+	if err := s.qk.enter(ctx); err != nil {
+		return nil, sse.Gap{}, err
+	}
+	defer func() { <-s.qk.sem }()
+	return s.qk.takeHeld(ctx, s, buf[:0], nil, limit, wake)
+}
+
+// before is what Next and Poll do before taking: the end at Shutdown, the
+// release of what an in-process reader yielded, the replay and its gap.
+// done says that it returns the call's result.
+func (s *queueSub[K]) before(ctx context.Context, buf []sse.Event, limit int) ([]sse.Event, sse.Gap, error, bool) {
 	buf = buf[:0]
 	select {
 	case <-s.qk.b.quit: // the replay too stops
-		return buf, sse.Gap{}, sse.ErrShutdown
+		return buf, sse.Gap{}, sse.ErrShutdown, true
 	default:
 	}
 	if s.local {
-		s.qk.lmu.Lock()
-		s.qk.unhold(s) // it yielded what it took before
-		s.qk.lmu.Unlock()
+		s.release() // it yielded what it took before
 	}
 	var gap sse.Gap
 	if !s.started {
@@ -166,12 +210,27 @@ func (s *queueSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan tim
 		gap = s.gap
 	}
 	if s.rpos <= s.rend {
-		return s.replay(ctx, buf, gap, limit)
+		evs, gap, err := s.replay(ctx, buf, gap, limit)
+		return evs, gap, err, true
 	}
 	if gap != (sse.Gap{}) {
-		return buf, gap, nil
+		return buf, gap, nil, true
 	}
-	return s.qk.take(ctx, s, buf, tick, limit)
+	return nil, sse.Gap{}, nil, false
+}
+
+// release records that the in-process reader s yielded, or forfeit, what
+// it held, and wakes the polling connection that may wait for it at the
+// key's end.
+func (s *queueSub[K]) release() {
+	qk := s.qk
+	qk.lmu.Lock()
+	_, held := qk.held[s]
+	qk.unhold(s)
+	qk.lmu.Unlock()
+	if held {
+		qk.polls.fire()
+	}
 }
 
 // replay reads the next events to send again out of the stream.
@@ -244,10 +303,9 @@ func (s *queueSub[K]) Close() {
 			s.qk.conn = nil
 		}
 		b.mu.Unlock()
+		s.qk.polls.drop(s)
 		if s.local {
-			s.qk.lmu.Lock()
-			s.qk.unhold(s) // what it did not yield was forfeit (see forfeit)
-			s.qk.lmu.Unlock()
+			s.release() // what it did not yield was forfeit (see forfeit)
 		}
 		b.unref(s.qk)
 		b.untrack()

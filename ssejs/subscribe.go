@@ -89,7 +89,7 @@ type subscription interface {
 
 // fanSub is a subscription in FanOut mode: it reads the key's messages
 // from its position, out of the key's hub or, while it is behind the hub,
-// out of a consumer of its own.
+// by direct gets.
 type fanSub[K comparable] struct {
 	b     *Broker[K]      // immutable
 	epoch string          // immutable: the key's life
@@ -97,9 +97,8 @@ type fanSub[K comparable] struct {
 
 	hub *hub[K] // immutable
 
-	// Owned by the goroutine that calls Next and Close.
+	// Owned by the goroutine that calls Next or Poll, and Close.
 	rseq    uint64 // the stream sequence of the next message to read
-	catch   *feed  // the reader's own consumer, while it is behind the hub
 	pos     uint64 // the ID of the next event to hand out; 0: the first held
 	pending []sse.Event
 	held    *batch // a message read and not yet handed out
@@ -174,6 +173,19 @@ func resumeAt(req sse.SubscribeRequest, last *batch, local bool) (uint64, bool) 
 func (s *fanSub[K]) Epoch() string { return s.epoch }
 
 func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
+	return s.read(ctx, buf, tick, limit, false, nil)
+}
+
+// Poll is Next without the wait; it implements [sse.Subscription]. When
+// nothing is ready it registers wake in the key's hub, which its next
+// message, or its end (NATS unreachable, Shutdown, a failure of the
+// process's feed), calls.
+func (s *fanSub[K]) Poll(ctx context.Context, buf []sse.Event, limit int, wake func()) ([]sse.Event, sse.Gap, error) {
+	return s.read(ctx, buf, nil, limit, true, wake)
+}
+
+// read is Next, or Poll if poll is set.
+func (s *fanSub[K]) read(ctx context.Context, buf []sse.Event, tick <-chan time.Time, limit int, poll bool, wake func()) ([]sse.Event, sse.Gap, error) {
 	buf = buf[:0]
 	var gap sse.Gap
 	size := 0
@@ -198,7 +210,11 @@ func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.
 		if bt == nil {
 			var err error
 			wait := len(buf) == 0 && gap == (sse.Gap{})
-			if bt, err = s.fetch(ctx, tick, wait); err != nil {
+			var w func()
+			if poll && wait {
+				w, wait = wake, false
+			}
+			if bt, err = s.fetch(ctx, tick, wait, w); err != nil {
 				if len(buf) > 0 || gap != (sse.Gap{}) {
 					s.err = err
 					return buf, gap, nil
@@ -240,9 +256,7 @@ func (s *fanSub[K]) Next(ctx context.Context, buf []sse.Event, tick <-chan time.
 
 func (s *fanSub[K]) Close() {
 	s.closed.Do(func() {
-		if s.catch != nil {
-			s.b.closeFeed(s.catch)
-		}
+		s.hub.wakes.drop(s)
 		s.b.unrefHub(s.hub)
 		s.b.untrack()
 	})

@@ -31,7 +31,7 @@ func (qk *qkey[K]) take(ctx context.Context, s *queueSub[K], buf []sse.Event, ti
 		case <-b.quit:
 			return nil, sse.Gap{}, sse.ErrShutdown
 		}
-		evs, gap, err := qk.takeHeld(ctx, s, buf, tick, limit)
+		evs, gap, err := qk.takeHeld(ctx, s, buf, tick, limit, nil)
 		<-qk.sem
 		if err != errYield {
 			return evs, gap, err
@@ -43,8 +43,10 @@ func (qk *qkey[K]) take(ctx context.Context, s *queueSub[K], buf []sse.Event, ti
 }
 
 // takeHeld is take with sem held; it returns errYield, and nothing else,
-// when an attach or an unref wants sem while it waits.
-func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
+// when an attach or an unref wants sem while it waits. With wake (a Poll)
+// it does not wait: when nothing is ready it registers wake in qk.polls
+// and returns nothing.
+func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event, tick <-chan time.Time, limit int, wake func()) ([]sse.Event, sse.Gap, error) {
 	b := qk.b
 	for {
 		select {
@@ -82,9 +84,8 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 		// Wait for the key's next message; at the key's end, a connection
 		// waits instead for the readers here that hold events to yield or
 		// forfeit them (a forfeit is named to it), then ends.
-		var msgs <-chan *batch
-		var errs <-chan error
-		var unheld <-chan struct{}
+		var msgs, unheld <-chan struct{}
+		waiting := false
 		switch {
 		case qk.ended:
 			if !s.local {
@@ -92,6 +93,7 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 				unheld = qk.heldElse(s, s.epoch)
 				qk.lmu.Unlock()
 			}
+			waiting = unheld != nil
 			if unheld == nil {
 				// Before the end, a connection is told of the key's
 				// last events that others took.
@@ -103,15 +105,38 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 				return nil, gap, io.EOF
 			}
 		case len(qk.batches) == 0:
-			msgs, errs = qk.feed.msgs, qk.feed.errs
+			var err error
+			if msgs, waiting, err = qk.fill(ctx, s, wake); err != nil {
+				return nil, sse.Gap{}, err
+			}
+			if !waiting && len(qk.batches) == 0 {
+				continue // a message with nothing to take
+			}
 		}
-		if msgs == nil && unheld == nil {
+		if !waiting {
 			break // messages to take
+		}
+		if wake != nil {
+			// Registered first, then checked: what makes any of these
+			// ready fires qk.polls after.
+			qk.polls.add(s, wake)
+			if !closed(unheld) && !closed(s.done) && !closed(qk.lost) && !closed(s.down) && !closed(b.quit) {
+				return nil, sse.Gap{}, nil
+			}
+			qk.polls.drop(s)
+			switch {
+			case closed(s.done), closed(qk.lost):
+				return nil, sse.Gap{}, sse.ErrReplaced
+			case closed(s.down):
+				return nil, sse.Gap{}, ErrUnavailable
+			case closed(b.quit):
+				return nil, sse.Gap{}, sse.ErrShutdown
+			}
+			continue // unheld
 		}
 		select {
 		case <-unheld:
-		case bt := <-msgs:
-			qk.add(bt)
+		case <-msgs:
 		case <-qk.wanted():
 			return nil, sse.Gap{}, errYield
 		case <-tick:
@@ -124,18 +149,8 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 			return nil, sse.Gap{}, sse.ErrReplaced
 		case <-s.down:
 			return nil, sse.Gap{}, ErrUnavailable
-		case err := <-errs:
-			return nil, sse.Gap{}, unavailable{err}
 		case <-b.quit:
 			return nil, sse.Gap{}, sse.ErrShutdown
-		}
-	}
-	for more := true; more; { // what else is ready
-		select {
-		case bt := <-qk.feed.msgs:
-			qk.add(bt)
-		default:
-			more = false
 		}
 	}
 	// A connection takes no more than the replay window at once, so that a
@@ -239,7 +254,49 @@ func (qk *qkey[K]) takeHeld(ctx context.Context, s *queueSub[K], buf []sse.Event
 	return buf, gap, nil
 }
 
-// add keeps a message read from the feed if it has events not yet taken,
+// fill reads the key's next messages into batches: every one the hub
+// holds from rseq on, or, while rseq is behind the hub, one by a direct
+// get. When none is ready it returns idle, and the hub's wake channel, or
+// registers wake (a Poll's) in qk.polls, as hub.next does. A message read
+// may have nothing to take (see add): then batches stay empty.
+func (qk *qkey[K]) fill(ctx context.Context, s *queueSub[K], wake func()) (wch <-chan struct{}, idle bool, err error) {
+	for {
+		bt, covered, from, wch, err := qk.hub.next(qk.rseq, wake == nil, s, wake)
+		switch {
+		case err != nil:
+			return nil, false, err
+		case bt != nil:
+			for bt != nil {
+				qk.add(bt)
+				qk.rseq = bt.seq + 1
+				bt, _, _, _, _ = qk.hub.next(qk.rseq, false, nil, nil)
+			}
+			qk.hub.trim(qk.rseq)
+			return nil, false, nil
+		case covered:
+			return wch, true, nil
+		}
+		if bt, qk.rseq, err = qk.b.catchUp(ctx, s.down, qk.subject, qk.rseq, from); err != nil {
+			return nil, false, err
+		}
+		if bt != nil {
+			qk.add(bt)
+			return nil, false, nil
+		}
+	}
+}
+
+// closed reports whether c is closed; a nil c is not.
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// add keeps a message read from the hub if it has events not yet taken,
 // or the key's Close, or is of another life than the lease's.
 func (qk *qkey[K]) add(bt *batch) {
 	qk.lmu.Lock()
