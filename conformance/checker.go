@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"net/http"
 	_ "embed"
 	"flag"
 	"fmt"
@@ -174,7 +175,8 @@ type Options struct {
 	// gone at its end (for rounds run side by side).
 	SkipLeakCheck bool
 
-	tweak func(*plan) // the checker's own tests change the plan
+	tweak     func(*plan)                     // the checker's own tests change the plan
+	wrapMulti func(http.Handler) http.Handler // and wrap the multi-key handler
 }
 
 // A Report is what one round found.
@@ -190,9 +192,11 @@ type Report struct {
 	summary string
 }
 
-// Stats are a round's figures.
+// Stats are a round's figures. Readers and Clients count one per key
+// that a multi-key reader or client follows; Multi counts those.
 type Stats struct {
 	Calls, Events, Readers, Clients, Connections, Reads, Gaps, Faults int
+	Multi                                                             int
 	Elapsed                                                           time.Duration
 }
 
@@ -206,12 +210,13 @@ func (s *Stats) add(o Stats) {
 	s.Reads += o.Reads
 	s.Gaps += o.Gaps
 	s.Faults += o.Faults
+	s.Multi += o.Multi
 	s.Elapsed += o.Elapsed
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, %d reads, %d gaps, %d faults, %.1fs",
-		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
+	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, %d multi-key, %d reads, %d gaps, %d faults, %.1fs",
+		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.Multi, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
 }
 
 // Check runs the checker on a backend: first the backend's regression

@@ -38,6 +38,7 @@ type plan struct {
 	faultGap   time.Duration
 	faultLen   time.Duration
 	terminate  bool // the handler ends streams with ---terminate--- instead of close
+	maxMulti   int  // FanOut: multi-key readers and clients running at once
 }
 
 const (
@@ -86,6 +87,7 @@ func drawPlan(rng *rand.Rand, o Options) plan {
 		opLate:     rng.IntN(15),
 		opNewKey:   rng.IntN(20),
 	}
+	p.maxMulti = rng.IntN(4)
 	if o.tweak != nil {
 		o.tweak(&p)
 	}
@@ -152,6 +154,8 @@ type round struct {
 	seenEpoch map[string][2]string // guarded by mu: per key, an epoch and an ID clients saw
 	nReaders  int                  // guarded by mu: in-process readers running
 	nClients  int                  // guarded by mu: clients running
+	nMulti    int                  // guarded by mu: multi-key readers and clients running
+	mtabs     []*mtab              // guarded by mu
 	faults    int                  // guarded by mu
 
 	unstall  chan struct{}
@@ -175,6 +179,7 @@ type procHTTP struct {
 	src   sse.Source[string] // guarded by mu: the source h serves
 	gen   int                // guarded by mu: its generation
 	h     http.Handler       // guarded by mu
+	mh    http.Handler       // guarded by mu: the multi-key handler, FanOut only
 }
 
 // setupOf draws a round's setup from its seed.
@@ -260,6 +265,9 @@ func (r *round) run() *Report {
 	}
 	actors.Go(func() { r.readerSpawner(runCtx) })
 	actors.Go(func() { r.clientSpawner(runCtx) })
+	if r.setup.Mode == sse.FanOut && r.pl.maxMulti > 0 {
+		actors.Go(func() { r.multiSpawner(runCtx) })
+	}
 	if !r.o.NoFaults {
 		actors.Go(func() { r.faulter(runCtx) })
 	}
@@ -306,7 +314,11 @@ func (r *round) stats() Stats {
 	for _, c := range h.calls {
 		s.Events += len(c.events)
 	}
+	multi := make(map[int]bool)
 	for _, rd := range h.readers {
+		if rd.multi != 0 {
+			multi[rd.multi] = true
+		}
 		if rd.kind == client {
 			s.Clients++
 			s.Connections += len(rd.attempts)
@@ -321,6 +333,7 @@ func (r *round) stats() Stats {
 			}
 		}
 	}
+	s.Multi = len(multi)
 	r.mu.Lock()
 	s.Faults = r.faults
 	r.mu.Unlock()
@@ -395,11 +408,18 @@ func (r *round) note(format string, args ...any) {
 
 type ctxKey struct{}
 
-type reqInfo struct{ reader, attempt int }
+// reqInfo is who made a request: the reader and its attempt; for a
+// multi-key request, per key, the reader that follows the key and its
+// attempt.
+type reqInfo struct {
+	reader, attempt int
+	keys            map[string]reqInfo
+}
 
 const (
 	hdrReader  = "X-Check-Reader"
 	hdrAttempt = "X-Check-Attempt"
+	hdrKeys    = "X-Check-Keys" // a multi-key request's "<key>=<reader>.<attempt>,…"
 )
 
 func (r *round) startHTTP(n int) {
@@ -421,8 +441,12 @@ func (r *round) startHTTP(n int) {
 			if err1 != nil || err2 != nil {
 				rid, att = -1, -1
 			}
-			ctx := context.WithValue(req.Context(), ctxKey{}, reqInfo{rid, att})
-			r.handler(i, p).ServeHTTP(w, req.WithContext(ctx))
+			info := reqInfo{reader: rid, attempt: att}
+			if v := req.Header.Get(hdrKeys); v != "" {
+				info.keys = parseKeysHeader(v)
+			}
+			ctx := context.WithValue(req.Context(), ctxKey{}, info)
+			r.handler(i, p, req.URL.Path == "/m").ServeHTTP(w, req.WithContext(ctx))
 		}))
 		proxy, err := cutproxy.Start(p.srv.Listener.Addr().String(), cutproxy.Options{Cut: func(c int) int64 { return cutTable[c%len(cutTable)] }})
 		if err != nil {
@@ -433,8 +457,9 @@ func (r *round) startHTTP(n int) {
 	}
 }
 
-// handler returns the handler serving process i's current instance.
-func (r *round) handler(i int, p *procHTTP) http.Handler {
+// handler returns the handler serving process i's current instance: the
+// multi-key one (MultiHandler, FanOut only) if multi.
+func (r *round) handler(i int, p *procHTTP, multi bool) http.Handler {
 	r.mu.Lock()
 	src, gen := r.cur[i].Source, r.instGen[i]
 	r.mu.Unlock()
@@ -449,6 +474,18 @@ func (r *round) handler(i int, p *procHTTP) http.Handler {
 		p.src, p.gen, p.h = src, gen, sse.Handler[string](rs, func(req *http.Request) (string, error) {
 			return strings.TrimPrefix(req.URL.Path, "/k/"), nil
 		}, opts...)
+		p.mh = nil
+		if src.Mode() == sse.FanOut {
+			p.mh = sse.MultiHandler[string](rs, func(req *http.Request) ([]string, error) {
+				return strings.Split(req.URL.Query().Get("keys"), ","), nil
+			}, opts...)
+			if r.o.wrapMulti != nil {
+				p.mh = r.o.wrapMulti(p.mh)
+			}
+		}
+	}
+	if multi && p.mh != nil {
+		return p.mh
 	}
 	return p.h
 }
@@ -483,7 +520,14 @@ func (s *recSource) Mode() sse.Mode { return s.src.Mode() }
 func (s *recSource) Subscribe(ctx context.Context, key string, req sse.SubscribeRequest) (sse.Subscription, error) {
 	info, ok := ctx.Value(ctxKey{}).(reqInfo)
 	if !ok {
-		info = reqInfo{-1, -1}
+		info = reqInfo{reader: -1, attempt: -1}
+	}
+	if info.keys != nil {
+		if ki, ok := info.keys[key]; ok {
+			info = ki
+		} else {
+			info = reqInfo{reader: -1, attempt: -1}
+		}
 	}
 	rec := &subRecord{reader: info.reader, attempt: info.attempt, key: key, proc: s.proc, req: req}
 	rec.req.Abort = nil
@@ -1063,6 +1107,9 @@ func (r *round) startClient(tb *tab, start string, pl readerPlan, salt uint64, f
 	r.h.mu.Unlock()
 	rng := rand.New(rand.NewPCG(salt, 2))
 	procs := len(r.procs)
+	// In FanOut mode, a quarter of the clients go through MultiHandler
+	// with one key, which serves it as Handler does.
+	viaMulti := r.setup.Mode == sse.FanOut && salt%4 == 0
 	newRequest := func(ctx context.Context, id string) (*http.Request, error) {
 		r.h.mu.Lock()
 		rd.attempts = append(rd.attempts, attempt{resume: id, tick: r.tick()})
@@ -1072,7 +1119,11 @@ func (r *round) startClient(tb *tab, start string, pl readerPlan, salt uint64, f
 		tb.used = true
 		r.mu.Unlock()
 		p := rng.IntN(procs)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.procs[p].proxy.Addr()+"/k/"+tb.key, nil)
+		path := "/k/" + tb.key
+		if viaMulti {
+			path = "/m?keys=" + tb.key
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.procs[p].proxy.Addr()+path, nil)
 		if err != nil {
 			return nil, err
 		}
