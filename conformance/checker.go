@@ -2,11 +2,11 @@ package conformance
 
 import (
 	"context"
-	"net/http"
 	_ "embed"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"

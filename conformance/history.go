@@ -109,7 +109,7 @@ type reader struct {
 	after    uint64 // in-process FanOut: After(after)
 	hasAfter bool
 	identity int // clients: the identity (a browser tab) it belongs to
-	multi    int  // the multi-key reader or client it is one key of; 0 for none
+	multi    int // the multi-key reader or client it is one key of; 0 for none
 	final    bool
 	attempts []attempt
 	items    []item
