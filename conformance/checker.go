@@ -193,10 +193,12 @@ type Report struct {
 }
 
 // Stats are a round's figures. Readers and Clients count one per key
-// that a multi-key reader or client follows; Multi counts those.
+// that a multi-key reader or client follows, and Connections one per key
+// of each of their requests; MultiReaders and MultiClients count the
+// multi-key ones, MultiConnections the multi-key clients' requests.
 type Stats struct {
 	Calls, Events, Readers, Clients, Connections, Reads, Gaps, Faults int
-	Multi                                                             int
+	MultiReaders, MultiClients, MultiConnections                      int
 	Elapsed                                                           time.Duration
 }
 
@@ -210,13 +212,15 @@ func (s *Stats) add(o Stats) {
 	s.Reads += o.Reads
 	s.Gaps += o.Gaps
 	s.Faults += o.Faults
-	s.Multi += o.Multi
+	s.MultiReaders += o.MultiReaders
+	s.MultiClients += o.MultiClients
+	s.MultiConnections += o.MultiConnections
 	s.Elapsed += o.Elapsed
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, %d multi-key, %d reads, %d gaps, %d faults, %.1fs",
-		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.Multi, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
+	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, multi-key: %d readers, %d clients over %d connections; %d reads, %d gaps, %d faults, %.1fs",
+		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.MultiReaders, s.MultiClients, s.MultiConnections, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
 }
 
 // Check runs the checker on a backend: first the backend's regression

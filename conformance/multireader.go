@@ -122,6 +122,7 @@ func (r *round) pickKeys(rng *rand.Rand, n int) []string {
 // where the keys start: 0 none (the oldest event held), 1 After(0) for
 // every key, 2 Live for every key, 3 After an ID seen, per key.
 func (r *round) startMultiReader(keys []string, proc int, pl readerPlan, from int, salt uint64) {
+	pl.max *= len(keys) // its items are spread over its keys
 	r.lifeMu.RLock()
 	defer r.lifeMu.RUnlock()
 	rng := rand.New(rand.NewPCG(salt, 3))
@@ -229,6 +230,7 @@ func (r *round) startMultiReader(keys []string, proc int, pl readerPlan, from in
 // the key's entry of the request's ID as its Last-Event-ID.
 func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uint64) {
 	n := len(mt.keys)
+	pl.max *= n // its items are spread over its keys
 	base := r.nextID()
 	subs := make([]*reader, n) // nil for a key start marks closed
 	first := resumeEntries(start, n)
@@ -261,6 +263,7 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 	procs := len(r.procs)
 	url := "/m?keys=" + strings.Join(mt.keys, ",")
 	newRequest := func(ctx context.Context, id string) (*http.Request, error) {
+		r.mreqs.Add(1)
 		es := resumeEntries(id, n)
 		var hk []string
 		r.h.mu.Lock()
@@ -272,7 +275,7 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 			hk = append(hk, fmt.Sprintf("%s=%d.%d", rd.key, rd.id, len(rd.attempts)-1))
 		}
 		r.h.mu.Unlock()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.procs[rng.IntN(procs)].proxy.Addr()+url, nil)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.procs[rng.IntN(procs)].multiProxy.Addr()+url, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -282,7 +285,7 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 		return req, nil
 	}
 	opts := []sseclient.Option{
-		sseclient.WithHTTPClient(r.hc),
+		sseclient.WithHTTPClient(r.mhc),
 		sseclient.WithBackoff(2*time.Millisecond, 100*time.Millisecond),
 		sseclient.WithIdleTimeout(3 * time.Second),
 	}

@@ -39,6 +39,11 @@ type plan struct {
 	faultLen   time.Duration
 	terminate  bool // the handler ends streams with ---terminate--- instead of close
 	maxMulti   int  // FanOut: multi-key readers and clients running at once
+	// The share of multi-key clients' connections their own proxy cuts,
+	// and the most bytes before a cut: more often than the others', so
+	// that they resume several keys often.
+	multiCutPct int
+	multiCutMax int64
 }
 
 const (
@@ -87,7 +92,9 @@ func drawPlan(rng *rand.Rand, o Options) plan {
 		opLate:     rng.IntN(15),
 		opNewKey:   rng.IntN(20),
 	}
-	p.maxMulti = rng.IntN(4)
+	p.maxMulti = 1 + rng.IntN(3)
+	p.multiCutPct = 30 + rng.IntN(60)
+	p.multiCutMax = int64(200 + rng.IntN(3<<10))
 	if o.tweak != nil {
 		o.tweak(&p)
 	}
@@ -131,6 +138,7 @@ type round struct {
 	h     *history
 	clock atomic.Int64
 	ids   atomic.Int64 // call, reader and tab IDs
+	mreqs atomic.Int64 // requests of multi-key clients
 	began time.Time
 
 	// lifeMu is held for writing while a fault that loses data is
@@ -158,10 +166,13 @@ type round struct {
 	mtabs     []*mtab              // guarded by mu
 	faults    int                  // guarded by mu
 
-	unstall  chan struct{}
-	procs    []*procHTTP
-	tr       *http.Transport
-	hc       *http.Client
+	unstall chan struct{}
+	procs   []*procHTTP
+	tr      *http.Transport
+	hc      *http.Client
+	// mhc is the multi-key clients' HTTP client: a connection per
+	// request, so that each draws its own cut from its proxy's table.
+	mhc      *http.Client
 	readerWG sync.WaitGroup
 	hooks    []string
 }
@@ -175,11 +186,13 @@ type run struct {
 type procHTTP struct {
 	srv   *httptest.Server
 	proxy *cutproxy.Proxy
-	mu    sync.Mutex
-	src   sse.Source[string] // guarded by mu: the source h serves
-	gen   int                // guarded by mu: its generation
-	h     http.Handler       // guarded by mu
-	mh    http.Handler       // guarded by mu: the multi-key handler, FanOut only
+	// multiProxy is the multi-key clients' proxy, which cuts more often.
+	multiProxy *cutproxy.Proxy
+	mu         sync.Mutex
+	src        sse.Source[string] // guarded by mu: the source h serves
+	gen        int                // guarded by mu: its generation
+	h          http.Handler       // guarded by mu
+	mh         http.Handler       // guarded by mu: the multi-key handler, FanOut only
 }
 
 // setupOf draws a round's setup from its seed.
@@ -314,10 +327,10 @@ func (r *round) stats() Stats {
 	for _, c := range h.calls {
 		s.Events += len(c.events)
 	}
-	multi := make(map[int]bool)
+	multi := make(map[int]readerKind)
 	for _, rd := range h.readers {
 		if rd.multi != 0 {
-			multi[rd.multi] = true
+			multi[rd.multi] = rd.kind
 		}
 		if rd.kind == client {
 			s.Clients++
@@ -333,7 +346,14 @@ func (r *round) stats() Stats {
 			}
 		}
 	}
-	s.Multi = len(multi)
+	for _, kind := range multi {
+		if kind == client {
+			s.MultiClients++
+		} else {
+			s.MultiReaders++
+		}
+	}
+	s.MultiConnections = int(r.mreqs.Load())
 	r.mu.Lock()
 	s.Faults = r.faults
 	r.mu.Unlock()
@@ -425,14 +445,9 @@ const (
 func (r *round) startHTTP(n int) {
 	r.tr = &http.Transport{MaxIdleConnsPerHost: 4, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
 	r.hc = &http.Client{Transport: r.tr}
-	cuts := r.rng(7)
-	var cutTable [4096]int64
-	for i := range cutTable {
-		cutTable[i] = -1
-		if cuts.IntN(100) < r.pl.cutPct {
-			cutTable[i] = cuts.Int64N(r.pl.cutMax)
-		}
-	}
+	r.mhc = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}}
+	cutTable := cuts(r.rng(7), r.pl.cutPct, r.pl.cutMax)
+	multiCuts := cuts(r.rng(8), r.pl.multiCutPct, r.pl.multiCutMax)
 	for i := range n {
 		p := &procHTTP{}
 		p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -448,13 +463,30 @@ func (r *round) startHTTP(n int) {
 			ctx := context.WithValue(req.Context(), ctxKey{}, info)
 			r.handler(i, p, req.URL.Path == "/m").ServeHTTP(w, req.WithContext(ctx))
 		}))
-		proxy, err := cutproxy.Start(p.srv.Listener.Addr().String(), cutproxy.Options{Cut: func(c int) int64 { return cutTable[c%len(cutTable)] }})
-		if err != nil {
+		var err error
+		if p.proxy, err = cutproxy.Start(p.srv.Listener.Addr().String(), cutproxy.Options{Cut: func(c int) int64 { return cutTable[c%len(cutTable)] }}); err != nil {
 			r.t.Fatal(err)
 		}
-		p.proxy = proxy
+		if p.multiProxy, err = cutproxy.Start(p.srv.Listener.Addr().String(), cutproxy.Options{Cut: func(c int) int64 { return multiCuts[c%len(multiCuts)] }}); err != nil {
+			p.proxy.Close()
+			r.t.Fatal(err)
+		}
 		r.procs = append(r.procs, p)
 	}
+}
+
+// cuts returns a proxy's cut table: for each connection, by its number,
+// the byte offset at which it is cut (pct in 100 of them, below max), or
+// -1 for none.
+func cuts(rng *rand.Rand, pct int, max int64) *[4096]int64 {
+	var t [4096]int64
+	for i := range t {
+		t[i] = -1
+		if rng.IntN(100) < pct {
+			t[i] = rng.Int64N(max)
+		}
+	}
+	return &t
 }
 
 // handler returns the handler serving process i's current instance: the
@@ -493,6 +525,7 @@ func (r *round) handler(i int, p *procHTTP, multi bool) http.Handler {
 func (r *round) teardown() {
 	for _, p := range r.procs {
 		p.proxy.Close()
+		p.multiProxy.Close()
 	}
 	for _, p := range r.procs {
 		p.srv.CloseClientConnections()
