@@ -57,8 +57,8 @@
 // resume, are cut, stall and stop; browser tabs that come back with the
 // last ID they had. In FanOut mode, multi-key readers too: SSE clients
 // that follow several keys on one connection (sseclient through
-// [sse.MultiHandler], behind the same proxy, and tabs that come back with
-// their last ID), and in-process ranges over several keys where the
+// [sse.MultiHandler], behind a proxy of their own that cuts more often,
+// and tabs that come back with their last ID), and in-process ranges over several keys where the
 // backend's Reader has an EventsOf method as [sse.Broker.EventsOf]; a
 // quarter of the one-key clients go through MultiHandler. Each event's
 // data starts with a token of its own, so that every read maps back to
