@@ -33,10 +33,10 @@ type multiEventsOf interface {
 // An mtab is a browser tab that follows several keys on one connection,
 // and keeps the last ID it had across its page loads.
 type mtab struct {
-	id      int
-	keys    []string
-	last    string // guarded by round.mu
-	running bool   // guarded by round.mu
+	id      int      // immutable
+	keys    []string // immutable: the keys it follows, in its requests' order
+	last    string   // guarded by round.mu
+	running bool     // guarded by round.mu
 }
 
 // multiSpawner starts multi-key readers and clients, up to the plan's
@@ -74,6 +74,7 @@ func (r *round) multiSpawner(ctx context.Context) {
 			}
 			if len(idle) > 0 {
 				mt = idle[rng.IntN(len(idle))]
+				mt.running = true
 				switch x := rng.IntN(10); {
 				case x < 7:
 					start = mt.last
@@ -88,7 +89,7 @@ func (r *round) multiSpawner(ctx context.Context) {
 			if len(keys) < 2 {
 				continue
 			}
-			mt = &mtab{id: r.nextID(), keys: keys}
+			mt = &mtab{id: r.nextID(), keys: keys, running: true}
 			if rng.IntN(4) == 0 {
 				start = "0"
 			}
@@ -96,9 +97,6 @@ func (r *round) multiSpawner(ctx context.Context) {
 			r.mtabs = append(r.mtabs, mt)
 			r.mu.Unlock()
 		}
-		r.mu.Lock()
-		mt.running = true
-		r.mu.Unlock()
 		r.startMultiClient(mt, start, drawReaderPlan(rng), rng.Uint64())
 	}
 }
