@@ -15,7 +15,9 @@ import (
 // -check.seed; see the conformance package). The broker is not durable:
 // its one fault is a restart (Shutdown, sometimes with a deadline too
 // short to drain, then a new broker), which loses every key's life; the
-// checker itself cuts connections and stalls readers and clients.
+// checker itself cuts connections and stalls readers and clients. In
+// FanOut rounds its multi-key readers include EventsOf ranges, besides
+// the clients that follow several keys through MultiHandler.
 func TestChecker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the checker runs for a while")

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -174,7 +175,8 @@ type Options struct {
 	// gone at its end (for rounds run side by side).
 	SkipLeakCheck bool
 
-	tweak func(*plan) // the checker's own tests change the plan
+	tweak     func(*plan)                     // the checker's own tests change the plan
+	wrapMulti func(http.Handler) http.Handler // and wrap the multi-key handler
 }
 
 // A Report is what one round found.
@@ -190,9 +192,13 @@ type Report struct {
 	summary string
 }
 
-// Stats are a round's figures.
+// Stats are a round's figures. Readers and Clients count one per key
+// that a multi-key reader or client follows, and Connections one per key
+// of each of their requests; MultiReaders and MultiClients count the
+// multi-key ones, MultiConnections the multi-key clients' requests.
 type Stats struct {
 	Calls, Events, Readers, Clients, Connections, Reads, Gaps, Faults int
+	MultiReaders, MultiClients, MultiConnections                      int
 	Elapsed                                                           time.Duration
 }
 
@@ -206,12 +212,15 @@ func (s *Stats) add(o Stats) {
 	s.Reads += o.Reads
 	s.Gaps += o.Gaps
 	s.Faults += o.Faults
+	s.MultiReaders += o.MultiReaders
+	s.MultiClients += o.MultiClients
+	s.MultiConnections += o.MultiConnections
 	s.Elapsed += o.Elapsed
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, %d reads, %d gaps, %d faults, %.1fs",
-		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
+	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, multi-key: %d readers, %d clients over %d connections; %d reads, %d gaps, %d faults, %.1fs",
+		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.MultiReaders, s.MultiClients, s.MultiConnections, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
 }
 
 // Check runs the checker on a backend: first the backend's regression

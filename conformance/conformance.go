@@ -57,6 +57,9 @@ func Run[K comparable](t *testing.T, newImpl func(t *testing.T, c Config) Impl[K
 			t.Run("Finished", s.finished)
 			t.Run("Takeover", s.takeover)
 			t.Run("Known", s.known)
+			if mode == sse.FanOut {
+				t.Run("MultiKey", s.multiKey)
+			}
 		})
 	}
 }

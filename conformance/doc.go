@@ -23,6 +23,17 @@
 // The suite waits at most [Patience] for anything, with real time, so that
 // an implementation over a network passes it as the in-process one does.
 //
+// In FanOut mode it also serves the implementation's Source through
+// [sse.MultiHandler] and reads several keys on one connection, on the wire
+// (docs/protocol.md, "Several keys on one connection"): every key's events
+// once and in order, each key's sse.close after them and close after
+// every key's; resumes after cuts with the last ID, exactly once, and 204
+// once every key is closed; the exact per-key sse.gap of a trimmed
+// history; a key's sse.close closing its subscription while the
+// connection goes on; refusals of the whole request (the key function's,
+// an unknown key, a list over the bound, an ID of another request); one
+// key served as [sse.Handler] serves it.
+//
 // # The checker
 //
 // [Check] states the rule and searches for histories that break it, the
@@ -44,8 +55,14 @@
 // cuts connections at random byte offsets) that start with no
 // Last-Event-ID, with "0", with an ID of another life or of this one,
 // resume, are cut, stall and stop; browser tabs that come back with the
-// last ID they had. Each event's data starts with a token of its own, so
-// that every read maps back to the producer call that made it.
+// last ID they had. In FanOut mode, multi-key readers too: SSE clients
+// that follow several keys on one connection (sseclient through
+// [sse.MultiHandler], behind a proxy of their own that cuts more often,
+// and tabs that come back with their last ID), and in-process ranges over several keys where the
+// backend's Reader has an EventsOf method as [sse.Broker.EventsOf]; a
+// quarter of the one-key clients go through MultiHandler. Each event's
+// data starts with a token of its own, so that every read maps back to
+// the producer call that made it.
 //
 // Faults are the backend's own ([Fault]): a backend lists what it can do
 // to itself (restart, kill or stall a replica, sever or stall its engine
@@ -89,6 +106,10 @@
 //     that returned ErrInvalidEvent, ErrInvalidKey, ErrClosed or
 //     ErrShutdown stored nothing; any other error stored them at most once.
 //     A call after its key's Close returned is never read in that life.
+//   - A multi-key reader is checked as one reader per key, by every rule
+//     above; a key's sse.close ends its reader as finished. Nothing of a
+//     key comes after its sse.close, and close (or 204) only after every
+//     key's.
 //   - Once every fault is healed and every key closed, every reader ends
 //     within [DefaultHangBound]: no hang.
 //   - The round's goroutines are gone at its end (goleak).

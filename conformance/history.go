@@ -109,6 +109,7 @@ type reader struct {
 	after    uint64 // in-process FanOut: After(after)
 	hasAfter bool
 	identity int // clients: the identity (a browser tab) it belongs to
+	multi    int // the multi-key reader or client it is one key of; 0 for none
 	final    bool
 	attempts []attempt
 	items    []item
@@ -717,8 +718,12 @@ func (v *verifier) closedEnd(r *reader, name string, p position) {
 	how := "its range ended"
 	if r.kind == client {
 		how = "close"
+		finished := "204"
+		if r.multi != 0 {
+			how, finished = "sse.close", "sse.close first"
+		}
 		if s := v.lastSub(r); s != nil && errors.Is(s.err, sse.ErrFinished) {
-			how = fmt.Sprintf("204 to Last-Event-ID %q", r.attempts[len(r.attempts)-1].resume)
+			how = fmt.Sprintf("%s to Last-Event-ID %q", finished, r.attempts[len(r.attempts)-1].resume)
 		}
 	}
 	v.ends = append(v.ends, func() {
@@ -963,10 +968,14 @@ func (it *item) show() string {
 }
 
 func (r *reader) describe() string {
-	if r.kind == inProcess {
-		return fmt.Sprintf("reader %d (in process %d, %s, %s, from %s)", r.id, r.proc, life{r.key, r.gen}, r.end, r.start)
+	m := ""
+	if r.multi != 0 {
+		m = fmt.Sprintf(", a key of multi-key %d", r.multi)
 	}
-	return fmt.Sprintf("client %d (tab %d, %s, from %q, %d connections, %s)", r.id, r.identity, r.key, r.start, len(r.attempts), r.end)
+	if r.kind == inProcess {
+		return fmt.Sprintf("reader %d (in process %d, %s, %s, from %s%s)", r.id, r.proc, life{r.key, r.gen}, r.end, r.start, m)
+	}
+	return fmt.Sprintf("client %d (tab %d, %s, from %q, %d connections, %s%s)", r.id, r.identity, r.key, r.start, len(r.attempts), r.end, m)
 }
 
 // trace is a reader's items, for a report.

@@ -38,6 +38,12 @@ type plan struct {
 	faultGap   time.Duration
 	faultLen   time.Duration
 	terminate  bool // the handler ends streams with ---terminate--- instead of close
+	maxMulti   int  // FanOut: multi-key readers and clients running at once
+	// The share of multi-key clients' connections their own proxy cuts,
+	// and the most bytes before a cut: more often than the others', so
+	// that they resume several keys often.
+	multiCutPct int
+	multiCutMax int64
 }
 
 const (
@@ -86,6 +92,9 @@ func drawPlan(rng *rand.Rand, o Options) plan {
 		opLate:     rng.IntN(15),
 		opNewKey:   rng.IntN(20),
 	}
+	p.maxMulti = 1 + rng.IntN(3)
+	p.multiCutPct = 30 + rng.IntN(60)
+	p.multiCutMax = int64(200 + rng.IntN(3<<10))
 	if o.tweak != nil {
 		o.tweak(&p)
 	}
@@ -129,6 +138,7 @@ type round struct {
 	h     *history
 	clock atomic.Int64
 	ids   atomic.Int64 // call, reader and tab IDs
+	mreqs atomic.Int64 // requests of multi-key clients
 	began time.Time
 
 	// lifeMu is held for writing while a fault that loses data is
@@ -152,12 +162,17 @@ type round struct {
 	seenEpoch map[string][2]string // guarded by mu: per key, an epoch and an ID clients saw
 	nReaders  int                  // guarded by mu: in-process readers running
 	nClients  int                  // guarded by mu: clients running
+	nMulti    int                  // guarded by mu: multi-key readers and clients running
+	mtabs     []*mtab              // guarded by mu
 	faults    int                  // guarded by mu
 
-	unstall  chan struct{}
-	procs    []*procHTTP
-	tr       *http.Transport
-	hc       *http.Client
+	unstall chan struct{}
+	procs   []*procHTTP
+	tr      *http.Transport
+	hc      *http.Client
+	// mhc is the multi-key clients' HTTP client: a connection per
+	// request, so that each draws its own cut from its proxy's table.
+	mhc      *http.Client
 	readerWG sync.WaitGroup
 	hooks    []string
 }
@@ -171,10 +186,13 @@ type run struct {
 type procHTTP struct {
 	srv   *httptest.Server
 	proxy *cutproxy.Proxy
-	mu    sync.Mutex
-	src   sse.Source[string] // guarded by mu: the source h serves
-	gen   int                // guarded by mu: its generation
-	h     http.Handler       // guarded by mu
+	// multiProxy is the multi-key clients' proxy, which cuts more often.
+	multiProxy *cutproxy.Proxy
+	mu         sync.Mutex
+	src        sse.Source[string] // guarded by mu: the source h serves
+	gen        int                // guarded by mu: its generation
+	h          http.Handler       // guarded by mu
+	mh         http.Handler       // guarded by mu: the multi-key handler, FanOut only
 }
 
 // setupOf draws a round's setup from its seed.
@@ -260,6 +278,9 @@ func (r *round) run() *Report {
 	}
 	actors.Go(func() { r.readerSpawner(runCtx) })
 	actors.Go(func() { r.clientSpawner(runCtx) })
+	if r.setup.Mode == sse.FanOut && r.pl.maxMulti > 0 {
+		actors.Go(func() { r.multiSpawner(runCtx) })
+	}
 	if !r.o.NoFaults {
 		actors.Go(func() { r.faulter(runCtx) })
 	}
@@ -306,7 +327,11 @@ func (r *round) stats() Stats {
 	for _, c := range h.calls {
 		s.Events += len(c.events)
 	}
+	multi := make(map[int]readerKind)
 	for _, rd := range h.readers {
+		if rd.multi != 0 {
+			multi[rd.multi] = rd.kind
+		}
 		if rd.kind == client {
 			s.Clients++
 			s.Connections += len(rd.attempts)
@@ -321,6 +346,14 @@ func (r *round) stats() Stats {
 			}
 		}
 	}
+	for _, kind := range multi {
+		if kind == client {
+			s.MultiClients++
+		} else {
+			s.MultiReaders++
+		}
+	}
+	s.MultiConnections = int(r.mreqs.Load())
 	r.mu.Lock()
 	s.Faults = r.faults
 	r.mu.Unlock()
@@ -395,24 +428,26 @@ func (r *round) note(format string, args ...any) {
 
 type ctxKey struct{}
 
-type reqInfo struct{ reader, attempt int }
+// reqInfo is who made a request: the reader and its attempt; for a
+// multi-key request, per key, the reader that follows the key and its
+// attempt.
+type reqInfo struct {
+	reader, attempt int
+	keys            map[string]reqInfo
+}
 
 const (
 	hdrReader  = "X-Check-Reader"
 	hdrAttempt = "X-Check-Attempt"
+	hdrKeys    = "X-Check-Keys" // a multi-key request's "<key>=<reader>.<attempt>,…"
 )
 
 func (r *round) startHTTP(n int) {
 	r.tr = &http.Transport{MaxIdleConnsPerHost: 4, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}
 	r.hc = &http.Client{Transport: r.tr}
-	cuts := r.rng(7)
-	var cutTable [4096]int64
-	for i := range cutTable {
-		cutTable[i] = -1
-		if cuts.IntN(100) < r.pl.cutPct {
-			cutTable[i] = cuts.Int64N(r.pl.cutMax)
-		}
-	}
+	r.mhc = &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext}}
+	cutTable := cuts(r.rng(7), r.pl.cutPct, r.pl.cutMax)
+	multiCuts := cuts(r.rng(8), r.pl.multiCutPct, r.pl.multiCutMax)
 	for i := range n {
 		p := &procHTTP{}
 		p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -421,20 +456,42 @@ func (r *round) startHTTP(n int) {
 			if err1 != nil || err2 != nil {
 				rid, att = -1, -1
 			}
-			ctx := context.WithValue(req.Context(), ctxKey{}, reqInfo{rid, att})
-			r.handler(i, p).ServeHTTP(w, req.WithContext(ctx))
+			info := reqInfo{reader: rid, attempt: att}
+			if v := req.Header.Get(hdrKeys); v != "" {
+				info.keys = parseKeysHeader(v)
+			}
+			ctx := context.WithValue(req.Context(), ctxKey{}, info)
+			r.handler(i, p, req.URL.Path == "/m").ServeHTTP(w, req.WithContext(ctx))
 		}))
-		proxy, err := cutproxy.Start(p.srv.Listener.Addr().String(), cutproxy.Options{Cut: func(c int) int64 { return cutTable[c%len(cutTable)] }})
-		if err != nil {
+		var err error
+		if p.proxy, err = cutproxy.Start(p.srv.Listener.Addr().String(), cutproxy.Options{Cut: func(c int) int64 { return cutTable[c%len(cutTable)] }}); err != nil {
 			r.t.Fatal(err)
 		}
-		p.proxy = proxy
+		if p.multiProxy, err = cutproxy.Start(p.srv.Listener.Addr().String(), cutproxy.Options{Cut: func(c int) int64 { return multiCuts[c%len(multiCuts)] }}); err != nil {
+			p.proxy.Close()
+			r.t.Fatal(err)
+		}
 		r.procs = append(r.procs, p)
 	}
 }
 
-// handler returns the handler serving process i's current instance.
-func (r *round) handler(i int, p *procHTTP) http.Handler {
+// cuts returns a proxy's cut table: for each connection, by its number,
+// the byte offset at which it is cut (pct in 100 of them, below max), or
+// -1 for none.
+func cuts(rng *rand.Rand, pct int, max int64) *[4096]int64 {
+	var t [4096]int64
+	for i := range t {
+		t[i] = -1
+		if rng.IntN(100) < pct {
+			t[i] = rng.Int64N(max)
+		}
+	}
+	return &t
+}
+
+// handler returns the handler serving process i's current instance: the
+// multi-key one (MultiHandler, FanOut only) if multi.
+func (r *round) handler(i int, p *procHTTP, multi bool) http.Handler {
 	r.mu.Lock()
 	src, gen := r.cur[i].Source, r.instGen[i]
 	r.mu.Unlock()
@@ -449,6 +506,18 @@ func (r *round) handler(i int, p *procHTTP) http.Handler {
 		p.src, p.gen, p.h = src, gen, sse.Handler[string](rs, func(req *http.Request) (string, error) {
 			return strings.TrimPrefix(req.URL.Path, "/k/"), nil
 		}, opts...)
+		p.mh = nil
+		if src.Mode() == sse.FanOut {
+			p.mh = sse.MultiHandler[string](rs, func(req *http.Request) ([]string, error) {
+				return strings.Split(req.URL.Query().Get("keys"), ","), nil
+			}, opts...)
+			if r.o.wrapMulti != nil {
+				p.mh = r.o.wrapMulti(p.mh)
+			}
+		}
+	}
+	if multi && p.mh != nil {
+		return p.mh
 	}
 	return p.h
 }
@@ -456,6 +525,7 @@ func (r *round) handler(i int, p *procHTTP) http.Handler {
 func (r *round) teardown() {
 	for _, p := range r.procs {
 		p.proxy.Close()
+		p.multiProxy.Close()
 	}
 	for _, p := range r.procs {
 		p.srv.CloseClientConnections()
@@ -483,7 +553,14 @@ func (s *recSource) Mode() sse.Mode { return s.src.Mode() }
 func (s *recSource) Subscribe(ctx context.Context, key string, req sse.SubscribeRequest) (sse.Subscription, error) {
 	info, ok := ctx.Value(ctxKey{}).(reqInfo)
 	if !ok {
-		info = reqInfo{-1, -1}
+		info = reqInfo{reader: -1, attempt: -1}
+	}
+	if info.keys != nil {
+		if ki, ok := info.keys[key]; ok {
+			info = ki
+		} else {
+			info = reqInfo{reader: -1, attempt: -1}
+		}
 	}
 	rec := &subRecord{reader: info.reader, attempt: info.attempt, key: key, proc: s.proc, req: req}
 	rec.req.Abort = nil
@@ -1063,6 +1140,9 @@ func (r *round) startClient(tb *tab, start string, pl readerPlan, salt uint64, f
 	r.h.mu.Unlock()
 	rng := rand.New(rand.NewPCG(salt, 2))
 	procs := len(r.procs)
+	// In FanOut mode, a quarter of the clients go through MultiHandler
+	// with one key, which serves it as Handler does.
+	viaMulti := r.setup.Mode == sse.FanOut && salt%4 == 0
 	newRequest := func(ctx context.Context, id string) (*http.Request, error) {
 		r.h.mu.Lock()
 		rd.attempts = append(rd.attempts, attempt{resume: id, tick: r.tick()})
@@ -1072,7 +1152,11 @@ func (r *round) startClient(tb *tab, start string, pl readerPlan, salt uint64, f
 		tb.used = true
 		r.mu.Unlock()
 		p := rng.IntN(procs)
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.procs[p].proxy.Addr()+"/k/"+tb.key, nil)
+		path := "/k/" + tb.key
+		if viaMulti {
+			path = "/m?keys=" + tb.key
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.procs[p].proxy.Addr()+path, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -26,7 +26,8 @@ import (
 // cluster, with WithReplicas(3). The faults: the node leading the key's
 // stream stopped and restarted, a replica's connection severed or stalled.
 // A client reconnects to any replica, so that a resume often lands on a
-// node other than the one its last event came from. It starts a cluster
+// node other than the one its last event came from; in FanOut rounds,
+// clients that follow several keys on one connection too. It starts a cluster
 // per round, so the ordinary run skips it: it runs in CI (CI set), when
 // CHECK_CLUSTER is set, or when -check.time or -check.seed is given.
 func TestCheckerCluster(t *testing.T) {

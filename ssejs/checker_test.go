@@ -25,7 +25,9 @@ import (
 // severed (an outage) or stalled (a black hole), the server restarted on
 // its store, a replica killed and started again, a lease write whose
 // acknowledgement is lost before its replica's connection is severed
-// (Queue), and a key's data expired now.
+// (Queue), and a key's data expired now. In FanOut rounds the checker's
+// clients also follow several keys on one connection, through
+// sse.MultiHandler over the broker.
 //
 // It runs in the default run and CI's (the regression seeds, then fresh
 // rounds for conformance's default time, 60 s when CI is set); -check.time
