@@ -130,6 +130,7 @@ func (l *loop[K]) endBacklog(t *topic[K]) {
 	l.endDropping(t)
 	if t.closed {
 		close(t.ch)
+		t.polls.Load().fire()
 	}
 	l.recycle(bl)
 }
@@ -160,6 +161,7 @@ func (l *loop[K]) abandon() uint64 {
 		bl.queue.clear()
 		t.backlog = nil
 		close(t.ch)
+		t.polls.Load().fire()
 	}
 	clear(l.backlogged)
 	l.stats.Dropped += dropped

@@ -6,12 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 )
 
-// A multiStream is one multi-key response: the request's goroutine writes
-// it, from what one pump goroutine per key reads.
+// A multiStream is one multi-key response: the request's goroutine reads
+// every key and writes it.
 type multiStream[K comparable] struct {
 	h      *handler[K]
 	r      *http.Request
@@ -29,48 +28,13 @@ type multiStream[K comparable] struct {
 	gaps   uint64
 }
 
-// closeSubs closes the subscriptions of a request refused before its
-// stream started.
+// closeSubs closes the subscriptions still open: a request's refused
+// before its stream started, or a stream's when it ends.
 func (s *multiStream[K]) closeSubs() {
 	for _, sub := range s.subs {
 		if sub != nil {
 			sub.Close()
 		}
-	}
-}
-
-// A keyBatch is what one call of a key's Next returned.
-type keyBatch struct {
-	key    int
-	events []Event
-	gap    Gap
-	err    error
-	back   chan struct{} // the writer is done with events: Next may reuse them
-}
-
-// pump reads sub into out, one batch at a time, until Next fails or ends,
-// or ctx does; then it closes sub (a closed key is detached at once).
-func pump(ctx context.Context, sub Subscription, b *keyBatch, out chan<- *keyBatch, limit int, wg *sync.WaitGroup) {
-	defer wg.Done()
-	defer sub.Close()
-	var buf []Event
-	for {
-		// No tick: the writer keeps the heartbeat for every key.
-		b.events, b.gap, b.err = sub.Next(ctx, buf, nil, limit)
-		select {
-		case out <- b: // never blocks: out has room for every key's batch
-		case <-ctx.Done():
-			return
-		}
-		if b.err != nil {
-			return
-		}
-		select {
-		case <-b.back:
-		case <-ctx.Done():
-			return
-		}
-		buf = b.events
 	}
 }
 
@@ -85,32 +49,17 @@ const (
 )
 
 // stream writes every key's events until every key is closed or the
-// connection ends.
+// connection ends. The request's goroutine reads every key, through a
+// [multiPoll]: it starts no goroutine.
 func (s *multiStream[K]) stream(w http.ResponseWriter) {
 	ctx := s.r.Context()
 	cfg := &s.h.cfg
-	pctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait() // every pump has closed its subscription
-	}()
-	open := 0
-	for _, sub := range s.subs {
-		if sub != nil {
-			open++
-		}
-	}
-	out := make(chan *keyBatch, open)
-	// Each key's batch is bounded so that the batches every key may hold
-	// at once stay near one write's worth.
+	p := newMultiPoll(s.subs) // it closes a key in s.subs when the key ends
+	defer s.closeSubs()
+	open := p.turn.n
+	// Each key's batch is bounded so that every key has its turn within
+	// about one write's worth.
 	limit := max(flushBytes/len(s.subs), 1<<10)
-	for i, sub := range s.subs {
-		if sub != nil {
-			wg.Add(1)
-			go pump(pctx, sub, &keyBatch{key: i, back: make(chan struct{}, 1)}, out, limit, &wg)
-		}
-	}
 
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -141,32 +90,37 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 		defer beat.Stop()
 		heartbeat = beat.C
 	}
+	var events []Event // what the last Poll returned: the room for the next
 	for {
-		var b *keyBatch
+		i, evs, gap, perr, ok := p.next(ctx, events, limit)
 		ping := false
-		select {
-		case b = <-out:
-		case <-heartbeat:
-			ping = true
-		case <-ctx.Done():
-			end = stopNow
+		if !ok {
+			select {
+			case <-p.signal:
+				continue
+			case <-heartbeat:
+				ping = true
+			case <-ctx.Done():
+				end = stopNow
+			}
 		}
 		bp := writeBufs.Get().(*[]byte)
 		s.buf = (*bp)[:0]
 		if ping {
 			s.buf = append(s.buf, ": ping\n\n"...)
 		}
-		if b != nil {
-			end = s.take(b, &open)
-			for end == goOn && len(s.buf) < flushBytes {
-				select {
-				case b = <-out: // more is ready: into the same write
-					end = s.take(b, &open)
-					continue
-				default:
-				}
+		for ok && end == goOn {
+			end = s.take(p, i, evs, gap, perr, &open)
+			clear(evs) // hold no event's data while waiting
+			events = evs
+			if len(s.buf) >= flushBytes || end != goOn {
 				break
 			}
+			// More is ready: into the same write.
+			i, evs, gap, perr, ok = p.next(ctx, events, limit)
+		}
+		if end == goOn && ctx.Err() != nil {
+			end = stopNow // keys that are always ready do not hold off the end
 		}
 		switch {
 		case end == stopNow && errors.Is(context.Cause(ctx), errServerShutdown):
@@ -186,28 +140,27 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 	}
 }
 
-// take appends b to the buffer, writing it whenever it holds a write's
-// worth, and tells how the stream goes on; open counts the keys not
-// closed yet.
-func (s *multiStream[K]) take(b *keyBatch, open *int) multiEnd {
-	if b.gap != (Gap{}) {
-		s.gap(b.key, b.gap)
+// take appends what key i's Poll returned to the buffer, writing it
+// whenever it holds a write's worth, and tells how the stream goes on;
+// open counts the keys not closed yet.
+func (s *multiStream[K]) take(p *multiPoll, i int, evs []Event, gap Gap, err error, open *int) multiEnd {
+	if gap != (Gap{}) {
+		s.gap(i, gap)
 	}
-	for _, ev := range b.events {
+	for _, ev := range evs {
 		if len(s.buf) >= flushBytes {
 			if s.write(false) != nil {
 				return stopNow
 			}
 		}
-		s.event(b.key, ev)
+		s.event(i, ev)
 	}
-	switch err := b.err; {
+	switch {
 	case err == nil:
-		clear(b.events)      // hold no event's data while waiting
-		b.back <- struct{}{} // Next may reuse the room
 		return goOn
 	case errors.Is(err, io.EOF):
-		s.closeKey(b.key)
+		s.closeKey(i)
+		p.close(i) // detached at once
 		if *open--; *open > 0 {
 			return goOn
 		}
@@ -216,11 +169,11 @@ func (s *multiStream[K]) take(b *keyBatch, open *int) multiEnd {
 	case errors.Is(err, ErrTruncated):
 		// Cut short: no "close", so that the client comes back and
 		// learns what happened.
-		s.h.log(s.r.Context(), slog.LevelWarn, "sse: stream cut short", s.r, slog.Int("key", b.key), slog.Any("error", err))
+		s.h.log(s.r.Context(), slog.LevelWarn, "sse: stream cut short", s.r, slog.Int("key", i), slog.Any("error", err))
 		return cut
 	default:
 		if s.r.Context().Err() == nil {
-			s.h.log(s.r.Context(), slog.LevelWarn, "sse: a key's stream failed: the multi-key stream ends", s.r, slog.Int("key", b.key), slog.Any("error", err))
+			s.h.log(s.r.Context(), slog.LevelWarn, "sse: a key's stream failed: the multi-key stream ends", s.r, slog.Int("key", i), slog.Any("error", err))
 		}
 		return stopNow
 	}
