@@ -1,0 +1,116 @@
+package sse
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMultiStreamGoroutines: a multi-key connection costs the same
+// goroutines whatever its number of keys (the server's own for the
+// connection): the request's goroutine reads every key.
+func TestMultiStreamGoroutines(t *testing.T) {
+	b := fanOut(t)
+	names := make([]string, 100)
+	for i := range names {
+		names[i] = "k" + strconv.Itoa(i)
+		must(t, b.Publish(context.Background(), names[i], Event{Data: "x"}))
+	}
+	srv := httptest.NewServer(MultiHandler(b, listKeys))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	var conns []net.Conn
+	defer func() { // before srv.Close, which waits for the streams
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// cost opens a stream of n keys, reads their events, and returns the
+	// goroutines it added.
+	cost := func(n int) int {
+		before := runtime.NumGoroutine()
+		c, err := dialIdle(addr, names[:n], n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		return runtime.NumGoroutine() - before
+	}
+	// Other goroutines come and go (the server's, the runtime's): measure
+	// again until two measures agree, within patience.
+	deadline := time.Now().Add(patience)
+	for {
+		two, hundred := cost(2), cost(100)
+		if hundred == two {
+			t.Logf("%d goroutines for a stream of 2 keys, and of 100", two)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream of 2 keys adds %d goroutines, of 100 keys %d", two, hundred)
+		}
+	}
+}
+
+// TestEventsOfFair: a key with many events ready does not hold back
+// another's: the keys take turns, a batch each.
+func TestEventsOfFair(t *testing.T) {
+	const busy = 3000
+	b := fanOut(t, WithHistory(1<<14, 64<<20, 0))
+	publish(t, b, "busy", 1, busy)
+	publish(t, b, "quiet", 1, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	before := 0 // busy's events before quiet's
+	for ke, err := range b.EventsOf(ctx, []string{"busy", "quiet"}) {
+		must(t, err)
+		if ke.Key == "quiet" {
+			break
+		}
+		before++
+	}
+	if before >= busy/4 {
+		t.Fatalf("%d of the busy key's %d events came before the other key's first", before, busy)
+	}
+	t.Logf("%d of the busy key's events came first", before)
+}
+
+// TestMultiHandlerFair: on a multi-key stream too, a key with many events
+// ready does not hold back another's.
+func TestMultiHandlerFair(t *testing.T) {
+	const busy = 3000
+	b := fanOut(t, WithHistory(1<<14, 64<<20, 0))
+	publish(t, b, "busy", 1, busy)
+	publish(t, b, "quiet", 1, 1)
+	srv := httptest.NewServer(MultiHandler(b, listKeys, WithHeartbeat(0)))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/?keys=busy,quiet", nil)
+	must(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	before := 0
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "data: quiet/1" {
+			if before >= busy/4 {
+				t.Fatalf("%d of the busy key's %d events came before the other key's first", before, busy)
+			}
+			t.Logf("%d of the busy key's events came first", before)
+			return
+		}
+		if strings.HasPrefix(line, "data: busy/") {
+			before++
+		}
+	}
+	t.Fatalf("the stream ended (%v) before the quiet key's event, after %d of the busy key's", sc.Err(), before)
+}
