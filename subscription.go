@@ -69,13 +69,12 @@ func (s *subscription[K]) next(ctx context.Context, buf []Event, tick <-chan tim
 	return s.nextQueued(ctx, buf, gap, tick, wake, limit)
 }
 
-// await registers wake on the wakeList at p, and returns the list.
-func (s *subscription[K]) await(p *atomic.Pointer[wakeList], wake func()) *wakeList {
+// await registers wake on the wakeList at p: the key's.
+func (s *subscription[K]) await(p *atomic.Pointer[wakeList], wake func()) {
 	if s.polled == nil {
 		s.polled = &pollWake{list: wakeListAt(p)}
 	}
 	s.polled.list.add(s.polled, wake)
-	return s.polled.list
 }
 
 // nextQueued is Next in Queue mode: the replay, then the live channel.
