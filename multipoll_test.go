@@ -114,3 +114,29 @@ func TestMultiHandlerFair(t *testing.T) {
 	}
 	t.Fatalf("the stream ended (%v) before the quiet key's event, after %d of the busy key's", sc.Err(), before)
 }
+
+// TestMultiStreamWritesWhole: a multi-key stream's writes stay within
+// flushBytes, each a whole number of blocks, however long the IDs: a
+// write past it went out as two chunks, the second a block's few last
+// bytes (two system calls where one does).
+func TestMultiStreamWritesWhole(t *testing.T) {
+	b := fanOut(t)
+	names := make([]string, 100)
+	for i := range names {
+		names[i] = "k" + strconv.Itoa(i)
+		publish(t, b, names[i], 1, 30)
+		must(t, b.Close(context.Background(), names[i]))
+	}
+	rec := &flushRecorder{header: http.Header{}}
+	MultiHandler(b, listKeys, WithHeartbeat(0)).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/?keys="+strings.Join(names, ","), nil))
+	events := 0
+	for i, f := range rec.rawSent() {
+		if len(f) > flushBytes || f != "" && !strings.HasSuffix(f, "\n\n") {
+			t.Fatalf("write %d: %d bytes, ending %q; want at most %d, whole blocks", i, len(f), f[max(0, len(f)-20):], flushBytes)
+		}
+		events += strings.Count(f, "\ndata: k")
+	}
+	if events != 100*30 {
+		t.Fatalf("%d events written, want %d", events, 100*30)
+	}
+}

@@ -26,6 +26,7 @@ type multiStream[K comparable] struct {
 	retry  bool // WithRetry's field is still to be written
 	events uint64
 	gaps   uint64
+	writes int // the writes so far
 }
 
 // closeSubs closes the subscriptions still open: a request's refused
@@ -90,53 +91,75 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 		defer beat.Stop()
 		heartbeat = beat.C
 	}
-	var events []Event // what the last Poll returned: the room for the next
-	for {
-		i, evs, gap, perr, ok := p.next(ctx, events, limit)
-		ping := false
-		if !ok {
-			select {
-			case <-p.signal:
-				continue
-			case <-heartbeat:
-				ping = true
-			case <-ctx.Done():
-				end = stopNow
-			}
+	// The buffer is taken from the pool when a key has something, and
+	// given back when no key has anything more: the stream writes then,
+	// or when the buffer is full (see take).
+	hold := func() {
+		if s.buf == nil {
+			bp = writeBufs.Get().(*[]byte)
+			s.buf = (*bp)[:0]
 		}
-		bp := writeBufs.Get().(*[]byte)
-		s.buf = (*bp)[:0]
-		if ping {
-			s.buf = append(s.buf, ": ping\n\n"...)
+	}
+	release := func() {
+		if s.buf != nil {
+			keepWriteBuf(bp, s.buf) // a buffer grown past maxPooledBuf goes to the garbage collector
+			s.buf = nil
 		}
-		for ok && end == goOn {
-			end = s.take(p, i, evs, gap, perr, &open)
-			clear(evs) // hold no event's data while waiting
-			events = evs
-			if len(s.buf) >= flushBytes || end != goOn {
-				break
-			}
-			// More is ready: into the same write.
-			i, evs, gap, perr, ok = p.next(ctx, events, limit)
-		}
-		if end == goOn && ctx.Err() != nil {
-			end = stopNow // keys that are always ready do not hold off the end
-		}
-		switch {
-		case end == stopNow && errors.Is(context.Cause(ctx), errServerShutdown):
-			// Graceful ends the stream: the client comes back later.
-			s.c.write(appendRetry(s.buf[:0], shutdownRetry()))
-		case end != stopNow:
-			err = s.write(ping)
-		}
-		keepWriteBuf(bp, s.buf) // a buffer grown past maxPooledBuf goes to the garbage collector
-		s.buf = nil
-		if err != nil || end != goOn {
-			return
-		}
+	}
+	s.buf = nil
+	defer release()
+	wrote := func() {
 		if beat != nil {
 			beat.Reset(cfg.heartbeat)
 		}
+	}
+	var events []Event // what the last Poll returned: the room for the next
+	for end == goOn {
+		if i, evs, gap, err, ok := p.next(ctx, events, limit); ok {
+			hold()
+			writes := s.writes
+			end = s.take(p, i, evs, gap, err, &open)
+			clear(evs) // hold no event's data while waiting
+			events = evs
+			if s.writes != writes {
+				wrote()
+				if end == goOn && ctx.Err() != nil {
+					end = stopNow // keys that are always ready do not hold off the end
+				}
+			}
+			continue
+		}
+		// No key has anything: write what the buffer holds, then wait.
+		if s.buf != nil {
+			err := s.write(false)
+			release()
+			if err != nil {
+				return
+			}
+			wrote()
+		}
+		select {
+		case <-p.signal:
+		case <-heartbeat:
+			hold()
+			s.buf = append(s.buf, ": ping\n\n"...)
+			err := s.write(true)
+			release()
+			if err != nil {
+				return
+			}
+			wrote()
+		case <-ctx.Done():
+			end = stopNow
+		}
+	}
+	switch {
+	case end == stopNow && errors.Is(context.Cause(ctx), errServerShutdown):
+		// Graceful ends the stream: the client comes back later.
+		hold()
+		s.c.write(appendRetry(s.buf[:0], shutdownRetry()))
+	case end != stopNow:
+		s.write(false) // the last keys' sse.close and "close", or a cut's last events
 	}
 }
 
@@ -145,27 +168,34 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 // open counts the keys not closed yet.
 func (s *multiStream[K]) take(p *multiPoll, i int, evs []Event, gap Gap, err error, open *int) multiEnd {
 	if gap != (Gap{}) {
+		n, events, gaps := len(s.buf), s.events, s.gaps
 		s.gap(i, gap)
+		if s.fit(n, events, gaps) != nil {
+			return stopNow
+		}
 	}
 	for _, ev := range evs {
-		if len(s.buf) >= flushBytes {
-			if s.write(false) != nil {
-				return stopNow
-			}
-		}
+		n, events, gaps := len(s.buf), s.events, s.gaps
 		s.event(i, ev)
+		if s.fit(n, events, gaps) != nil {
+			return stopNow
+		}
 	}
 	switch {
 	case err == nil:
 		return goOn
 	case errors.Is(err, io.EOF):
+		n, events, gaps := len(s.buf), s.events, s.gaps
 		s.closeKey(i)
 		p.close(i) // detached at once
-		if *open--; *open > 0 {
-			return goOn
+		end := goOn
+		if *open--; *open == 0 {
+			s.buf, end = append(s.buf, s.h.cfg.end...), ended
 		}
-		s.buf = append(s.buf, s.h.cfg.end...)
-		return ended
+		if s.fit(n, events, gaps) != nil {
+			return stopNow
+		}
+		return end
 	case errors.Is(err, ErrTruncated):
 		// Cut short: no "close", so that the client comes back and
 		// learns what happened.
@@ -177,6 +207,24 @@ func (s *multiStream[K]) take(p *multiPoll, i int, evs []Event, gap Gap, err err
 		}
 		return stopNow
 	}
+}
+
+// fit writes the buffer's first n bytes, which held events events and
+// gaps gaps, if the block appended after them took the buffer past
+// flushBytes; the block stays for the next write. So a write stays within
+// flushBytes, which conn.write sends whole, unless one block is larger.
+func (s *multiStream[K]) fit(n int, events, gaps uint64) error {
+	if len(s.buf) <= flushBytes || n == 0 {
+		return nil
+	}
+	block, blockEvents, blockGaps := s.buf[n:], s.events-events, s.gaps-gaps
+	s.buf, s.events, s.gaps = s.buf[:n], events, gaps
+	if err := s.write(false); err != nil {
+		return err
+	}
+	s.buf = append(s.buf, block...) // s.buf is empty: the block moves to the front
+	s.events, s.gaps = blockEvents, blockGaps
+	return nil
 }
 
 // block starts a block: with WithRetry, the stream's first starts with
@@ -237,5 +285,6 @@ func (s *multiStream[K]) write(ping bool) error {
 		}
 	}
 	s.buf, s.events, s.gaps = s.buf[:0], 0, 0
+	s.writes++
 	return nil
 }
