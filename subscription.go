@@ -16,8 +16,6 @@ type subscription[K comparable] struct {
 	b     *Broker[K]       // immutable
 	key   K                // immutable
 	req   SubscribeRequest // immutable
-	start start            // immutable
-	local bool             // immutable: a reader in process, not a connection (see subscribe)
 	ready chan answer      // the loop's answers to Subscribe: capacity 2 in Queue mode, 1 in FanOut mode; nil once it succeeded
 	done  chan struct{}    // Queue mode: closed by the loop on takeover; nil in FanOut mode
 
@@ -30,18 +28,17 @@ type subscription[K comparable] struct {
 	// Owned by the connection's goroutine. The small fields last, together,
 	// so that with a string key the struct takes 192 bytes, not 208: it
 	// lives as long as its stream.
-	replayed int   // Queue mode: the window's events sent again so far
-	carry    Event // Queue mode: an event taken from the channel that did not fit in the last batch
+	replayed int       // Queue mode: the window's events sent again so far
+	carry    Event     // Queue mode: an event taken from the channel that did not fit in the last batch
+	polled   *pollWake // its place in the key's wakeList, made by the first Poll that finds nothing
 	carried  bool
-	started  bool // Next has been called
+	started  bool // Next or Poll has been called
 	known    bool // Queue mode: pos is known; set by the loop first, as pos
+	closed   bool // Close was called: it is idempotent
 
-	ended  bool        // loop-owned: done is closed
-	closed atomic.Bool // Close is idempotent
-
-	// polled is its place in the key's wakeList, made by the first Poll
-	// that finds nothing; owned by the connection's goroutine.
-	polled *pollWake
+	start start // immutable
+	local bool  // immutable: a reader in process, not a connection (see subscribe)
+	ended bool  // loop-owned: done is closed
 }
 
 func (s *subscription[K]) Epoch() string { return formatEpoch(s.t.epoch) }
@@ -261,9 +258,10 @@ func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, ti
 // Close records, in Queue mode, the event the connection took and did not
 // hand over, so that the next connection gets it, then detaches.
 func (s *subscription[K]) Close() {
-	if !s.closed.CompareAndSwap(false, true) {
+	if s.closed {
 		return
 	}
+	s.closed = true
 	if s.carried {
 		w := &s.t.session.window
 		w.add(s.carry, &s.b.cfg, &s.b.replayed)
