@@ -140,3 +140,27 @@ func TestMultiStreamWritesWhole(t *testing.T) {
 		t.Fatalf("%d events written, want %d", events, 100*30)
 	}
 }
+
+// TestEventsOfGoroutines: EventsOf reads its keys from the ranging
+// goroutine: ranging over 100 keys starts no goroutine.
+func TestEventsOfGoroutines(t *testing.T) {
+	b := fanOut(t)
+	keys := make([]string, 100)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+		publish(t, b, keys[i], 1, 1)
+		must(t, b.Close(context.Background(), keys[i]))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	before := runtime.NumGoroutine()
+	n, most := 0, 0
+	for _, err := range b.EventsOf(ctx, keys) {
+		must(t, err)
+		n++
+		most = max(most, runtime.NumGoroutine()-before)
+	}
+	if n != len(keys) || most > 0 {
+		t.Fatalf("%d events, up to %d goroutines more while ranging; want %d and none", n, most, len(keys))
+	}
+}
