@@ -106,7 +106,8 @@ func (p *multiPoll) close(i int) {
 	}
 }
 
-// A keyRing is a queue of key positions, each at most once, in a fixed array.
+// A keyRing is a queue of key positions, each at most once, in a fixed
+// array; owned by the reading goroutine.
 type keyRing struct {
 	keys    []int
 	head, n int
