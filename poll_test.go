@@ -300,3 +300,40 @@ func TestPollCloseDropsWake(t *testing.T) {
 		})
 	}
 }
+
+// TestPollQueueBacklog: in Queue mode, events that wait in a key's
+// overflow reach the channel from its feeder goroutine, which wakes a
+// waiting Poll too: the reader gets every event, in order.
+func TestPollQueueBacklog(t *testing.T) {
+	const n = 500
+	ctx := context.Background()
+	b := newBroker[string](t, WithBuffer(1))
+	must(t, b.Open(ctx, "k"))
+	sub, err := b.Subscribe(ctx, "k", SubscribeRequest{})
+	must(t, err)
+	defer sub.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= n; i++ {
+			if err := b.Enqueue(ctx, "k", strconv.Itoa(i)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { <-done }()
+	w := newTestWake()
+	var buf []Event
+	for next := uint64(1); next <= n; {
+		evs, _, err := sub.Poll(ctx, buf, 64, w.wake) // a few events a call: the overflow lasts
+		must(t, err)
+		if len(evs) == 0 {
+			w.await(t, fmt.Sprintf("event %d", next))
+			continue
+		}
+		checkSeq(t, evs, next)
+		next += uint64(len(evs))
+		buf = evs
+	}
+}
