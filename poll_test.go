@@ -303,7 +303,8 @@ func TestPollCloseDropsWake(t *testing.T) {
 
 // TestPollQueueBacklog: in Queue mode, events that wait in a key's
 // overflow reach the channel from its feeder goroutine, which wakes a
-// waiting Poll too: the reader gets every event, in order.
+// waiting Poll too, and the channel closes after the feeder's last event:
+// the reader gets every event, in order, then the end.
 func TestPollQueueBacklog(t *testing.T) {
 	const n = 500
 	ctx := context.Background()
@@ -312,28 +313,25 @@ func TestPollQueueBacklog(t *testing.T) {
 	sub, err := b.Subscribe(ctx, "k", SubscribeRequest{})
 	must(t, err)
 	defer sub.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 1; i <= n; i++ {
-			if err := b.Enqueue(ctx, "k", strconv.Itoa(i)); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	}()
-	defer func() { <-done }()
+	enqueueSeq(t, b, "k", 1, n) // all but the first wait in the overflow
+	must(t, b.Close(ctx, "k"))
 	w := newTestWake()
 	var buf []Event
-	for next := uint64(1); next <= n; {
+	next := uint64(1)
+	for {
 		evs, _, err := sub.Poll(ctx, buf, 64, w.wake) // a few events a call: the overflow lasts
+		checkSeq(t, evs, next)
+		next += uint64(len(evs))
+		if err == io.EOF {
+			break
+		}
 		must(t, err)
 		if len(evs) == 0 {
 			w.await(t, fmt.Sprintf("event %d", next))
-			continue
 		}
-		checkSeq(t, evs, next)
-		next += uint64(len(evs))
 		buf = evs
+	}
+	if next != n+1 {
+		t.Fatalf("the end after %d events, want %d", next-1, n)
 	}
 }
