@@ -141,6 +141,7 @@ func (l *loop[K]) endBacklog(t *topic[K]) {
 	l.endDropping(t)
 	if t.closed {
 		close(t.ch)
+		t.polls.Load().fire()
 	}
 	l.recycle(bl)
 }
@@ -171,6 +172,7 @@ func (l *loop[K]) abandon() uint64 {
 		bl.queue.clear()
 		t.backlog = nil
 		close(t.ch)
+		t.polls.Load().fire()
 	}
 	clear(l.backlogged)
 	l.stats.Dropped += dropped

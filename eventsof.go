@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"iter"
-	"sync"
 )
 
 // A KeyEvent is an event of one of the keys [Broker.EventsOf] reads, with
@@ -36,9 +35,10 @@ var errEventsOfQueue = errors.New("sse: EventsOf reads FanOut keys; in Queue mod
 //     is in [Queue] mode, or with [ErrTooManyKeys] or [ErrShutdown].
 //
 // An error other than a GapError comes once, last, with the key it
-// concerns, if any. While it ranges, EventsOf runs one goroutine per key
-// that reads the key's history for it, and ends them before the range
-// ends, however it ends.
+// concerns, if any. EventsOf reads every key from the ranging goroutine and
+// starts none: a key that has nothing costs no goroutine, only the wake
+// its [Subscription.Poll] registered; keys that have events take turns, so
+// that a busy key does not hold the others back.
 func (b *Broker[K]) EventsOf(ctx context.Context, keys []K, from ...ReadOption) iter.Seq2[KeyEvent[K], error] {
 	return func(yield func(KeyEvent[K], error) bool) {
 		var none KeyEvent[K]
@@ -46,14 +46,14 @@ func (b *Broker[K]) EventsOf(ctx context.Context, keys []K, from ...ReadOption) 
 			yield(none, err)
 			return
 		}
-		ctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
+		subs := make([]Subscription, len(keys)) // nil for keys not open, or closed
 		defer func() {
-			cancel()
-			wg.Wait() // every reader has closed its subscription
+			for _, sub := range subs {
+				if sub != nil {
+					sub.Close()
+				}
+			}
 		}()
-		out := make(chan *keyBatch, len(keys))
-		open := 0
 		for i, key := range keys {
 			var o ReadOption
 			if len(from) > 0 {
@@ -71,38 +71,45 @@ func (b *Broker[K]) EventsOf(ctx context.Context, keys []K, from ...ReadOption) 
 				yield(KeyEvent[K]{Key: key}, err)
 				return
 			}
-			open++
-			wg.Add(1)
-			go pump(ctx, s, &keyBatch{key: i, back: make(chan struct{}, 1)}, out, readBytes, &wg)
+			subs[i] = s
 		}
+		p := newMultiPoll(subs) // it closes a key in subs when the key ends
+		open := p.turn.n
+		var buf []Event
 		for open > 0 {
-			var kb *keyBatch
-			select {
-			case kb = <-out:
-			case <-ctx.Done():
-				yield(none, ctx.Err())
+			if err := ctx.Err(); err != nil {
+				yield(none, err)
 				return
 			}
-			key := keys[kb.key]
-			if kb.gap != (Gap{}) && !yield(KeyEvent[K]{Key: key}, &GapError{kb.gap}) {
+			i, evs, gap, err, ok := p.next(ctx, buf, readBytes)
+			if !ok {
+				select {
+				case <-p.signal:
+				case <-ctx.Done():
+				}
+				continue
+			}
+			key := keys[i]
+			if gap != (Gap{}) && !yield(KeyEvent[K]{Key: key}, &GapError{gap}) {
 				return
 			}
-			for _, ev := range kb.events {
+			for _, ev := range evs {
 				if !yield(KeyEvent[K]{key, ev}, nil) {
 					return
 				}
 			}
+			clear(evs) // hold no event's data while waiting
+			buf = evs
 			switch {
-			case kb.err == nil:
-				clear(kb.events)
-				kb.back <- struct{}{}
-			case errors.Is(kb.err, io.EOF):
+			case err == nil:
+			case errors.Is(err, io.EOF):
+				p.close(i) // detached at once
 				open--
 			case ctx.Err() != nil:
 				yield(none, ctx.Err())
 				return
 			default:
-				yield(KeyEvent[K]{Key: key}, kb.err)
+				yield(KeyEvent[K]{Key: key}, err)
 				return
 			}
 		}

@@ -41,11 +41,12 @@ func (r *ring) slot(id uint64) *atomic.Pointer[chunk] {
 // nothing. The loop appends each event once, O(1) whatever the number of
 // readers, and wakes the readers that wait by closing one channel.
 type history struct {
-	next   atomic.Uint64         // the ID after the newest event: every event below it is written
-	first  atomic.Uint64         // the ID of the oldest event held
-	ring   atomic.Pointer[ring]  // stored before next covers its new chunks; nil until the first event
-	closed atomic.Bool           // set when the key closes, before the last wake: no event will follow next-1
-	wake   atomic.Pointer[waker] // the channel readers wait on, made by the first of them; closed by the loop
+	next   atomic.Uint64            // the ID after the newest event: every event below it is written
+	first  atomic.Uint64            // the ID of the oldest event held
+	ring   atomic.Pointer[ring]     // stored before next covers its new chunks; nil until the first event
+	closed atomic.Bool              // set when the key closes, before the last wake: no event will follow next-1
+	wake   atomic.Pointer[waker]    // the channel readers wait on, made by the first of them; closed by the loop
+	polls  atomic.Pointer[wakeList] // the wakes of readers' Polls (see Subscription.Poll), made by the first; fired by the loop
 
 	// Owned by the loop.
 	tail  *chunk // the chunk that takes the next event, if it has room
@@ -78,12 +79,13 @@ func (h *history) waiter() <-chan struct{} {
 	}
 }
 
-// notify wakes the readers that wait. The loop calls it after it has
-// stored next, or closed.
+// notify wakes the readers that wait, in Next or after a Poll. The loop
+// calls it after it has stored next, or closed.
 func (h *history) notify() {
 	if w := h.wake.Swap(nil); w != nil {
 		close(w.ch)
 	}
+	h.polls.Load().fire()
 }
 
 // read appends to buf the events from pos on that are ready, at most limit

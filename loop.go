@@ -305,6 +305,9 @@ func (l *loop[K]) publish(key K, evs []Event, f *flow) {
 	if bl == nil {
 		sent := sendReady(t.ch, evs)
 		f.release(sent, low)
+		if sent > 0 {
+			t.polls.Load().fire()
+		}
 		if evs = evs[sent:]; len(evs) == 0 {
 			return
 		}
@@ -325,6 +328,9 @@ func (l *loop[K]) publish(key K, evs []Event, f *flow) {
 	feeding := bl.feeding
 	bl.mu.Unlock()
 	f.release(sent, low)
+	if sent > 0 {
+		t.polls.Load().fire()
+	}
 	if start {
 		l.b.feeders.Add(1)
 		bl.owner = t

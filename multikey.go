@@ -84,9 +84,11 @@ func WithMaxKeysPerRequest(n int) HandlerOption {
 //     places a reconnecting one-key FanOut client may have.
 //
 // Heartbeats, the retry field, write deadlines, metrics and logging are
-// Handler's. While it streams, the handler runs one goroutine per key,
-// which reads the key's [Subscription] into a channel the request's
-// goroutine writes from; they end before the handler returns.
+// Handler's. The request's goroutine reads every key, with
+// [Subscription.Poll], and writes them: the handler starts no goroutine,
+// whatever the number of keys. A key with nothing to send costs the wake
+// its Poll registered; keys with events take turns, a batch each, so that
+// a busy key does not hold the others back.
 //
 // MultiHandler panics if src or keys is nil, if src is in [Queue] mode
 // (several keys on one connection need FanOut), or for an option out of

@@ -6,12 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 )
 
-// A multiStream is one multi-key response: the request's goroutine writes
-// it, from what one pump goroutine per key reads.
+// A multiStream is one multi-key response: the request's goroutine reads
+// every key and writes it.
 type multiStream[K comparable] struct {
 	h      *handler[K]
 	r      *http.Request
@@ -30,50 +29,16 @@ type multiStream[K comparable] struct {
 	retry  bool // WithRetry's field is still to be written
 	events uint64
 	gaps   uint64
+	writes int // the writes so far
 }
 
-// closeSubs closes the subscriptions of a request refused before its
-// stream started.
+// closeSubs closes the subscriptions still open: a request's refused
+// before its stream started, or a stream's when it ends.
 func (s *multiStream[K]) closeSubs() {
 	for _, sub := range s.subs {
 		if sub != nil {
 			sub.Close()
 		}
-	}
-}
-
-// A keyBatch is what one call of a key's Next returned.
-type keyBatch struct {
-	key    int
-	events []Event
-	gap    Gap
-	err    error
-	back   chan struct{} // the writer is done with events: Next may reuse them
-}
-
-// pump reads sub into out, one batch at a time, until Next fails or ends,
-// or ctx does; then it closes sub (a closed key is detached at once).
-func pump(ctx context.Context, sub Subscription, b *keyBatch, out chan<- *keyBatch, limit int, wg *sync.WaitGroup) {
-	defer wg.Done()
-	defer sub.Close()
-	var buf []Event
-	for {
-		// No tick: the writer keeps the heartbeat for every key.
-		b.events, b.gap, b.err = sub.Next(ctx, buf, nil, limit)
-		select {
-		case out <- b: // never blocks: out has room for every key's batch
-		case <-ctx.Done():
-			return
-		}
-		if b.err != nil {
-			return
-		}
-		select {
-		case <-b.back:
-		case <-ctx.Done():
-			return
-		}
-		buf = b.events
 	}
 }
 
@@ -88,32 +53,17 @@ const (
 )
 
 // stream writes every key's events until every key is closed or the
-// connection ends.
+// connection ends. The request's goroutine reads every key, through a
+// [multiPoll]: it starts no goroutine.
 func (s *multiStream[K]) stream(w http.ResponseWriter) {
 	ctx := s.r.Context()
 	cfg := &s.h.cfg
-	pctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait() // every pump has closed its subscription
-	}()
-	open := 0
-	for _, sub := range s.subs {
-		if sub != nil {
-			open++
-		}
-	}
-	out := make(chan *keyBatch, open)
-	// Each key's batch is bounded so that the batches every key may hold
-	// at once stay near one write's worth.
+	p := newMultiPoll(s.subs) // it closes a key in s.subs when the key ends
+	defer s.closeSubs()
+	open := p.turn.n
+	// Each key's batch is bounded so that every key has its turn within
+	// about one write's worth.
 	limit := max(flushBytes/len(s.subs), 1<<10)
-	for i, sub := range s.subs {
-		if sub != nil {
-			wg.Add(1)
-			go pump(pctx, sub, &keyBatch{key: i, back: make(chan struct{}, 1)}, out, limit, &wg)
-		}
-	}
 
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -137,6 +87,7 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 	}
 	if err := s.v.failed(); err != nil { // the cursor store failed: the client comes back
 		s.h.log(ctx, slog.LevelWarn, "sse: storing a cursor failed: the multi-key stream ends", s.r, slog.Any("error", err))
+		keepWriteBuf(bp, s.buf[:0])
 		return
 	}
 	err := s.write(false) // the headers at once, and any sse.close
@@ -151,93 +102,144 @@ func (s *multiStream[K]) stream(w http.ResponseWriter) {
 		defer beat.Stop()
 		heartbeat = beat.C
 	}
-	for {
-		var b *keyBatch
-		ping := false
-		select {
-		case b = <-out:
-		case <-heartbeat:
-			ping = true
-		case <-ctx.Done():
-			end = stopNow
+	// The buffer is taken from the pool when a key has something, and
+	// given back when no key has anything more: the stream writes then,
+	// or when the buffer is full (see take).
+	hold := func() {
+		if s.buf == nil {
+			bp = writeBufs.Get().(*[]byte)
+			s.buf = (*bp)[:0]
 		}
-		bp := writeBufs.Get().(*[]byte)
-		s.buf = (*bp)[:0]
-		if ping {
-			s.buf = append(s.buf, ": ping\n\n"...)
+	}
+	release := func() {
+		if s.buf != nil {
+			keepWriteBuf(bp, s.buf) // a buffer grown past maxPooledBuf goes to the garbage collector
+			s.buf = nil
 		}
-		if b != nil {
-			end = s.take(b, &open)
-			for end == goOn && len(s.buf) < flushBytes && s.v.failed() == nil {
-				select {
-				case b = <-out: // more is ready: into the same write
-					end = s.take(b, &open)
-					continue
-				default:
-				}
-				break
-			}
-		}
-		if err := s.v.failed(); err != nil && end != stopNow { // the cursor store failed: the client comes back
-			s.h.log(ctx, slog.LevelWarn, "sse: storing a cursor failed: the multi-key stream ends", s.r, slog.Any("error", err))
-			end = cut
-		}
-		switch {
-		case end == stopNow && errors.Is(context.Cause(ctx), errServerShutdown):
-			// Graceful ends the stream: the client comes back later.
-			s.c.write(appendRetry(s.buf[:0], shutdownRetry()))
-		case end != stopNow:
-			err = s.write(ping)
-		}
-		keepWriteBuf(bp, s.buf) // a buffer grown past maxPooledBuf goes to the garbage collector
-		s.buf = nil
-		if err != nil || end != goOn {
-			return
-		}
+	}
+	s.buf = nil
+	defer release()
+	wrote := func() {
 		if beat != nil {
 			beat.Reset(cfg.heartbeat)
 		}
 	}
+	var events []Event // what the last Poll returned: the room for the next
+	for end == goOn {
+		if i, evs, gap, err, ok := p.next(ctx, events, limit); ok {
+			hold()
+			writes := s.writes
+			end = s.take(p, i, evs, gap, err, &open)
+			clear(evs) // hold no event's data while waiting
+			events = evs
+			if err := s.v.failed(); err != nil && end != stopNow { // the cursor store failed: the client comes back
+				s.h.log(ctx, slog.LevelWarn, "sse: storing a cursor failed: the multi-key stream ends", s.r, slog.Any("error", err))
+				end = cut
+			}
+			if s.writes != writes {
+				wrote()
+				if end == goOn && ctx.Err() != nil {
+					end = stopNow // keys that are always ready do not hold off the end
+				}
+			}
+			continue
+		}
+		// No key has anything: write what the buffer holds, then wait.
+		if s.buf != nil {
+			err := s.write(false)
+			release()
+			if err != nil {
+				return
+			}
+			wrote()
+		}
+		select {
+		case <-p.signal:
+		case <-heartbeat:
+			hold()
+			s.buf = append(s.buf, ": ping\n\n"...)
+			err := s.write(true)
+			release()
+			if err != nil {
+				return
+			}
+			wrote()
+		case <-ctx.Done():
+			end = stopNow
+		}
+	}
+	switch {
+	case end == stopNow && errors.Is(context.Cause(ctx), errServerShutdown):
+		// Graceful ends the stream: the client comes back later.
+		hold()
+		s.c.write(appendRetry(s.buf[:0], shutdownRetry()))
+	case end != stopNow:
+		s.write(false) // the last keys' sse.close and "close", or a cut's last events
+	}
 }
 
-// take appends b to the buffer, writing it whenever it holds a write's
-// worth, and tells how the stream goes on; open counts the keys not
-// closed yet.
-func (s *multiStream[K]) take(b *keyBatch, open *int) multiEnd {
-	if b.gap != (Gap{}) {
-		s.gap(b.key, b.gap)
-	}
-	for _, ev := range b.events {
-		if len(s.buf) >= flushBytes {
-			if s.write(false) != nil {
-				return stopNow
-			}
+// take appends what key i's Poll returned to the buffer, writing it
+// whenever it holds a write's worth, and tells how the stream goes on;
+// open counts the keys not closed yet.
+func (s *multiStream[K]) take(p *multiPoll, i int, evs []Event, gap Gap, err error, open *int) multiEnd {
+	if gap != (Gap{}) {
+		n, events, gaps := len(s.buf), s.events, s.gaps
+		s.gap(i, gap)
+		if s.fit(n, events, gaps) != nil {
+			return stopNow
 		}
-		s.event(b.key, ev)
 	}
-	switch err := b.err; {
+	for _, ev := range evs {
+		n, events, gaps := len(s.buf), s.events, s.gaps
+		s.event(i, ev)
+		if s.fit(n, events, gaps) != nil {
+			return stopNow
+		}
+	}
+	switch {
 	case err == nil:
-		clear(b.events)      // hold no event's data while waiting
-		b.back <- struct{}{} // Next may reuse the room
 		return goOn
 	case errors.Is(err, io.EOF):
-		s.closeKey(b.key)
-		if *open--; *open > 0 {
-			return goOn
+		n, events, gaps := len(s.buf), s.events, s.gaps
+		s.closeKey(i)
+		p.close(i) // detached at once
+		end := goOn
+		if *open--; *open == 0 {
+			s.buf, end = append(s.buf, s.h.cfg.end...), ended
 		}
-		s.buf = append(s.buf, s.h.cfg.end...)
-		return ended
+		if s.fit(n, events, gaps) != nil {
+			return stopNow
+		}
+		return end
 	case errors.Is(err, ErrTruncated):
 		// Cut short: no "close", so that the client comes back and
 		// learns what happened.
-		s.h.log(s.r.Context(), slog.LevelWarn, "sse: stream cut short", s.r, slog.Int("key", b.key), slog.Any("error", err))
+		s.h.log(s.r.Context(), slog.LevelWarn, "sse: stream cut short", s.r, slog.Int("key", i), slog.Any("error", err))
 		return cut
 	default:
 		if s.r.Context().Err() == nil {
-			s.h.log(s.r.Context(), slog.LevelWarn, "sse: a key's stream failed: the multi-key stream ends", s.r, slog.Int("key", b.key), slog.Any("error", err))
+			s.h.log(s.r.Context(), slog.LevelWarn, "sse: a key's stream failed: the multi-key stream ends", s.r, slog.Int("key", i), slog.Any("error", err))
 		}
 		return stopNow
 	}
+}
+
+// fit writes the buffer's first n bytes, which held events events and
+// gaps gaps, if the block appended after them took the buffer past
+// flushBytes; the block stays for the next write. So a write stays within
+// flushBytes, which conn.write sends whole, unless one block is larger.
+func (s *multiStream[K]) fit(n int, events, gaps uint64) error {
+	if len(s.buf) <= flushBytes || n == 0 {
+		return nil
+	}
+	block, blockEvents, blockGaps := s.buf[n:], s.events-events, s.gaps-gaps
+	s.buf, s.events, s.gaps = s.buf[:n], events, gaps
+	if err := s.write(false); err != nil {
+		return err
+	}
+	s.buf = append(s.buf, block...) // s.buf is empty: the block moves to the front
+	s.events, s.gaps = blockEvents, blockGaps
+	return nil
 }
 
 // block starts a block: with WithRetry, the stream's first starts with
@@ -298,5 +300,6 @@ func (s *multiStream[K]) write(ping bool) error {
 		}
 	}
 	s.buf, s.events, s.gaps = s.buf[:0], 0, 0
+	s.writes++
 	return nil
 }

@@ -101,6 +101,18 @@ type Subscription interface {
 	// another connection took the key over (what this one took stays
 	// retained for it); ctx's error when ctx ends.
 	Next(ctx context.Context, buf []Event, tick <-chan time.Time, limit int) (events []Event, gap Gap, err error)
+	// Poll is Next without the wait: it returns at once what Next would return
+	// without waiting for an event to be published: events, a gap, io.EOF with
+	// the last events, or an error ([ErrReplaced], [ErrTruncated], ctx's...).
+	// When nothing is ready it returns no events, a zero Gap and a nil error,
+	// and arranges for wake to be called once, later, from another goroutine,
+	// when something may be ready (a new event, the key's close, a takeover,
+	// the source's shutdown or failure); a wake may be spurious, and Poll is
+	// then called again. wake must not block. A Poll that returns anything
+	// else does not keep wake. ctx bounds any I/O Poll does (a read from a
+	// store); Poll never waits for a publish. limit is as for Next. A
+	// subscription is read by Next or by Poll, one call at a time.
+	Poll(ctx context.Context, buf []Event, limit int, wake func()) (events []Event, gap Gap, err error)
 	// Close ends the subscription. In Queue mode, events it did not hand
 	// over stay queued; an event it took from the queue and did not hand
 	// over (one a batch's bounds left for the next call) goes first to the

@@ -1467,6 +1467,11 @@ func (s *injectingSub) Next(ctx context.Context, buf []Event, _ <-chan time.Time
 	return append(buf[:0], Event{ID: 1, Name: "tick\nevent: close", Data: "x"}), Gap{}, nil
 }
 
+// Poll is Next: it never waits.
+func (s *injectingSub) Poll(ctx context.Context, buf []Event, limit int, _ func()) ([]Event, Gap, error) {
+	return s.Next(ctx, buf, nil, limit)
+}
+
 // TestHandlerChecksSourceEvents: an event from a Source other than the
 // Broker, whose Name has a line break, would inject any field, a close
 // among them: it is sent as the gap of its ID.

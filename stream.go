@@ -302,6 +302,7 @@ func (b *Broker[K]) feed(t *topic[K], bl *backlog) {
 			}
 			batch.dropOldest()
 			sent++
+			t.polls.Load().fire()
 		}
 		bl.unsent.Store(0)
 		f.release(sent, low)

@@ -150,6 +150,7 @@ func (l *loop[K]) subscribe(key K, s *subscription[K]) {
 	if a := ss.attached; !a.ended {
 		a.ended = true
 		close(a.done)
+		t.polls.Load().fire() // a's Poll, if it waits
 		if a.req.Abort != nil {
 			s.ready <- answer{abort: a.req.Abort}
 		}

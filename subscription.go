@@ -16,8 +16,6 @@ type subscription[K comparable] struct {
 	b     *Broker[K]       // immutable
 	key   K                // immutable
 	req   SubscribeRequest // immutable
-	start start            // immutable
-	local bool             // immutable: a reader in process, not a connection (see subscribe)
 	ready chan answer      // the loop's answers to Subscribe: capacity 2 in Queue mode, 1 in FanOut mode; nil once it succeeded
 	done  chan struct{}    // Queue mode: closed by the loop on takeover; nil in FanOut mode
 
@@ -30,19 +28,32 @@ type subscription[K comparable] struct {
 	// Owned by the connection's goroutine. The small fields last, together,
 	// so that with a string key the struct takes 192 bytes, not 208: it
 	// lives as long as its stream.
-	replayed int   // Queue mode: the window's events sent again so far
-	carry    Event // Queue mode: an event taken from the channel that did not fit in the last batch
+	replayed int       // Queue mode: the window's events sent again so far
+	carry    Event     // Queue mode: an event taken from the channel that did not fit in the last batch
+	polled   *pollWake // its place in the key's wakeList, made by the first Poll that finds nothing
 	carried  bool
-	started  bool // Next has been called
+	started  bool // Next or Poll has been called
 	known    bool // Queue mode: pos is known; set by the loop first, as pos
+	closed   bool // Close was called: it is idempotent
 
-	ended  bool        // loop-owned: done is closed
-	closed atomic.Bool // Close is idempotent
+	start start // immutable
+	local bool  // immutable: a reader in process, not a connection (see subscribe)
+	ended bool  // loop-owned: done is closed
 }
 
 func (s *subscription[K]) Epoch() string { return formatEpoch(s.t.epoch) }
 
 func (s *subscription[K]) Next(ctx context.Context, buf []Event, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+	return s.next(ctx, buf, tick, nil, limit)
+}
+
+func (s *subscription[K]) Poll(ctx context.Context, buf []Event, limit int, wake func()) ([]Event, Gap, error) {
+	return s.next(ctx, buf, nil, wake, limit)
+}
+
+// next is Next, or Poll if wake is set: where Next would wait, Poll
+// registers wake on the key's wakeList and returns nothing.
+func (s *subscription[K]) next(ctx context.Context, buf []Event, tick <-chan time.Time, wake func(), limit int) ([]Event, Gap, error) {
 	buf = buf[:0]
 	var gap Gap
 	if !s.started {
@@ -50,13 +61,21 @@ func (s *subscription[K]) Next(ctx context.Context, buf []Event, tick <-chan tim
 		gap = s.gap
 	}
 	if s.b.cfg.mode == FanOut {
-		return s.nextHeld(ctx, buf, gap, tick, limit)
+		return s.nextHeld(ctx, buf, gap, tick, wake, limit)
 	}
-	return s.nextQueued(ctx, buf, gap, tick, limit)
+	return s.nextQueued(ctx, buf, gap, tick, wake, limit)
+}
+
+// await registers wake on the wakeList at p: the key's.
+func (s *subscription[K]) await(p *atomic.Pointer[wakeList], wake func()) {
+	if s.polled == nil {
+		s.polled = &pollWake{list: wakeListAt(p)}
+	}
+	s.polled.list.add(s.polled, wake)
 }
 
 // nextQueued is Next in Queue mode: the replay, then the live channel.
-func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, tick <-chan time.Time, wake func(), limit int) ([]Event, Gap, error) {
 	w := &s.t.session.window
 	size := 0
 	for ; s.replayed < s.replay; s.replayed++ {
@@ -86,6 +105,12 @@ func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, 
 	ev, ok := s.carry, true
 	if s.carried {
 		s.carried = false
+	} else if wake != nil {
+		var got bool
+		var err error
+		if ev, ok, got, err = s.pollQueued(ctx, wake); !got {
+			return buf, Gap{}, err
+		}
 	} else {
 		select {
 		case ev, ok = <-s.t.ch:
@@ -149,9 +174,44 @@ func (s *subscription[K]) nextQueued(ctx context.Context, buf []Event, gap Gap, 
 	return buf, gap, nil
 }
 
+// pollQueued takes the next event from the key's channel without waiting,
+// as nextQueued's select would: got reports whether it took one or found
+// the channel closed (ok is then false). Otherwise it returns ErrReplaced
+// after a takeover, ctx's error, or, with nothing ready, nil with wake
+// registered: what sends to the channel, closes it or takes the key over
+// calls it after.
+func (s *subscription[K]) pollQueued(ctx context.Context, wake func()) (ev Event, ok, got bool, err error) {
+	for registered := false; ; registered = true {
+		select {
+		case ev, ok = <-s.t.ch:
+			if registered {
+				s.polled.list.remove(s.polled) // Poll keeps no wake when it returns something
+			}
+			return ev, ok, true, nil
+		case <-s.done:
+			if registered {
+				s.polled.list.remove(s.polled)
+			}
+			return Event{}, false, false, ErrReplaced
+		default:
+		}
+		if registered {
+			return Event{}, false, false, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return Event{}, false, false, err
+		}
+		// Look again once wake is registered: a send or close between the
+		// first look and the registration fires the list before wake is
+		// in it.
+		s.await(&s.t.polls, wake)
+	}
+}
+
 // nextHeld is Next in FanOut mode: the history from the reader's position.
-func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, tick <-chan time.Time, limit int) ([]Event, Gap, error) {
+func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, tick <-chan time.Time, poll func(), limit int) ([]Event, Gap, error) {
 	h := s.t.history
+	registered := false
 	for {
 		var g Gap
 		buf, g, s.pos = h.read(s.pos, buf, limit)
@@ -160,10 +220,26 @@ func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, ti
 		}
 		ended := h.closed.Load() && s.pos >= h.next.Load()
 		if len(buf) > 0 || gap != (Gap{}) || ended {
+			if registered {
+				s.polled.list.remove(s.polled) // Poll keeps no wake when it returns something
+			}
 			if ended {
 				return buf, gap, io.EOF
 			}
 			return buf, gap, nil
+		}
+		if poll != nil {
+			if registered {
+				return buf, Gap{}, nil
+			}
+			if err := ctx.Err(); err != nil {
+				return buf, Gap{}, err
+			}
+			// Read again once poll is registered: the loop stores next, or
+			// closed, before it fires the list.
+			s.await(&h.polls, poll)
+			registered = true
+			continue
 		}
 		wake := h.waiter()
 		if s.pos < h.next.Load() || h.closed.Load() {
@@ -182,9 +258,10 @@ func (s *subscription[K]) nextHeld(ctx context.Context, buf []Event, gap Gap, ti
 // Close records, in Queue mode, the event the connection took and did not
 // hand over, so that the next connection gets it, then detaches.
 func (s *subscription[K]) Close() {
-	if !s.closed.CompareAndSwap(false, true) {
+	if s.closed {
 		return
 	}
+	s.closed = true
 	if s.carried {
 		w := &s.t.session.window
 		w.add(s.carry, &s.b.cfg, &s.b.replayed)
@@ -192,6 +269,9 @@ func (s *subscription[K]) Close() {
 			w.unsent = s.carry.ID
 		}
 		s.carried = false
+	}
+	if w := s.polled; w != nil {
+		w.list.remove(w) // a fire that took it may still call its wake
 	}
 	s.b.post(command[K]{op: opUnsubscribe, key: s.key, arg: s})
 }

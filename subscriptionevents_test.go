@@ -34,6 +34,11 @@ func (s *scriptedSub) Next(ctx context.Context, buf []Event, tick <-chan time.Ti
 	return append(buf[:0], a.events...), a.gap, a.err
 }
 
+// Poll is Next: every answer is ready.
+func (s *scriptedSub) Poll(ctx context.Context, buf []Event, limit int, _ func()) ([]Event, Gap, error) {
+	return s.Next(ctx, buf, nil, limit)
+}
+
 func (s *scriptedSub) Close() { s.closed++ }
 
 func evs(ids ...uint64) []Event {

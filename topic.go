@@ -2,6 +2,7 @@ package sse
 
 import (
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,10 +11,14 @@ import (
 // key's feeder goroutine (see stream.go) only sends on ch and uses the
 // backlog as documented there.
 type topic[K comparable] struct {
-	key   K          // the map key, so that timer lists can forget the topic
-	ch    chan Event // Queue mode: what readers receive; closed by the loop only (see closeTopic)
-	seq   uint64     // the ID of the last event accepted for this key
-	epoch uint64     // immutable: names this life of the key on the wire (see Subscription.Epoch)
+	key K          // the map key, so that timer lists can forget the topic
+	ch  chan Event // Queue mode: what readers receive; closed by the loop only (see closeTopic)
+	// polls holds, in Queue mode, the wake of the connection's Poll (see
+	// Subscription.Poll): what sends to ch or closes it, and a takeover,
+	// fire it after.
+	polls atomic.Pointer[wakeList]
+	seq   uint64 // the ID of the last event accepted for this key
+	epoch uint64 // immutable: names this life of the key on the wire (see Subscription.Epoch)
 
 	// history holds a FanOut key's events for its readers; nil in Queue
 	// mode.
@@ -203,6 +208,7 @@ func (l *loop[K]) closeTopic(t *topic[K]) {
 	t.left = t.unread()
 	if t.backlog == nil {
 		close(t.ch)
+		t.polls.Load().fire()
 	}
 	if t.flow != nil {
 		l.endFlow(t.key, t.flow)

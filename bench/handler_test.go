@@ -80,6 +80,11 @@ func (s *writeSource) Next(_ context.Context, buf []sse.Event, _ <-chan time.Tim
 	return buf, sse.Gap{}, nil
 }
 
+// Poll is Next: every batch is ready.
+func (s *writeSource) Poll(ctx context.Context, buf []sse.Event, limit int, _ func()) ([]sse.Event, sse.Gap, error) {
+	return s.Next(ctx, buf, nil, limit)
+}
+
 func (s *writeSource) Close() {}
 
 // discardWriter is a ResponseWriter that counts and discards.

@@ -137,6 +137,17 @@ type mutSub struct {
 
 func (s *mutSub) Next(ctx context.Context, buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
 	evs, gap, err := s.Subscription.Next(ctx, buf, tick, limit)
+	return s.mutate(evs, gap, err)
+}
+
+// Poll plants the mutation as Next does: a multi-key stream reads its
+// keys with Poll.
+func (s *mutSub) Poll(ctx context.Context, buf []sse.Event, limit int, wake func()) ([]sse.Event, sse.Gap, error) {
+	evs, gap, err := s.Subscription.Poll(ctx, buf, limit, wake)
+	return s.mutate(evs, gap, err)
+}
+
+func (s *mutSub) mutate(evs []sse.Event, gap sse.Gap, err error) ([]sse.Event, sse.Gap, error) {
 	if s.done || len(evs) < 3 {
 		return evs, gap, err
 	}

@@ -595,6 +595,19 @@ type recSub struct {
 
 func (s *recSub) Next(ctx context.Context, buf []sse.Event, tick <-chan time.Time, limit int) ([]sse.Event, sse.Gap, error) {
 	evs, gap, err := s.Subscription.Next(ctx, buf, tick, limit)
+	return s.record(evs, gap, err)
+}
+
+// Poll records what Poll hands over, as Next does: a multi-key stream
+// reads its keys with Poll.
+func (s *recSub) Poll(ctx context.Context, buf []sse.Event, limit int, wake func()) ([]sse.Event, sse.Gap, error) {
+	evs, gap, err := s.Subscription.Poll(ctx, buf, limit, wake)
+	return s.record(evs, gap, err)
+}
+
+// record adds what a Next or a Poll handed over, if anything, to the
+// subscription's takes.
+func (s *recSub) record(evs []sse.Event, gap sse.Gap, err error) ([]sse.Event, sse.Gap, error) {
 	if len(evs) > 0 || gap != (sse.Gap{}) || err != nil {
 		tk := take{gap: gap, err: err}
 		for _, ev := range evs {
