@@ -173,7 +173,9 @@ func TestCursorUnknown(t *testing.T) {
 
 	lost := func(last string) *multiLog {
 		n := newMultiLog(t, b, keys)
-		n.vec = []string{resetEntry, resetEntry, resetEntry}
+		// c has no event when the stream starts: it is read from its
+		// start, and its entry is empty again.
+		n.vec = []string{resetEntry, resetEntry, ""}
 		r := openMulti(t, hc, srv.URL, keys, last)
 		readUntil(t, r, n, func() bool { return len(n.gaps[0]) == 1 && n.closed[1] == 1 })
 		done := make(chan struct{})
@@ -441,5 +443,52 @@ func TestCursorFromOneKey(t *testing.T) {
 	if len(l2.events[0]) != 0 || l2.closed[0] != 1 || l2.closed[1] != 1 {
 		t.Fatalf("events %v, sse.close %v", l2.events, l2.closed)
 	}
+	h.waitIdle(t)
+}
+
+// A key with no event when an unknown cursor restarts it is read from its
+// start: its entry is empty again, not "!", so that the cursor the stream
+// stores does not make the next resume gap the events published since,
+// which the history holds (an adversarial review found it: the second
+// connection got sse.gap 1–2 of key b).
+func TestCursorResetKeyWithNoEvents(t *testing.T) {
+	b := fanOut(t)
+	srv, h := serveMulti(t, b)
+	hc := srv.Client()
+	keys := []string{"a", "b"}
+	publish(t, b, "a", 1, 3)
+	must(t, b.Open(context.Background(), "b"))
+	resp := getMulti(t, hc, srv.URL, keys, "0:~zzzzzzzz:")
+	r := ssetest.NewReader(resp.Body)
+	var last string
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ev.ID
+		if ev.Type == EventKeyGap {
+			break
+		}
+	}
+	resp.Body.Close()
+	h.waitIdle(t)
+	publish(t, b, "b", 1, 2) // never sent to this client, and held
+	resp = getMulti(t, hc, srv.URL, keys, last)
+	defer resp.Body.Close()
+	r = ssetest.NewReader(resp.Body)
+	for n := 0; n < 2; {
+		ev, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == EventKeyGap {
+			t.Fatalf("after %q: %s %q, want b's held events", last, ev.Type, ev.Data)
+		}
+		if strings.HasPrefix(ev.ID, "1:") {
+			n++
+		}
+	}
+	resp.Body.Close()
 	h.waitIdle(t)
 }

@@ -345,6 +345,12 @@ func (m *multiHandler[K]) subscribe(s *multiStream[K], keys []K, pos []position,
 		// client had none of it.
 		if reset != (Gap{}) && s.epochs[i] == req.Epoch {
 			s.resets = append(s.resets, keyGap{i, reset})
+		} else if pos[i].reset {
+			// Read from its start (no event yet, or a new life): the
+			// client is sent all of it, so its entry is known again, and
+			// a cursor stored from now on must not say "!" of it, which
+			// would make a later resume gap events the history holds.
+			pos[i] = position{}
 		}
 	}
 	return nil
