@@ -83,6 +83,9 @@ type Broker[K comparable] struct {
 	// staleGets, in tests, makes the next direct gets of nextFrom find
 	// nothing, as a replica that lags the stream's leader answers.
 	staleGets atomic.Int32
+	// staleKVGets, in tests, makes the next direct gets of a bucket's
+	// entries (cursors, liveness) find nothing, as a lagging replica can.
+	staleKVGets atomic.Int32
 }
 
 // Compile-time checks: a Broker is what sse.Handler and application code
@@ -368,6 +371,52 @@ func (b *Broker[K]) nextFromAtLeader(ctx context.Context, subject string, seq ui
 // getAtLeader asks the stream's leader for the message that req (a
 // STREAM.MSG.GET request) names; nil if there is none.
 func (b *Broker[K]) getAtLeader(ctx context.Context, req any) (*batch, error) {
+	m, err := b.msgAtLeader(ctx, b.stream.CachedInfo().Config.Name, req)
+	if m == nil || err != nil {
+		return nil, err
+	}
+	return parseBatch(m.seq, m.hdr, m.data)
+}
+
+// kvGet is kv.Get: a direct get, which any of the bucket's replicas may
+// answer.
+func (b *Broker[K]) kvGet(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
+	if b.staleKVGets.Load() > 0 && b.staleKVGets.Add(-1) >= 0 {
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return kv.Get(ctx, key)
+}
+
+// kvAtLeader reads key's value in the key-value bucket at its stream's
+// leader: a bucket allows direct gets, which any replica answers, one that
+// lags included; found is false for a key with no value (none, or
+// deleted). Read it where a stale answer would be taken for a fact: a
+// cursor just stored that a lagging replica does not have yet, a live
+// owner whose last liveness write it has not seen.
+func (b *Broker[K]) kvAtLeader(ctx context.Context, bucket, key string) (value []byte, found bool, err error) {
+	m, err := b.msgAtLeader(ctx, "KV_"+bucket, struct {
+		LastFor string `json:"last_by_subj"`
+	}{"$KV." + bucket + "." + key})
+	if m == nil || err != nil {
+		return nil, false, err
+	}
+	switch m.hdr.Get("KV-Operation") {
+	case "DEL", "PURGE":
+		return nil, false, nil
+	}
+	return m.data, true, nil
+}
+
+// A rawMsg is a stored message as a STREAM.MSG.GET answer gives it.
+type rawMsg struct {
+	seq  uint64
+	hdr  nats.Header
+	data []byte
+}
+
+// msgAtLeader asks the leader of stream for the message that req (a
+// STREAM.MSG.GET request) names; nil if there is none.
+func (b *Broker[K]) msgAtLeader(ctx context.Context, stream string, req any) (*rawMsg, error) {
 	o := b.js.Options()
 	prefix := o.APIPrefix
 	switch {
@@ -379,7 +428,7 @@ func (b *Broker[K]) getAtLeader(ctx context.Context, req any) (*batch, error) {
 		prefix += "."
 	}
 	data, _ := json.Marshal(req)
-	m, err := b.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+b.stream.CachedInfo().Config.Name, data)
+	m, err := b.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET."+stream, data)
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +457,7 @@ func (b *Broker[K]) getAtLeader(ctx context.Context, req any) (*batch, error) {
 			return nil, err
 		}
 	}
-	return parseBatch(resp.Message.Sequence, hdr, resp.Message.Data)
+	return &rawMsg{resp.Message.Sequence, hdr, resp.Message.Data}, nil
 }
 
 // settled returns last, the key's last message as a direct get read it,

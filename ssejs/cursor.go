@@ -73,15 +73,31 @@ func (b *Broker[K]) LoadCursor(ctx context.Context, name string) (sse.Cursor[K],
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.attemptTimeout())
 	defer cancel()
-	e, err := kv.Get(ctx, name)
+	var value []byte
+	e, err := b.kvGet(ctx, kv, name)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrInvalidKey):
+	case errors.Is(err, jetstream.ErrInvalidKey):
 		return c, fmt.Errorf("ssejs: cursor %q: %w", name, sse.ErrUnknownCursor)
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		// A replica that lags may not have a cursor stored a moment ago
+		// (a client cut right after it): ask the bucket's leader before
+		// taking it for unknown, which would restart every key with a
+		// gap.
+		v, found, err := b.kvAtLeader(ctx, kv.Bucket(), name)
+		switch {
+		case err != nil:
+			return c, fmt.Errorf("ssejs: loading cursor %q: %w", name, err)
+		case !found:
+			return c, fmt.Errorf("ssejs: cursor %q: %w", name, sse.ErrUnknownCursor)
+		}
+		value = v
 	case err != nil:
 		return c, fmt.Errorf("ssejs: loading cursor %q: %w", name, err)
+	default:
+		value = e.Value()
 	}
 	var sc storedCursor
-	if err := json.Unmarshal(e.Value(), &sc); err != nil {
+	if err := json.Unmarshal(value, &sc); err != nil {
 		return c, fmt.Errorf("ssejs: cursor %q: %w", name, errBadMessage)
 	}
 	c.Keys, c.Positions = make([]K, len(sc.Keys)), sc.Positions

@@ -36,3 +36,7 @@ func Refused[K comparable](b *Broker[K]) uint64 { return b.refused.Load() }
 // StaleGets makes b's next n direct gets of a key's messages find
 // nothing, as a replica that lags the stream's leader answers.
 func StaleGets[K comparable](b *Broker[K], n int) { b.staleGets.Store(int32(n)) }
+
+// StaleKVGets makes b's next n direct gets of a bucket's entries (cursors,
+// liveness) find nothing, as a replica that lags the bucket's leader can.
+func StaleKVGets[K comparable](b *Broker[K], n int) { b.staleKVGets.Store(int32(n)) }

@@ -639,3 +639,28 @@ func TestLeaseOfAnOlderVersion(t *testing.T) {
 		}
 	}
 }
+
+// A live owner whose liveness a lagging replica of the bucket does not
+// show is asked of the bucket's leader before it is taken for dead: a
+// request without an ID gets ErrBusy, not the key (found by review).
+func TestLivenessOnALaggingReplica(t *testing.T) {
+	srv := startServer(t)
+	name := uniqueName()
+	_, jsA := connect(t, srv.ClientURL())
+	_, jsB := connect(t, srv.ClientURL())
+	a := newBroker[string](t, jsA, ssejs.WithName(name), ssejs.WithLease(time.Minute))
+	b := newBroker[string](t, jsB, ssejs.WithName(name), ssejs.WithLease(time.Minute))
+	ctx := within(t, 30*time.Second)
+	sub, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ssejs.StaleKVGets(b, 1)
+	if s, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{}); !errors.Is(err, sse.ErrBusy) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("B, with a stale read of A's liveness: %v, want ErrBusy", err)
+	}
+}

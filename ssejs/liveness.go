@@ -47,15 +47,27 @@ func (b *Broker[K]) holds(ctx context.Context, l lease) (bool, error) {
 	if l.Until != 0 {
 		return l.Until > now, nil
 	}
-	e, err := b.kv.Get(ctx, livenessKey(l.Owner))
+	e, err := b.kvGet(ctx, b.kv, livenessKey(l.Owner))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return false, nil // shut down, or expired long ago
 	case err != nil:
+		return false, err
+	default:
+		var lv liveness
+		if json.Unmarshal(e.Value(), &lv) == nil && lv.Until > now {
+			return true, nil
+		}
+	}
+	// The owner looks dead (shut down, or expired): ask the bucket's
+	// leader, since a replica that lags may not have its last renewal,
+	// and a live owner taken for dead loses its key to a request that
+	// should have got ErrBusy.
+	v, found, err := b.kvAtLeader(ctx, b.kv.Bucket(), livenessKey(l.Owner))
+	if err != nil || !found {
 		return false, err
 	}
 	var lv liveness
-	if json.Unmarshal(e.Value(), &lv) != nil {
+	if json.Unmarshal(v, &lv) != nil {
 		return false, nil
 	}
 	return lv.Until > now, nil
