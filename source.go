@@ -108,7 +108,11 @@ type Subscription interface {
 	// and arranges for wake to be called once, later, from another goroutine,
 	// when something may be ready (a new event, the key's close, a takeover,
 	// the source's shutdown or failure); a wake may be spurious, and Poll is
-	// then called again. wake must not block. A Poll that returns anything
+	// then called again. wake runs on the source's own goroutine (the
+	// [Broker]'s event loop, or the goroutine of the publish that made the
+	// change), so it must not block, call back into the source, or panic: a
+	// wake sets a flag and signals a channel without blocking, as
+	// [MultiHandler]'s does. A Poll that returns anything
 	// else does not keep wake. ctx bounds any I/O Poll does (a read from a
 	// store); Poll never waits for a publish. limit is as for Next. A
 	// subscription is read by Next or by Poll, one call at a time.
