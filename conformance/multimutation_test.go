@@ -7,8 +7,10 @@ import (
 	"iter"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,13 +29,15 @@ const (
 	closeBeforeKeys                      // close comes right after a key's sse.close while other keys are open
 	keyClosedEarly                       // a key's sse.close replaces one of its events
 	wrongKey                             // an event is shown as another key's
+	ownEntryDropped                      // a cursor ID lacks its own key's entry
+	movedOutOfRange                      // a cursor ID names a moved key beyond the request's
 	rangeDrops                           // an EventsOf range drops an event
 	rangeDuplicates                      // an EventsOf range yields an event twice
 	noMutation                           // the rewriting path, planting nothing: the baseline
 )
 
 func (m multiMutation) String() string {
-	return [...]string{"drop after resume", "close before every key", "key closed early", "wrong key", "range drops", "range duplicates", "none"}[m]
+	return [...]string{"drop after resume", "close before every key", "key closed early", "wrong key", "own entry dropped", "moved out of range", "range drops", "range duplicates", "none"}[m]
 }
 
 // inRange reports whether the mutation is planted in EventsOf.
@@ -41,7 +45,12 @@ func (m multiMutation) inRange() bool { return m == rangeDrops || m == rangeDupl
 
 // mutateMulti returns a middleware for MultiHandler that plants m once in
 // each multi-key response it can plant it in.
+//
+// It follows what each ID it wrote stands for (every key's entry), as a
+// client does, so that it knows which keys a request resumed with a
+// cursor ID has closed.
 func mutateMulti(m multiMutation, fired *atomic.Int64) func(http.Handler) http.Handler {
+	var vecs sync.Map // ID written -> []string, the vector it stands for
 	return func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			keys := strings.Split(req.URL.Query().Get("keys"), ",")
@@ -50,15 +59,19 @@ func mutateMulti(m multiMutation, fired *atomic.Int64) func(http.Handler) http.H
 				h.ServeHTTP(w, req)
 				return
 			}
+			known := make([]string, len(keys))
+			if v, ok := vecs.Load(resumed); ok {
+				known = slices.Clone(v.([]string))
+			} else if x, err := parseMultiID(resumed, len(keys)); err == nil && x.cursor == "" {
+				known, _ = x.apply(known)
+			}
 			open := len(keys)
-			if es, ok := parseVector(resumed, len(keys)); ok {
-				for _, e := range es {
-					if e == closedEntry {
-						open--
-					}
+			for _, e := range known {
+				if e == closedEntry {
+					open--
 				}
 			}
-			h.ServeHTTP(&mutWriter{ResponseWriter: w, m: m, fired: fired, n: len(keys), open: open}, req)
+			h.ServeHTTP(&mutWriter{ResponseWriter: w, m: m, fired: fired, n: len(keys), open: open, known: known, vecs: &vecs}, req)
 		})
 	}
 }
@@ -74,6 +87,8 @@ type mutWriter struct {
 	done    bool // the mutation was planted
 	swallow bool // write nothing more: the client was told the stream ended
 	buf     []byte
+	known   []string  // every key's entry, as the IDs written say
+	vecs    *sync.Map // where it records what each ID it writes stands for
 }
 
 func (w *mutWriter) Write(p []byte) (int, error) {
@@ -84,6 +99,14 @@ func (w *mutWriter) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 		out := w.rewrite(w.buf[:i+2])
+		if id, ok := fieldOf(out, "id"); ok {
+			if x, err := parseMultiID(id, w.n); err == nil {
+				if v, err := x.apply(w.known); err == nil {
+					w.known = v
+					w.vecs.Store(id, v)
+				}
+			}
+		}
 		if len(out) > 0 && !w.swallow {
 			if _, err := w.ResponseWriter.Write(out); err != nil {
 				return 0, err
@@ -138,14 +161,29 @@ func (w *mutWriter) rewrite(block []byte) []byte {
 		if w.keyEvent(name) {
 			// The key's sse.close instead of its event, with the key's
 			// entry closed, as the handler writes an sse.close.
-			i, err := strconv.Atoi(index)
-			es, ok := parseVector(id, w.n)
-			if err != nil || !ok || i >= w.n {
+			x, err := parseMultiID(id, w.n)
+			if err != nil {
 				return block
 			}
-			es[i] = closedEntry
-			return w.plant(fmt.Appendf(nil, "id: %s:%s\nevent: %s\ndata: {\"key\":%s}\n\n", index, strings.Join(es, ","), sse.EventKeyClose, index))
+			return w.plant(fmt.Appendf(nil, "id: %s\nevent: %s\ndata: {\"key\":%s}\n\n", withEntry(x, w.n, closedEntry), sse.EventKeyClose, index))
 		}
+	case ownEntryDropped, movedOutOfRange:
+		x, err := parseMultiID(id, w.n)
+		if err != nil || x.cursor == "" || !w.keyEvent(name) {
+			return block
+		}
+		own := x.entries[x.index]
+		delete(x.entries, x.index)
+		if w.m == movedOutOfRange {
+			x.entries[w.n] = own // the request's keys are 0 to n-1
+		}
+		moved := make([]string, 0, len(x.entries))
+		for p := range w.n + 1 {
+			if e, ok := x.entries[p]; ok {
+				moved = append(moved, fmt.Sprintf("%d_%s", p, e))
+			}
+		}
+		return w.plant(bytes.Replace(block, []byte("id: "+id+"\n"), fmt.Appendf(nil, "id: %d:~%s:%s\n", x.index, x.cursor, strings.Join(moved, ",")), 1))
 	case wrongKey:
 		if w.keyEvent(name) {
 			i, err := strconv.Atoi(index)
@@ -157,6 +195,25 @@ func (w *mutWriter) rewrite(block []byte) []byte {
 		}
 	}
 	return block
+}
+
+// withEntry returns x with its own key's entry e, written in x's form.
+func withEntry(x multiID, n int, e string) string {
+	x.entries[x.index] = e
+	if x.cursor == "" {
+		es := make([]string, n)
+		for p, e := range x.entries {
+			es[p] = e
+		}
+		return fmt.Sprintf("%d:%s", x.index, strings.Join(es, ","))
+	}
+	moved := make([]string, 0, len(x.entries))
+	for p := range n {
+		if e, ok := x.entries[p]; ok {
+			moved = append(moved, fmt.Sprintf("%d_%s", p, e))
+		}
+	}
+	return fmt.Sprintf("%d:~%s:%s", x.index, x.cursor, strings.Join(moved, ","))
 }
 
 // rangeMutant is the root broker whose EventsOf ranges each drop or
@@ -226,7 +283,7 @@ func TestCheckerCatchesMultiKeyMutations(t *testing.T) {
 	if os.Getenv("CI") != "" {
 		seeds = []uint64{1, 2, 3}
 	}
-	for _, m := range []multiMutation{dropAfterResume, closeBeforeKeys, keyClosedEarly, wrongKey, rangeDrops, rangeDuplicates, noMutation} {
+	for _, m := range []multiMutation{dropAfterResume, closeBeforeKeys, keyClosedEarly, wrongKey, ownEntryDropped, movedOutOfRange, rangeDrops, rangeDuplicates, noMutation} {
 		t.Run(m.String(), func(t *testing.T) {
 			for _, seed := range seeds {
 				var fired atomic.Int64
@@ -250,6 +307,9 @@ func TestCheckerCatchesMultiKeyMutations(t *testing.T) {
 					}
 					if rep.Stats.MultiReaders+rep.Stats.MultiClients == 0 {
 						t.Errorf("seed %d: no multi-key reader or client (%s)", seed, rep.Stats)
+					}
+					if rep.Stats.CursorIDs == 0 {
+						t.Errorf("seed %d: no cursor ID read, though the broker stores cursors (%s)", seed, rep.Stats)
 					}
 					continue
 				}
