@@ -277,59 +277,76 @@ func multiMutantBackend(m multiMutation, fired *atomic.Int64) Backend {
 // TestCheckerCatchesMultiKeyMutations plants each multi-key mutation in a
 // correct broker and expects the checker to report it in every round
 // where it was planted; and none where nothing was (the responses go
-// through the same rewriting, which plants nothing).
+// through the same rewriting, which plants nothing). The mutations of the
+// wire are planted in streams of cursor IDs and of vector IDs (the store
+// hidden), but for those proper to cursor IDs.
 func TestCheckerCatchesMultiKeyMutations(t *testing.T) {
 	seeds := []uint64{1}
 	if os.Getenv("CI") != "" {
 		seeds = []uint64{1, 2, 3}
 	}
 	for _, m := range []multiMutation{dropAfterResume, closeBeforeKeys, keyClosedEarly, wrongKey, ownEntryDropped, movedOutOfRange, rangeDrops, rangeDuplicates, noMutation} {
-		t.Run(m.String(), func(t *testing.T) {
-			for _, seed := range seeds {
-				var fired atomic.Int64
-				o := Options{
-					Ops:      time.Second,
-					NoFaults: true,
-					tweak: func(p *plan) {
-						p.cutPct, p.multiCutPct = 0, 0 // a cut makes the source send again what a mutation hid
-						p.maxMulti = 3
-						p.maxClients, p.maxReaders = 1, 1
-						p.keys = max(p.keys, 3)
-					},
-				}
-				if !m.inRange() {
-					o.wrapMulti = mutateMulti(m, &fired)
-				}
-				rep := CheckSeed(t, multiMutantBackend(m, &fired), seedFor(seed, sse.FanOut), o)
-				if m == noMutation {
-					if len(rep.Violations) > 0 || fired.Load() > 0 {
-						t.Errorf("seed %d (%s): nothing planted (%d), yet: %v\n%s", seed, rep.Setup, fired.Load(), rep.Violations, strings.Join(rep.Traces, "\n"))
-					}
-					if rep.Stats.MultiReaders+rep.Stats.MultiClients == 0 {
-						t.Errorf("seed %d: no multi-key reader or client (%s)", seed, rep.Stats)
-					}
-					if rep.Stats.CursorIDs == 0 {
-						t.Errorf("seed %d: no cursor ID read, though the broker stores cursors (%s)", seed, rep.Stats)
-					}
-					continue
-				}
-				if fired.Load() == 0 {
-					t.Logf("seed %d: the mutation never fired (%s)", seed, rep.Stats)
-					continue
-				}
-				if len(rep.Violations) == 0 {
-					t.Errorf("seed %d (%s): %s planted %d times, not detected (%s)", seed, rep.Setup, m, fired.Load(), rep.Stats)
-					continue
-				}
-				var rules []string
-				for _, v := range rep.Violations {
-					rules = append(rules, v.Rule)
-				}
-				t.Logf("seed %d: planted %d times, found: %s", seed, fired.Load(), strings.Join(rules, ", "))
-				if *flagV {
-					t.Logf("%s\n%s", rep.Violations, strings.Join(rep.Traces, "\n"))
-				}
+		forms := []bool{false} // vectors
+		if m == dropAfterResume || m == closeBeforeKeys || m == keyClosedEarly || m == wrongKey || m == noMutation {
+			forms = append(forms, true)
+		}
+		for _, vectors := range forms {
+			name := m.String()
+			if vectors {
+				name += ", vectors"
 			}
-		})
+			t.Run(name, func(t *testing.T) { multiMutationRounds(t, m, vectors, seeds) })
+		}
+	}
+}
+
+// multiMutationRounds plants m in a round of each seed, with IDs of the
+// vector form if vectors, else of the cursor form.
+func multiMutationRounds(t *testing.T, m multiMutation, vectors bool, seeds []uint64) {
+	for _, seed := range seeds {
+		var fired atomic.Int64
+		o := Options{
+			Ops:      time.Second,
+			NoFaults: true,
+			tweak: func(p *plan) {
+				p.cutPct, p.multiCutPct = 0, 0 // a cut makes the source send again what a mutation hid
+				p.maxMulti = 3
+				p.maxClients, p.maxReaders = 1, 1
+				p.keys = max(p.keys, 3)
+				p.vectors = vectors
+			},
+		}
+		if !m.inRange() {
+			o.wrapMulti = mutateMulti(m, &fired)
+		}
+		rep := CheckSeed(t, multiMutantBackend(m, &fired), seedFor(seed, sse.FanOut), o)
+		if m == noMutation {
+			if len(rep.Violations) > 0 || fired.Load() > 0 {
+				t.Errorf("seed %d (%s): nothing planted (%d), yet: %v\n%s", seed, rep.Setup, fired.Load(), rep.Violations, strings.Join(rep.Traces, "\n"))
+			}
+			if rep.Stats.MultiReaders+rep.Stats.MultiClients == 0 {
+				t.Errorf("seed %d: no multi-key reader or client (%s)", seed, rep.Stats)
+			}
+			if !vectors && rep.Stats.CursorIDs == 0 {
+				t.Errorf("seed %d: no cursor ID read, though the broker stores cursors (%s)", seed, rep.Stats)
+			}
+			continue
+		}
+		if fired.Load() == 0 {
+			t.Logf("seed %d: the mutation never fired (%s)", seed, rep.Stats)
+			continue
+		}
+		if len(rep.Violations) == 0 {
+			t.Errorf("seed %d (%s): %s planted %d times, not detected (%s)", seed, rep.Setup, m, fired.Load(), rep.Stats)
+			continue
+		}
+		var rules []string
+		for _, v := range rep.Violations {
+			rules = append(rules, v.Rule)
+		}
+		t.Logf("seed %d: planted %d times, found: %s", seed, fired.Load(), strings.Join(rules, ", "))
+		if *flagV {
+			t.Logf("%s\n%s", rep.Violations, strings.Join(rep.Traces, "\n"))
+		}
 	}
 }

@@ -44,6 +44,10 @@ type plan struct {
 	// that they resume several keys often.
 	multiCutPct int
 	multiCutMax int64
+	// vectors hides the source's cursor store from MultiHandler, so that
+	// the multi-key clients get IDs of the vector form, as a source
+	// without a store gives them.
+	vectors bool
 }
 
 const (
@@ -95,6 +99,7 @@ func drawPlan(rng *rand.Rand, o Options) plan {
 	p.maxMulti = 1 + rng.IntN(3)
 	p.multiCutPct = 30 + rng.IntN(60)
 	p.multiCutMax = int64(200 + rng.IntN(3<<10))
+	p.vectors = rng.IntN(4) == 0
 	if o.tweak != nil {
 		o.tweak(&p)
 	}
@@ -509,7 +514,7 @@ func (r *round) handler(i int, p *procHTTP, multi bool) http.Handler {
 			opts = append(opts, sse.WithTerminateMessage())
 		}
 		var rs sse.Source[string] = &recSource{r: r, proc: i, gen: gen, src: src}
-		if cs, ok := src.(sse.CursorStore[string]); ok {
+		if cs, ok := src.(sse.CursorStore[string]); ok && !r.pl.vectors {
 			rs = &recCursorSource{recSource: rs.(*recSource), store: cs}
 		}
 		p.src, p.gen, p.h = src, gen, sse.Handler[string](rs, func(req *http.Request) (string, error) {
