@@ -161,14 +161,14 @@ type history struct {
 	lost       map[life]bool  // lives that a fault losing data ended
 	settled    map[life]bool  // lives the final phase closed and drained
 	extra      []Violation    // violations found while the round ran
-	forgot     map[int]bool   // multi-key clients a request of which named a cursor the store did not hold
+	forgot     map[int]int    // per multi-key client, its requests that named a cursor the store did not hold
 }
 
 func newHistory(mode sse.Mode, drops bool, atomicBytes int) *history {
 	return &history{
 		mode: mode, drops: drops, atomic: atomicBytes,
 		closeStart: make(map[life]int64), closeEnd: make(map[life]int64),
-		lost: make(map[life]bool), settled: make(map[life]bool), forgot: make(map[int]bool),
+		lost: make(map[life]bool), settled: make(map[life]bool), forgot: make(map[int]int),
 	}
 }
 

@@ -31,14 +31,18 @@ const (
 	wrongKey                             // an event is shown as another key's
 	ownEntryDropped                      // a cursor ID lacks its own key's entry
 	movedOutOfRange                      // a cursor ID names a moved key beyond the request's
+	cursorClosed                         // a loaded cursor marks a key closed that was not
 	rangeDrops                           // an EventsOf range drops an event
 	rangeDuplicates                      // an EventsOf range yields an event twice
 	noMutation                           // the rewriting path, planting nothing: the baseline
 )
 
 func (m multiMutation) String() string {
-	return [...]string{"drop after resume", "close before every key", "key closed early", "wrong key", "own entry dropped", "moved out of range", "range drops", "range duplicates", "none"}[m]
+	return [...]string{"drop after resume", "close before every key", "key closed early", "wrong key", "own entry dropped", "moved out of range", "cursor closed", "range drops", "range duplicates", "none"}[m]
 }
+
+// inStore reports whether the mutation is planted in the cursor store.
+func (m multiMutation) inStore() bool { return m == cursorClosed }
 
 // inRange reports whether the mutation is planted in EventsOf.
 func (m multiMutation) inRange() bool { return m == rangeDrops || m == rangeDuplicates }
@@ -246,8 +250,36 @@ func (x *rangeMutant) EventsOf(ctx context.Context, keys []string, from ...sse.R
 	}
 }
 
+// storeMutant is the root broker whose loaded cursors mark a key closed,
+// the first whose entry the request's ID does not give: the stream never
+// sends that key's events nor its sse.close.
+type storeMutant struct {
+	*sse.Broker[string]
+	fired *atomic.Int64
+}
+
+func (x *storeMutant) LoadCursor(ctx context.Context, name string) (sse.Cursor[string], error) {
+	c, err := x.Broker.LoadCursor(ctx, name)
+	info, _ := ctx.Value(ctxKey{}).(reqInfo)
+	id, perr := parseMultiID(info.lastID, len(c.Keys))
+	if err != nil || perr != nil {
+		return c, err
+	}
+	es := strings.Split(c.Positions, ",")
+	for i, e := range es {
+		if _, moved := id.entries[i]; !moved && e != closedEntry {
+			es[i] = closedEntry
+			c.Positions = strings.Join(es, ",")
+			x.fired.Add(1)
+			break
+		}
+	}
+	return c, nil
+}
+
 // multiMutantBackend is the root broker in FanOut mode, with m planted in
-// its EventsOf ranges if it is a range mutation.
+// its EventsOf ranges if it is a range mutation, in its cursor store if it
+// is a store mutation.
 func multiMutantBackend(m multiMutation, fired *atomic.Int64) Backend {
 	return Backend{
 		Name: "multi-mutant",
@@ -258,12 +290,16 @@ func multiMutantBackend(m multiMutation, fired *atomic.Int64) Backend {
 			}
 			b := sse.New[string](opts...)
 			var reader sse.Reader[string] = b
+			var source sse.Source[string] = b
+			if m.inStore() {
+				source = &storeMutant{Broker: b, fired: fired}
+			}
 			if m.inRange() {
 				reader = &rangeMutant{Broker: b, m: m, fired: fired}
 			}
 			return &Deployment{
 				Procs: 1,
-				Impl:  func(int) Impl[string] { return Impl[string]{Publisher: b, Reader: reader, Source: b} },
+				Impl:  func(int) Impl[string] { return Impl[string]{Publisher: b, Reader: reader, Source: source} },
 				Stop: func() {
 					ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 					defer cancel()
@@ -285,7 +321,7 @@ func TestCheckerCatchesMultiKeyMutations(t *testing.T) {
 	if os.Getenv("CI") != "" {
 		seeds = []uint64{1, 2, 3}
 	}
-	for _, m := range []multiMutation{dropAfterResume, closeBeforeKeys, keyClosedEarly, wrongKey, ownEntryDropped, movedOutOfRange, rangeDrops, rangeDuplicates, noMutation} {
+	for _, m := range []multiMutation{dropAfterResume, closeBeforeKeys, keyClosedEarly, wrongKey, ownEntryDropped, movedOutOfRange, cursorClosed, rangeDrops, rangeDuplicates, noMutation} {
 		forms := []bool{false} // vectors
 		if m == dropAfterResume || m == closeBeforeKeys || m == keyClosedEarly || m == wrongKey || m == noMutation {
 			forms = append(forms, true)
@@ -314,9 +350,13 @@ func multiMutationRounds(t *testing.T, m multiMutation, vectors bool, seeds []ui
 				p.maxClients, p.maxReaders = 1, 1
 				p.keys = max(p.keys, 3)
 				p.vectors = vectors
+				if m == cursorClosed { // resumes from cursors that keys moved past
+					p.wideTabs()
+					p.multiCutPct = 90 // the store plants it again on each resume
+				}
 			},
 		}
-		if !m.inRange() {
+		if !m.inRange() && !m.inStore() {
 			o.wrapMulti = mutateMulti(m, &fired)
 		}
 		rep := CheckSeed(t, multiMutantBackend(m, &fired), seedFor(seed, sse.FanOut), o)

@@ -89,7 +89,7 @@ func (r *round) multiSpawner(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		if mt == nil {
-			keys := r.pickKeys(rng, 2+rng.IntN(4))
+			keys := r.pickKeys(rng, r.pl.minTabKeys+rng.IntN(r.pl.maxTabKeys-r.pl.minTabKeys+1))
 			if len(keys) < 2 {
 				continue
 			}
@@ -239,11 +239,14 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 	known := mt.vectorOf(start) // every key's entry, as the client knows it: updated by each event's ID
 	r.mu.Unlock()
 	first := resumeEntries(start, known, n)
+	var all []*reader // subs, and the readers subs held before
 	for i, k := range mt.keys {
 		if first[i] != closedEntry {
 			subs[i] = &reader{id: r.nextID(), kind: client, key: k, identity: mt.id, start: first[i], proc: -1, multi: base}
+			all = append(all, subs[i])
 		}
 	}
+	reopened := make([]int, n) // per key, the forgotten cursors that reopened it (h.forgot[base] then)
 	ctx, cancel := context.WithCancel(context.Background())
 	if pl.life > 0 {
 		ctx, cancel = context.WithTimeout(context.Background(), pl.life)
@@ -319,7 +322,7 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 		defer cancel()
 		defer func() {
 			r.mu.Lock()
-			for _, rd := range subs {
+			for _, rd := range all {
 				delete(r.running, rd)
 			}
 			r.nMulti--
@@ -354,18 +357,28 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 			r.mu.Unlock()
 			rd := subs[i]
 			r.h.mu.Lock()
-			ended := rd == nil || rd.end != running
-			// A request from a cursor the store forgot restarts closed
-			// keys too: their gap and sse.close again (docs/protocol.md,
-			// "Cursors").
-			resent := ended && r.h.forgot[base] && (ev.Name == sseclient.EventKeyGap || ev.Name == sseclient.EventKeyClose)
+			ended, reopen := rd == nil || rd.end != running, false
+			// A request from a cursor the store forgot restarts every
+			// key, those the client had closed too (docs/protocol.md,
+			// "Cursors"): such a key is followed again, by a new reader
+			// of the key from "0", once per forgotten cursor.
+			if ended && r.h.forgot[base] > reopened[i] {
+				reopened[i] = r.h.forgot[base]
+				rd = &reader{id: r.nextID(), kind: client, key: mt.keys[i], identity: mt.id, start: "0", proc: -1, multi: base,
+					attempts: []attempt{{resume: "0", tick: r.tick()}}}
+				r.h.readers = append(r.h.readers, rd)
+				subs[i], ended, reopen = rd, false, true
+				all = append(all, rd)
+			}
 			a := -1
 			if rd != nil {
 				a = len(rd.attempts) - 1
 			}
 			r.h.mu.Unlock()
-			if resent {
-				continue
+			if reopen {
+				r.mu.Lock()
+				r.running[rd] = &run{done, cancel}
+				r.mu.Unlock()
 			}
 			if ended {
 				r.h.violation("after-key-close", "%s: %s event %q with ID %q, of key %d (%s), after the key's sse.close", name, ev.Name, token(ev.Data), ev.ID, i, mt.keys[i])

@@ -48,6 +48,11 @@ type plan struct {
 	// the multi-key clients get IDs of the vector form, as a source
 	// without a store gives them.
 	vectors bool
+	// The fewest and the most keys a multi-key client's tab follows: more
+	// than sse.CursorDelta in some rounds, so that streams store cursors
+	// again as their keys move, and resume from cursors some keys moved
+	// past.
+	minTabKeys, maxTabKeys int
 }
 
 const (
@@ -100,10 +105,21 @@ func drawPlan(rng *rand.Rand, o Options) plan {
 	p.multiCutPct = 30 + rng.IntN(60)
 	p.multiCutMax = int64(200 + rng.IntN(3<<10))
 	p.vectors = rng.IntN(4) == 0
+	p.minTabKeys, p.maxTabKeys = 2, 5
+	if rng.IntN(5) == 0 {
+		p.wideTabs()
+	}
 	if o.tweak != nil {
 		o.tweak(&p)
 	}
 	return p
+}
+
+// wideTabs makes the multi-key clients' tabs follow more keys than
+// sse.CursorDelta, and the round have that many keys.
+func (p *plan) wideTabs() {
+	p.minTabKeys, p.maxTabKeys = sse.CursorDelta+1, sse.CursorDelta+8
+	p.keys = max(p.keys, p.maxTabKeys)
 }
 
 func (p *plan) pick(rng *rand.Rand) int {
@@ -633,7 +649,7 @@ func (s *recCursorSource) LoadCursor(ctx context.Context, name string) (sse.Curs
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
-		h.forgot[info.reader] = true
+		h.forgot[info.reader]++
 		s.r.forgotten.Add(1)
 	}
 	for _, rd := range h.readers {
