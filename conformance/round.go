@@ -624,8 +624,19 @@ func (s *recCursorSource) SaveCursor(ctx context.Context, c sse.Cursor[string]) 
 	return s.store.SaveCursor(ctx, c)
 }
 
+// Newest records the epoch it returns, as Subscribe does: a key
+// restarted from a cursor the store forgot may get its gap and sse.close
+// with no subscription.
 func (s *recCursorSource) Newest(ctx context.Context, key string) (string, uint64, error) {
-	return s.store.Newest(ctx, key)
+	genStart := s.genOf(key)
+	epoch, id, err := s.store.Newest(ctx, key)
+	if err == nil && epoch != "" {
+		rec := epochRecord{key: key, epoch: epoch, genStart: genStart, genEnd: s.genOf(key)}
+		s.r.h.mu.Lock()
+		s.r.h.newest = append(s.r.h.newest, rec)
+		s.r.h.mu.Unlock()
+	}
+	return epoch, id, err
 }
 
 // LoadCursor loads the cursor a multi-key client's request resumes from,
