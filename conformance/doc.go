@@ -73,7 +73,9 @@
 // backend's Reader has an EventsOf method as [sse.Broker.EventsOf]; a
 // quarter of the one-key clients go through MultiHandler. Where the
 // backend's Source stores cursors, three rounds in four show the store to
-// MultiHandler (cursor IDs) and one hides it (vector IDs). Each event's
+// MultiHandler (cursor IDs) and one hides it (vector IDs); in a fifth of
+// the rounds the tabs follow more keys than [sse.CursorDelta], so that
+// streams store cursors again as their keys move. Each event's
 // data starts with a token of its own, so that every read maps back to
 // the producer call that made it.
 //
@@ -133,8 +135,10 @@
 //     move since, another entry than the client's. A request from a
 //     cursor the store forgot (a restart of the in-process broker), or a
 //     key whose entry the cursor does not know ("!"), resumes the key as
-//     from "0": a gap up to its newest event is its due, and a key the
-//     client had closed may get its gap and sse.close again.
+//     from "0": a gap up to its newest event is its due; a key the
+//     client had closed is followed again (by a new reader of the key,
+//     from "0"), since the server cannot know it was closed; the epochs
+//     CursorStore.Newest returns map to lives as Subscribe's do.
 //   - Once every fault is healed and every key closed, every reader ends
 //     within [DefaultHangBound]: no hang.
 //   - The round's goroutines are gone at its end (goleak).

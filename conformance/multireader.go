@@ -547,12 +547,12 @@ func (mt *mtab) vectorOf(id string) []string {
 		return slices.Clone(v)
 	}
 	if x, err := parseMultiID(id, n); err == nil && x.cursor == "" {
-		return must(x.apply(make([]string, n)))
+		if v, err := x.apply(make([]string, n)); err == nil {
+			return v
+		}
 	}
 	return make([]string, n)
 }
-
-func must[T any](v T, _ error) T { return v }
 
 // parseKeysHeader reads a multi-key request's hdrKeys header.
 func parseKeysHeader(v string) map[string]reqInfo {
