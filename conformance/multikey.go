@@ -748,20 +748,39 @@ func (s suite[K]) multiManyKeys(t *testing.T) {
 		nums[i] = 1000 + i
 	}
 	keys := s.keys(nums...)
-	publishKeys(t, m.im.Publisher, keys, 1, 1)
+	// Eight producers, each with its share of the keys: event 1 of each
+	// before the first request, then event 2 and Close while it reads.
+	const producers = 8
+	share := func(p int) []K { return keys[p*n/producers : (p+1)*n/producers] }
+	var first sync.WaitGroup
+	for p := range producers {
+		first.Go(func() {
+			for _, k := range share(p) {
+				if err := m.im.Publisher.Enqueue(ctx(t), k, "1"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	if first.Wait(); t.Failed() {
+		return
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		for _, k := range keys {
-			if err := m.im.Publisher.Enqueue(ctx(t), k, "2"); err != nil {
-				t.Error(err)
-				return
+	for p := range producers {
+		wg.Go(func() {
+			for _, k := range share(p) {
+				if err := m.im.Publisher.Enqueue(ctx(t), k, "2"); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := m.im.Publisher.Close(ctx(t), k); err != nil {
+					t.Error(err)
+					return
+				}
 			}
-			if err := m.im.Publisher.Close(ctx(t), k); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	})
+		})
+	}
 	defer wg.Wait()
 	rng := rand.New(rand.NewPCG(29, 0))
 	r := newMultiReader(n)
@@ -775,7 +794,7 @@ func (s suite[K]) multiManyKeys(t *testing.T) {
 			resp.Body.Close()
 			break
 		}
-		r.attach(t, resp).read(t, 1+rng.IntN(600))
+		r.attach(t, resp).read(t, 1+rng.IntN(1500))
 		resp.Body.Close() // the cut
 		if r.longest > most {
 			t.Fatalf("an ID of %d bytes, more than %d: %q", r.longest, most, r.last)
