@@ -195,10 +195,13 @@ type Report struct {
 // Stats are a round's figures. Readers and Clients count one per key
 // that a multi-key reader or client follows, and Connections one per key
 // of each of their requests; MultiReaders and MultiClients count the
-// multi-key ones, MultiConnections the multi-key clients' requests.
+// multi-key ones, MultiConnections the multi-key clients' requests;
+// CursorIDs counts the events of the cursor form's IDs they read, and
+// ForgottenCursors their requests from a cursor the store no longer held.
 type Stats struct {
 	Calls, Events, Readers, Clients, Connections, Reads, Gaps, Faults int
 	MultiReaders, MultiClients, MultiConnections                      int
+	CursorIDs, ForgottenCursors                                       int
 	Elapsed                                                           time.Duration
 }
 
@@ -215,12 +218,14 @@ func (s *Stats) add(o Stats) {
 	s.MultiReaders += o.MultiReaders
 	s.MultiClients += o.MultiClients
 	s.MultiConnections += o.MultiConnections
+	s.CursorIDs += o.CursorIDs
+	s.ForgottenCursors += o.ForgottenCursors
 	s.Elapsed += o.Elapsed
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, multi-key: %d readers, %d clients over %d connections; %d reads, %d gaps, %d faults, %.1fs",
-		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.MultiReaders, s.MultiClients, s.MultiConnections, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
+	return fmt.Sprintf("%d calls (%d events), %d readers, %d clients over %d connections, multi-key: %d readers, %d clients over %d connections, %d cursor IDs, %d forgotten cursors; %d reads, %d gaps, %d faults, %.1fs",
+		s.Calls, s.Events, s.Readers, s.Clients, s.Connections, s.MultiReaders, s.MultiClients, s.MultiConnections, s.CursorIDs, s.ForgottenCursors, s.Reads, s.Gaps, s.Faults, s.Elapsed.Seconds())
 }
 
 // Check runs the checker on a backend: first the backend's regression

@@ -68,6 +68,10 @@ type suite[K comparable] struct {
 	newImpl func(t *testing.T, c Config) Impl[K]
 	key     func(int) K
 	mode    sse.Mode
+	// vectors hides the Source's [sse.CursorStore] from MultiHandler, so
+	// that multi-key IDs are of the vector form, as a third-party Source
+	// without a store gets them.
+	vectors bool
 }
 
 func (s suite[K]) impl(t *testing.T, retain int) Impl[K] {

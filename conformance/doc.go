@@ -32,7 +32,18 @@
 // history; a key's sse.close closing its subscription while the
 // connection goes on; refusals of the whole request (the key function's,
 // an unknown key, a list over the bound, an ID of another request); one
-// key served as [sse.Handler] serves it.
+// key served as [sse.Handler] serves it. When the Source is an
+// [sse.CursorStore] (the root Broker and ssejs's are), these cases run
+// twice: with its store shown to MultiHandler, so that IDs are of the
+// cursor form, and hidden, so that they are of the vector form, as a
+// Source without a store gets them. The cursor runs add the cases proper
+// to cursors: a request for another list of keys resuming from the old
+// list's last ID (each kept key exactly once, wherever it stands now, a
+// new key from its start); a request of 1,000 keys cut again and again
+// and resumed, whose IDs stay within 512 bytes; and an ID naming a cursor
+// the store does not hold, which restarts every key with an sse.gap up to
+// its newest event, never an event again without a gap, never 204 or
+// close as if the keys were done.
 //
 // # The checker
 //
@@ -60,7 +71,11 @@
 // [sse.MultiHandler], behind a proxy of their own that cuts more often,
 // and tabs that come back with their last ID), and in-process ranges over several keys where the
 // backend's Reader has an EventsOf method as [sse.Broker.EventsOf]; a
-// quarter of the one-key clients go through MultiHandler. Each event's
+// quarter of the one-key clients go through MultiHandler. Where the
+// backend's Source stores cursors, three rounds in four show the store to
+// MultiHandler (cursor IDs) and one hides it (vector IDs); in a fifth of
+// the rounds the tabs follow more keys than [sse.CursorDelta], so that
+// streams store cursors again as their keys move. Each event's
 // data starts with a token of its own, so that every read maps back to
 // the producer call that made it.
 //
@@ -109,7 +124,21 @@
 //   - A multi-key reader is checked as one reader per key, by every rule
 //     above; a key's sse.close ends its reader as finished. Nothing of a
 //     key comes after its sse.close, and close (or 204) only after every
-//     key's.
+//     key's. Each multi-key client keeps what it knows of every key (the
+//     vector), updated by each event's ID: every entry of the vector
+//     form, the moved keys' entries of the cursor form; each request,
+//     whether a tab's with its last ID or sseclient's reconnection, counts
+//     for each key with the key's entry of the vector its ID stands for.
+//     An ID that cannot be read, one naming a moved key out of the
+//     request's range, or one without its own key's entry is a violation;
+//     so is a cursor the server loads that holds, for a key that did not
+//     move since, another entry than the client's. A request from a
+//     cursor the store forgot (a restart of the in-process broker), or a
+//     key whose entry the cursor does not know ("!"), resumes the key as
+//     from "0": a gap up to its newest event is its due; a key the
+//     client had closed is followed again (by a new reader of the key,
+//     from "0"), since the server cannot know it was closed; the epochs
+//     CursorStore.Newest returns map to lives as Subscribe's do.
 //   - Once every fault is healed and every key closed, every reader ends
 //     within [DefaultHangBound]: no hang.
 //   - The round's goroutines are gone at its end (goleak).

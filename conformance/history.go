@@ -161,13 +161,24 @@ type history struct {
 	lost       map[life]bool  // lives that a fault losing data ended
 	settled    map[life]bool  // lives the final phase closed and drained
 	extra      []Violation    // violations found while the round ran
+	forgot     map[int]int    // per multi-key client, its requests that named a cursor the store did not hold
+	newest     []epochRecord  // the epochs CursorStore.Newest returned
+}
+
+// An epochRecord is an epoch a source returned for a key, with the key's
+// generation before and after the call: as a subRecord's, it maps the
+// epoch to a life if they agree.
+type epochRecord struct {
+	key              string
+	epoch            string
+	genStart, genEnd int
 }
 
 func newHistory(mode sse.Mode, drops bool, atomicBytes int) *history {
 	return &history{
 		mode: mode, drops: drops, atomic: atomicBytes,
 		closeStart: make(map[life]int64), closeEnd: make(map[life]int64),
-		lost: make(map[life]bool), settled: make(map[life]bool),
+		lost: make(map[life]bool), settled: make(map[life]bool), forgot: make(map[int]int),
 	}
 }
 
@@ -333,8 +344,16 @@ func (h *history) verify() []Violation {
 // mapEpochs learns each epoch's life from the Subscribe calls that
 // returned a subscription while the key's life did not change.
 func (v *verifier) mapEpochs() {
+	var recs []epochRecord
 	for _, s := range v.h.subs {
-		if s.err != nil || s.epoch == "" || s.genStart != s.genEnd {
+		if s.err == nil {
+			recs = append(recs, epochRecord{s.key, s.epoch, s.genStart, s.genEnd})
+		}
+	}
+	// The epochs Newest returned: a key restarted from a cursor the
+	// store forgot may get its gap and sse.close with no subscription.
+	for _, s := range append(recs, v.h.newest...) {
+		if s.epoch == "" || s.genStart != s.genEnd {
 			continue
 		}
 		l := life{s.key, s.genStart}

@@ -23,8 +23,29 @@ import (
 	"github.com/rocketqueue/sse/sseclient"
 )
 
-// multiKey runs the multi-key cases (FanOut only: MultiHandler needs it).
+// multiKey runs the multi-key cases (FanOut only: MultiHandler needs it):
+// with cursor IDs and the cases proper to cursors if the Source stores
+// cursors, and with vector IDs (the Source's store hidden), as a Source
+// without a store gets them.
 func (s suite[K]) multiKey(t *testing.T) {
+	if _, ok := s.impl(t, 0).Source.(sse.CursorStore[K]); !ok {
+		s.multiKeyCases(t)
+		return
+	}
+	t.Run("Cursors", func(t *testing.T) {
+		s.multiKeyCases(t)
+		t.Run("ChangingKeys", s.multiChangingKeys)
+		t.Run("ManyKeys", s.multiManyKeys)
+		t.Run("UnknownCursor", s.multiUnknownCursor)
+	})
+	vs := s
+	vs.vectors = true
+	t.Run("Vectors", vs.multiKeyCases)
+}
+
+// multiKeyCases runs the cases every multi-key stream must pass, of
+// either form of ID.
+func (s suite[K]) multiKeyCases(t *testing.T) {
 	t.Run("Interleaved", s.multiInterleaved)
 	t.Run("ResumeAfterCuts", s.multiResume)
 	t.Run("Gap", s.multiGap)
@@ -36,7 +57,8 @@ func (s suite[K]) multiKey(t *testing.T) {
 }
 
 // A multiServer serves MultiHandler over an implementation's Source, seen
-// through a [trackSource]. A request names its keys by their numbers in
+// through a [trackSource] (a [trackCursorSource], showing the Source's
+// [sse.CursorStore], if it has one and the suite is not the vectors'). A request names its keys by their numbers in
 // the query, "?k=0,1,2" (s.key of each); "?refuse=1" makes the key
 // function refuse it with 403.
 type multiServer[K comparable] struct {
@@ -56,6 +78,10 @@ func (s suite[K]) multiServer(t *testing.T, retain int, opts ...sse.HandlerOptio
 	t.Helper()
 	im := s.impl(t, retain)
 	m := &multiServer[K]{im: im, src: &trackSource[K]{Source: im.Source, open: make(map[K]int)}}
+	var served sse.Source[K] = m.src
+	if cs, ok := im.Source.(sse.CursorStore[K]); ok && !s.vectors {
+		served = &trackCursorSource[K]{trackSource: m.src, CursorStore: cs}
+	}
 	keys := func(r *http.Request) ([]K, error) {
 		if r.URL.Query().Get("refuse") != "" {
 			return nil, errRefused{}
@@ -75,7 +101,7 @@ func (s suite[K]) multiServer(t *testing.T, retain int, opts ...sse.HandlerOptio
 	}
 	opts = append([]sse.HandlerOption{sse.WithHeartbeat(200 * time.Millisecond)}, opts...)
 	mux := http.NewServeMux()
-	mux.Handle("/m", sse.MultiHandler(m.src, keys, opts...))
+	mux.Handle("/m", sse.MultiHandler(served, keys, opts...))
 	mux.Handle("/one/{k}", sse.Handler(m.src, func(r *http.Request) (K, error) {
 		i, err := strconv.Atoi(r.PathValue("k"))
 		return s.key(i), err
@@ -174,6 +200,14 @@ func (s *trackSource[K]) totalOpen() int {
 	return n
 }
 
+// A trackCursorSource is a trackSource that forwards the wrapped Source's
+// cursor store: MultiHandler then writes cursor IDs, as it does for the
+// Source itself.
+type trackCursorSource[K comparable] struct {
+	*trackSource[K]
+	sse.CursorStore[K]
+}
+
 type trackSub[K comparable] struct {
 	sse.Subscription
 	s    *trackSource[K]
@@ -205,14 +239,15 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // events have data "<ID>"), the gaps it was told of, whether its sse.close
 // came; and the stream's last ID.
 type multiReader struct {
-	n      int
-	next   []uint64
-	gaps   [][]sse.Gap
-	closed []bool
-	ended  bool   // "close" came
-	last   string // the last ID, as a browser keeps it
-	events int    // events read, in all
-	dec    *sseclient.Decoder
+	n       int
+	next    []uint64
+	gaps    [][]sse.Gap
+	closed  []bool
+	ended   bool   // "close" came
+	last    string // the last ID, as a browser keeps it
+	events  int    // events read, in all
+	longest int    // the length of the longest ID read
+	dec     *sseclient.Decoder
 }
 
 func newMultiReader(n int) *multiReader {
@@ -246,6 +281,7 @@ func (m *multiReader) take(t *testing.T, ev sseclient.Event) {
 		return
 	}
 	m.last = ev.ID
+	m.longest = max(m.longest, len(ev.ID))
 	i, ok := ev.Key()
 	if !ok || i >= m.n {
 		t.Fatalf("event %+v names no key of the request's %d", ev, m.n)
@@ -668,5 +704,152 @@ func (s suite[K]) multiOneKey(t *testing.T) {
 	ev, _ := dec.Next()
 	if one, multi := body("/one/90", ev.ID), body(multiURL(90), ev.ID); one != multi {
 		t.Fatalf("resumed from %q, one key through MultiHandler:\n%q\nthrough Handler:\n%q", ev.ID, multi, one)
+	}
+}
+
+// multiChangingKeys: a request for another list of keys that resumes from
+// the last ID of the old list's stream (a page that follows a new key and
+// drops one) gets each kept key's events after where it was, exactly
+// once, wherever the key stands in the new list, and the new key's from
+// its start.
+func (s suite[K]) multiChangingKeys(t *testing.T) {
+	m := s.multiServer(t, 0)
+	keys := s.keys(200, 201, 202) // the old list is 200, 201; the new 201, 202
+	publishKeys(t, m.im.Publisher, keys, 1, 5)
+	old := newMultiReader(2).attach(t, m.get(t, multiURL(200, 201), ""))
+	for old.next[0] < 6 || old.next[1] < 6 {
+		old.read(t, 1)
+	}
+	publishKeys(t, m.im.Publisher, keys, 6, 8)
+	for _, k := range keys {
+		if err := m.im.Publisher.Close(ctx(t), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newMultiReader(2)
+	r.next[0] = 6 // 201, now first, resumes after 5
+	if !r.attach(t, m.get(t, multiURL(201, 202), old.last)).read(t, 0) || !r.ended {
+		t.Fatalf("the stream of the new list, from %q, did not end with close", old.last)
+	}
+	if r.next[0] != 9 || r.next[1] != 9 || len(r.gaps[0])+len(r.gaps[1]) > 0 {
+		t.Fatalf("from %q: events to %d and %d, gaps %v; want 6-8 of the kept key, 1-8 of the new one", old.last, r.next[0]-1, r.next[1]-1, r.gaps)
+	}
+}
+
+// multiManyKeys: a request of 1,000 keys, cut again and again and resumed
+// with its last ID, gets every key's events and sse.close exactly once,
+// then close, and its IDs stay short (at most 512 bytes: a cursor and a
+// few moved keys, however many keys there are).
+func (s suite[K]) multiManyKeys(t *testing.T) {
+	const n, most = 1000, 512
+	m := s.multiServer(t, 0, sse.WithMaxKeysPerRequest(n))
+	nums := make([]int, n)
+	for i := range nums {
+		nums[i] = 1000 + i
+	}
+	keys := s.keys(nums...)
+	// Eight producers, each with its share of the keys: event 1 of each
+	// before the first request, then event 2 and Close while it reads.
+	const producers = 8
+	share := func(p int) []K { return keys[p*n/producers : (p+1)*n/producers] }
+	var first sync.WaitGroup
+	for p := range producers {
+		first.Go(func() {
+			for _, k := range share(p) {
+				if err := m.im.Publisher.Enqueue(ctx(t), k, "1"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	if first.Wait(); t.Failed() {
+		return
+	}
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Go(func() {
+			for _, k := range share(p) {
+				if err := m.im.Publisher.Enqueue(ctx(t), k, "2"); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := m.im.Publisher.Close(ctx(t), k); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	defer wg.Wait()
+	rng := rand.New(rand.NewPCG(29, 0))
+	r := newMultiReader(n)
+	conns := 0
+	for !r.ended {
+		if conns++; conns > 200 {
+			t.Fatal("200 connections and the stream did not end")
+		}
+		resp := m.get(t, multiURL(nums...), r.last)
+		if resp.StatusCode == http.StatusNoContent {
+			resp.Body.Close()
+			break
+		}
+		r.attach(t, resp).read(t, 1+rng.IntN(1500))
+		resp.Body.Close() // the cut
+		if r.longest > most {
+			t.Fatalf("an ID of %d bytes, more than %d: %q", r.longest, most, r.last)
+		}
+	}
+	wg.Wait()
+	for i := range keys {
+		if r.next[i] != 3 || len(r.gaps[i]) > 0 || !r.closed[i] {
+			t.Fatalf("key %d: events to %d, gaps %v, closed %v; want 1, 2 and its sse.close", i, r.next[i]-1, r.gaps[i], r.closed[i])
+		}
+	}
+	t.Logf("%d connections, IDs of at most %d bytes", conns, r.longest)
+}
+
+// multiUnknownCursor: an ID naming a cursor the source does not hold
+// restarts every key with an sse.gap up to its newest event (none for a
+// key without events), then the events after it: never an event again
+// without a gap, never 400, and never 204 or close as if the keys were
+// done: keys all closed get their gaps and sse.closes, then close.
+func (s suite[K]) multiUnknownCursor(t *testing.T) {
+	m := s.multiServer(t, 0)
+	const unknown = "0:~unknowncursor0000:"
+	keys := s.keys(210, 211, 212) // 3 events; 2 events and closed; none
+	publishSeq(t, m.im.Publisher, keys[0], 1, 3)
+	publishSeq(t, m.im.Publisher, keys[1], 1, 2)
+	if err := m.im.Publisher.Close(ctx(t), keys[1]); err != nil {
+		t.Fatal(err)
+	}
+	r := newMultiReader(3).attach(t, m.get(t, multiURL(210, 211, 212), unknown))
+	for !r.closed[1] || r.next[0] < 4 {
+		if r.read(t, 1) {
+			t.Fatal("the stream ended before the gaps and key 1's sse.close")
+		}
+	}
+	publishSeq(t, m.im.Publisher, keys[0], 4, 5)
+	publishSeq(t, m.im.Publisher, keys[2], 1, 1)
+	for _, k := range []K{keys[0], keys[2]} {
+		if err := m.im.Publisher.Close(ctx(t), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !r.read(t, 0) || !r.ended {
+		t.Fatal("the stream did not end with close")
+	}
+	want := [][]sse.Gap{{{From: 1, To: 3}}, {{From: 1, To: 2}}, nil}
+	if fmt.Sprint(r.gaps) != fmt.Sprint(want) || r.next[0] != 6 || r.next[1] != 3 || r.next[2] != 2 {
+		t.Fatalf("from an unknown cursor: gaps %v, events to %v; want gaps %v, then 4-5 of key 0 and 1 of key 2", r.gaps, r.next, want)
+	}
+
+	// Every key closed: gaps, sse.closes and close; not 204.
+	done := newMultiReader(2).attach(t, m.get(t, multiURL(210, 211), unknown))
+	if !done.read(t, 0) || !done.ended {
+		t.Fatal("the stream of closed keys from an unknown cursor did not end with close")
+	}
+	if want := [][]sse.Gap{{{From: 1, To: 5}}, {{From: 1, To: 2}}}; fmt.Sprint(done.gaps) != fmt.Sprint(want) {
+		t.Fatalf("closed keys from an unknown cursor: gaps %v, want %v", done.gaps, want)
 	}
 }

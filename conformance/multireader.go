@@ -37,6 +37,10 @@ type mtab struct {
 	keys    []string // immutable: the keys it follows, in its requests' order
 	last    string   // guarded by round.mu
 	running bool     // guarded by round.mu
+	// vecs holds the vector (every key's entry) that each multi-key ID
+	// the tab was sent stands for: what it knows of each key once it has
+	// the ID's event. Guarded by round.mu.
+	vecs map[string][]string
 }
 
 // multiSpawner starts multi-key readers and clients, up to the plan's
@@ -85,11 +89,11 @@ func (r *round) multiSpawner(ctx context.Context) {
 		}
 		r.mu.Unlock()
 		if mt == nil {
-			keys := r.pickKeys(rng, 2+rng.IntN(4))
+			keys := r.pickKeys(rng, r.pl.minTabKeys+rng.IntN(r.pl.maxTabKeys-r.pl.minTabKeys+1))
 			if len(keys) < 2 {
 				continue
 			}
-			mt = &mtab{id: r.nextID(), keys: keys, running: true}
+			mt = &mtab{id: r.nextID(), keys: keys, running: true, vecs: make(map[string][]string)}
 			if rng.IntN(4) == 0 {
 				start = "0"
 			}
@@ -231,12 +235,18 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 	pl.max *= n // its items are spread over its keys
 	base := r.nextID()
 	subs := make([]*reader, n) // nil for a key start marks closed
-	first := resumeEntries(start, n)
+	r.mu.Lock()
+	known := mt.vectorOf(start) // every key's entry, as the client knows it: updated by each event's ID
+	r.mu.Unlock()
+	first := resumeEntries(start, known, n)
+	var all []*reader // subs, and the readers subs held before
 	for i, k := range mt.keys {
 		if first[i] != closedEntry {
 			subs[i] = &reader{id: r.nextID(), kind: client, key: k, identity: mt.id, start: first[i], proc: -1, multi: base}
+			all = append(all, subs[i])
 		}
 	}
+	reopened := make([]int, n) // per key, the forgotten cursors that reopened it (h.forgot[base] then)
 	ctx, cancel := context.WithCancel(context.Background())
 	if pl.life > 0 {
 		ctx, cancel = context.WithTimeout(context.Background(), pl.life)
@@ -262,7 +272,9 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 	url := "/m?keys=" + strings.Join(mt.keys, ",")
 	newRequest := func(ctx context.Context, id string) (*http.Request, error) {
 		r.mreqs.Add(1)
-		es := resumeEntries(id, n)
+		r.mu.Lock()
+		es := resumeEntries(id, mt.vectorOf(id), n)
+		r.mu.Unlock()
 		var hk []string
 		r.h.mu.Lock()
 		for i, rd := range subs {
@@ -310,7 +322,7 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 		defer cancel()
 		defer func() {
 			r.mu.Lock()
-			for _, rd := range subs {
+			for _, rd := range all {
 				delete(r.running, rd)
 			}
 			r.nMulti--
@@ -324,19 +336,50 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 				return
 			}
 			i, iok := ev.Key()
-			es, vok := parseVector(ev.ID, n)
-			if !iok || !vok || i >= n {
-				r.h.violation("bad-id", "%s: %s event with ID %q", name, ev.Name, ev.ID)
+			x, perr := parseMultiID(ev.ID, n)
+			var es []string
+			if perr == nil {
+				es, perr = x.apply(known)
+			}
+			if perr == nil && (!iok || i != x.index) {
+				perr = fmt.Errorf("sseclient reads its key as %d", i)
+			}
+			if perr != nil {
+				r.h.violation("bad-id", "%s: %s event with ID %q: %v", name, ev.Name, ev.ID, perr)
 				continue
 			}
+			known = es
+			if x.cursor != "" {
+				r.cursorIDs.Add(1)
+			}
+			r.mu.Lock()
+			mt.vecs[ev.ID], mt.last = es, ev.ID
+			r.mu.Unlock()
 			rd := subs[i]
 			r.h.mu.Lock()
-			ended := rd == nil || rd.end != running
+			ended, reopen := rd == nil || rd.end != running, false
+			// A request from a cursor the store forgot restarts every
+			// key, those the client had closed too (docs/protocol.md,
+			// "Cursors"): such a key is followed again, by a new reader
+			// of the key from "0", once per forgotten cursor.
+			if ended && r.h.forgot[base] > reopened[i] {
+				reopened[i] = r.h.forgot[base]
+				rd = &reader{id: r.nextID(), kind: client, key: mt.keys[i], identity: mt.id, start: "0", proc: -1, multi: base,
+					attempts: []attempt{{resume: "0", tick: r.tick()}}}
+				r.h.readers = append(r.h.readers, rd)
+				subs[i], ended, reopen = rd, false, true
+				all = append(all, rd)
+			}
 			a := -1
 			if rd != nil {
 				a = len(rd.attempts) - 1
 			}
 			r.h.mu.Unlock()
+			if reopen {
+				r.mu.Lock()
+				r.running[rd] = &run{done, cancel}
+				r.mu.Unlock()
+			}
 			if ended {
 				r.h.violation("after-key-close", "%s: %s event %q with ID %q, of key %d (%s), after the key's sse.close", name, ev.Name, token(ev.Data), ev.ID, i, mt.keys[i])
 				continue
@@ -367,9 +410,6 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 			if ev.Name != sseclient.EventKeyClose {
 				r.addItem(rd, it)
 			}
-			r.mu.Lock()
-			mt.last = ev.ID
-			r.mu.Unlock()
 			got++
 			if pl.max > 0 && got >= pl.max {
 				endOpen(nil, context.Canceled)
@@ -398,43 +438,128 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 // closedEntry is a multi-key ID's entry of a key whose sse.close was sent.
 const closedEntry = "."
 
-// parseVector returns the entries of a multi-key ID of n keys,
-// "<index>:<entry>,<entry>,…" (docs/protocol.md).
-func parseVector(id string, n int) ([]string, bool) {
-	_, v, ok := strings.Cut(id, ":")
-	if !ok {
-		return nil, false
+// A multiID is a multi-key ID read (docs/protocol.md, "IDs"): the index of
+// its event's key, and the entries it gives, by key position: every key's
+// (the vector form), or those of the keys that moved since its cursor was
+// stored (the cursor form; cursor is the cursor's name).
+type multiID struct {
+	index   int
+	cursor  string
+	entries map[int]string
+}
+
+// parseMultiID reads a multi-key ID of a request of n keys, of either
+// form, or says why it is not one.
+func parseMultiID(id string, n int) (multiID, error) {
+	is, rest, ok := strings.Cut(id, ":")
+	i, err := strconv.Atoi(is)
+	if !ok || err != nil || i < 0 || i >= n || is != strconv.Itoa(i) {
+		return multiID{}, fmt.Errorf("no index below %d", n)
 	}
-	es := strings.Split(v, ",")
-	return es, len(es) == n
+	x := multiID{index: i, entries: make(map[int]string)}
+	body, isCursor := strings.CutPrefix(rest, "~")
+	if !isCursor {
+		es := strings.Split(rest, ",")
+		if len(es) != n {
+			return multiID{}, fmt.Errorf("%d entries, not %d", len(es), n)
+		}
+		for j, e := range es {
+			x.entries[j] = e
+		}
+		return x, nil
+	}
+	name, moved, ok := strings.Cut(body, ":")
+	if !ok || len(name) == 0 || len(name) > 40 || strings.IndexFunc(name, func(c rune) bool {
+		return !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z')
+	}) >= 0 {
+		return multiID{}, fmt.Errorf("no cursor name")
+	}
+	x.cursor = name
+	if moved == "" {
+		return x, nil
+	}
+	for f := range strings.SplitSeq(moved, ",") {
+		ps, e, ok := strings.Cut(f, "_")
+		p, err := strconv.Atoi(ps)
+		if !ok || err != nil || ps != strconv.Itoa(p) {
+			return multiID{}, fmt.Errorf("moved key %q has no position", f)
+		}
+		if p < 0 || p >= n {
+			return multiID{}, fmt.Errorf("moved key %q out of range (%d keys)", f, n)
+		}
+		if _, dup := x.entries[p]; dup {
+			return multiID{}, fmt.Errorf("moved key %d twice", p)
+		}
+		x.entries[p] = e
+	}
+	return x, nil
+}
+
+// apply returns the vector the ID stands for to a client that held known
+// (every key's entry) before it: known, with the entries the ID gives.
+// The ID must give its own key's entry.
+func (x multiID) apply(known []string) ([]string, error) {
+	if _, ok := x.entries[x.index]; !ok {
+		return nil, fmt.Errorf("no entry for its own key %d", x.index)
+	}
+	v := slices.Clone(known)
+	for p, e := range x.entries {
+		v[p] = e
+	}
+	return v, nil
+}
+
+// entryResume is what a multi-key entry says of its key as a one-key
+// request's Last-Event-ID: "0" for an empty entry (nothing of the key
+// yet, counted as 0), else the entry.
+func entryResume(e string) string {
+	if e == "" {
+		return "0"
+	}
+	return e
 }
 
 // resumeEntries returns what a multi-key request's Last-Event-ID says of
-// each of its n keys, as the Last-Event-ID of a one-key request: "" for
-// no ID, "0" for "0" or an empty entry (nothing of the key yet, counted
-// as 0), the entry's ID, or closedEntry.
-func resumeEntries(id string, n int) []string {
+// each of its keys, as the Last-Event-ID of a one-key request: "" for no
+// ID, else entryResume of each key's entry in vec, the vector the ID
+// stands for (nil: every entry empty, as for "0").
+func resumeEntries(id string, vec []string, n int) []string {
 	es := make([]string, n)
-	switch id {
-	case "":
+	if id == "" {
 		return es
-	case "0":
-	default:
-		if v, ok := parseVector(id, n); ok {
-			es = v
-		}
 	}
-	for i, e := range es {
-		if e == "" {
-			es[i] = "0"
+	for i := range es {
+		if vec != nil {
+			es[i] = vec[i]
 		}
+		es[i] = entryResume(es[i])
 	}
 	return es
+}
+
+// vectorOf returns the vector (every key's entry) that a multi-key ID
+// stands for to tab mt: nothing of any key for "" and "0"; the vector
+// recorded when mt was sent it; every entry of an ID of the vector form.
+// The caller holds r.mu.
+func (mt *mtab) vectorOf(id string) []string {
+	n := len(mt.keys)
+	if v, ok := mt.vecs[id]; ok {
+		return slices.Clone(v)
+	}
+	if x, err := parseMultiID(id, n); err == nil && x.cursor == "" {
+		if v, err := x.apply(make([]string, n)); err == nil {
+			return v
+		}
+	}
+	return make([]string, n)
 }
 
 // parseKeysHeader reads a multi-key request's hdrKeys header.
 func parseKeysHeader(v string) map[string]reqInfo {
 	m := make(map[string]reqInfo)
+	if v == "" {
+		return m
+	}
 	for f := range strings.SplitSeq(v, ",") {
 		key, ra, ok1 := strings.Cut(f, "=")
 		rs, as, ok2 := strings.Cut(ra, ".")

@@ -49,9 +49,18 @@ func (x *mutant) Publish(ctx context.Context, key string, evs ...sse.Event) erro
 func (x *mutant) Close(ctx context.Context, key string) error { return x.b.Close(ctx, key) }
 func (x *mutant) Open(ctx context.Context, key string) error  { return x.b.Open(ctx, key) }
 func (x *mutant) Mode() sse.Mode                              { return x.b.Mode() }
-func (x *mutant) impl() Impl[string]                          { return Impl[string]{Publisher: x, Reader: x, Source: x} }
-func (x *mutant) firedCount() int64                           { return x.fired.Load() }
-func (x *mutant) Shutdown(ctx context.Context) error          { return x.b.Shutdown(ctx) }
+func (x *mutant) SaveCursor(ctx context.Context, c sse.Cursor[string]) (string, error) {
+	return x.b.SaveCursor(ctx, c)
+}
+func (x *mutant) LoadCursor(ctx context.Context, name string) (sse.Cursor[string], error) {
+	return x.b.LoadCursor(ctx, name)
+}
+func (x *mutant) Newest(ctx context.Context, key string) (string, uint64, error) {
+	return x.b.Newest(ctx, key)
+}
+func (x *mutant) impl() Impl[string]                 { return Impl[string]{Publisher: x, Reader: x, Source: x} }
+func (x *mutant) firedCount() int64                  { return x.fired.Load() }
+func (x *mutant) Shutdown(ctx context.Context) error { return x.b.Shutdown(ctx) }
 
 func (x *mutant) Events(ctx context.Context, key string, from ...sse.ReadOption) iter.Seq2[sse.Event, error] {
 	inner := x.b.Events(ctx, key, from...)

@@ -44,6 +44,15 @@ type plan struct {
 	// that they resume several keys often.
 	multiCutPct int
 	multiCutMax int64
+	// vectors hides the source's cursor store from MultiHandler, so that
+	// the multi-key clients get IDs of the vector form, as a source
+	// without a store gives them.
+	vectors bool
+	// The fewest and the most keys a multi-key client's tab follows: more
+	// than sse.CursorDelta in some rounds, so that streams store cursors
+	// again as their keys move, and resume from cursors some keys moved
+	// past.
+	minTabKeys, maxTabKeys int
 }
 
 const (
@@ -95,10 +104,22 @@ func drawPlan(rng *rand.Rand, o Options) plan {
 	p.maxMulti = 1 + rng.IntN(3)
 	p.multiCutPct = 30 + rng.IntN(60)
 	p.multiCutMax = int64(200 + rng.IntN(3<<10))
+	p.vectors = rng.IntN(4) == 0
+	p.minTabKeys, p.maxTabKeys = 2, 5
+	if rng.IntN(5) == 0 {
+		p.wideTabs()
+	}
 	if o.tweak != nil {
 		o.tweak(&p)
 	}
 	return p
+}
+
+// wideTabs makes the multi-key clients' tabs follow more keys than
+// sse.CursorDelta, and the round have that many keys.
+func (p *plan) wideTabs() {
+	p.minTabKeys, p.maxTabKeys = sse.CursorDelta+1, sse.CursorDelta+8
+	p.keys = max(p.keys, p.maxTabKeys)
 }
 
 func (p *plan) pick(rng *rand.Rand) int {
@@ -139,7 +160,10 @@ type round struct {
 	clock atomic.Int64
 	ids   atomic.Int64 // call, reader and tab IDs
 	mreqs atomic.Int64 // requests of multi-key clients
-	began time.Time
+	// cursorIDs counts the cursor IDs multi-key clients read, forgotten
+	// their requests from a cursor the store did not hold.
+	cursorIDs, forgotten atomic.Int64
+	began                time.Time
 
 	// lifeMu is held for writing while a fault that loses data is
 	// injected, and for reading by each call and each in-process range's
@@ -354,6 +378,7 @@ func (r *round) stats() Stats {
 		}
 	}
 	s.MultiConnections = int(r.mreqs.Load())
+	s.CursorIDs, s.ForgottenCursors = int(r.cursorIDs.Load()), int(r.forgotten.Load())
 	r.mu.Lock()
 	s.Faults = r.faults
 	r.mu.Unlock()
@@ -434,6 +459,7 @@ type ctxKey struct{}
 type reqInfo struct {
 	reader, attempt int
 	keys            map[string]reqInfo
+	lastID          string // the request's Last-Event-ID
 }
 
 const (
@@ -457,8 +483,9 @@ func (r *round) startHTTP(n int) {
 				rid, att = -1, -1
 			}
 			info := reqInfo{reader: rid, attempt: att}
-			if v := req.Header.Get(hdrKeys); v != "" {
-				info.keys = parseKeysHeader(v)
+			if req.URL.Path == "/m" { // a multi-key client's, even with no key open (all closed in its ID)
+				info.keys = parseKeysHeader(req.Header.Get(hdrKeys))
+				info.lastID = req.Header.Get("Last-Event-ID")
 			}
 			ctx := context.WithValue(req.Context(), ctxKey{}, info)
 			r.handler(i, p, req.URL.Path == "/m").ServeHTTP(w, req.WithContext(ctx))
@@ -502,7 +529,10 @@ func (r *round) handler(i int, p *procHTTP, multi bool) http.Handler {
 		if r.pl.terminate {
 			opts = append(opts, sse.WithTerminateMessage())
 		}
-		rs := &recSource{r: r, proc: i, gen: gen, src: src}
+		var rs sse.Source[string] = &recSource{r: r, proc: i, gen: gen, src: src}
+		if cs, ok := src.(sse.CursorStore[string]); ok && !r.pl.vectors {
+			rs = &recCursorSource{recSource: rs.(*recSource), store: cs}
+		}
 		p.src, p.gen, p.h = src, gen, sse.Handler[string](rs, func(req *http.Request) (string, error) {
 			return strings.TrimPrefix(req.URL.Path, "/k/"), nil
 		}, opts...)
@@ -579,6 +609,82 @@ func (s *recSource) Subscribe(ctx context.Context, key string, req sse.Subscribe
 		return nil, err
 	}
 	return &recSub{Subscription: sub, rec: rec, h: h}, nil
+}
+
+// A recCursorSource is a recSource over a Source that stores cursors: it
+// forwards the store, so that MultiHandler writes cursor IDs, and checks
+// each cursor a request resumes from against what the client's ID stands
+// for.
+type recCursorSource struct {
+	*recSource
+	store sse.CursorStore[string]
+}
+
+func (s *recCursorSource) SaveCursor(ctx context.Context, c sse.Cursor[string]) (string, error) {
+	return s.store.SaveCursor(ctx, c)
+}
+
+// Newest records the epoch it returns, as Subscribe does: a key
+// restarted from a cursor the store forgot may get its gap and sse.close
+// with no subscription.
+func (s *recCursorSource) Newest(ctx context.Context, key string) (string, uint64, error) {
+	genStart := s.genOf(key)
+	epoch, id, err := s.store.Newest(ctx, key)
+	if err == nil && epoch != "" {
+		rec := epochRecord{key: key, epoch: epoch, genStart: genStart, genEnd: s.genOf(key)}
+		s.r.h.mu.Lock()
+		s.r.h.newest = append(s.r.h.newest, rec)
+		s.r.h.mu.Unlock()
+	}
+	return epoch, id, err
+}
+
+// LoadCursor loads the cursor a multi-key client's request resumes from,
+// and settles, per key the request resumes, what the server resumes it
+// from: a key the cursor does not know ("!", or a cursor the store
+// forgot) restarts with a gap up to its newest event, as from "0"; any
+// other entry of a key that did not move since the cursor was stored
+// must be the one the client's ID stands for.
+func (s *recCursorSource) LoadCursor(ctx context.Context, name string) (sse.Cursor[string], error) {
+	c, err := s.store.LoadCursor(ctx, name)
+	info, ok := ctx.Value(ctxKey{}).(reqInfo)
+	if !ok || info.keys == nil || err != nil && !errors.Is(err, sse.ErrUnknownCursor) {
+		return c, err
+	}
+	var moved map[int]string
+	if x, perr := parseMultiID(info.lastID, len(c.Keys)); err == nil && perr == nil {
+		moved = x.entries
+	}
+	positions := strings.Split(c.Positions, ",")
+	h := s.r.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil {
+		h.forgot[info.reader]++
+		s.r.forgotten.Add(1)
+	}
+	for _, rd := range h.readers {
+		ki, ok := info.keys[rd.key]
+		if !ok || rd.id != ki.reader || ki.attempt < 0 || ki.attempt >= len(rd.attempts) {
+			continue
+		}
+		entry := "!"
+		if err == nil {
+			p := slices.Index(c.Keys, rd.key)
+			if _, m := moved[p]; p < 0 || m || p >= len(positions) {
+				continue
+			}
+			entry = positions[p]
+		}
+		at := &rd.attempts[ki.attempt]
+		switch {
+		case entry == "!":
+			at.resume = "0"
+		case entryResume(entry) != at.resume:
+			h.extra = append(h.extra, Violation{"cursor", fmt.Sprintf("%s: resumed from %q, whose cursor %q holds %q for the key, not the %q the client's ID stands for", rd.describe(), info.lastID, name, entry, at.resume)})
+		}
+	}
+	return c, err
 }
 
 func (s *recSource) genOf(key string) int {
