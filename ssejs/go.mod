@@ -8,7 +8,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.3
 	github.com/nats-io/nats.go v1.56.0
 	github.com/nats-io/nuid v1.0.1
-	github.com/rocketqueue/sse v0.0.0-20261207223532-bf2445b83fff
+	github.com/rocketqueue/sse v0.0.0-20261208013621-0ea8d67cfb07
 	go.uber.org/goleak v1.3.0
 )
 

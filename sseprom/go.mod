@@ -6,7 +6,7 @@ replace github.com/rocketqueue/sse => ../
 
 require (
 	github.com/prometheus/client_golang v1.25.0
-	github.com/rocketqueue/sse v0.0.0-20261207223532-bf2445b83fff
+	github.com/rocketqueue/sse v0.0.0-20261208013621-0ea8d67cfb07
 	go.uber.org/goleak v1.3.0
 )
 
