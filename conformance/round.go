@@ -680,6 +680,15 @@ func (s *recCursorSource) LoadCursor(ctx context.Context, name string) (sse.Curs
 		switch {
 		case entry == "!":
 			at.resume = "0"
+		case entry == "" && at.resume != "0":
+			// The server says the client has nothing of the key's current
+			// life: a key restarted from an unknown position that had no
+			// event then, or began a new life since, is read from its
+			// start, and the client's entry, of an earlier life, counts as
+			// 0 too. The resume is accounted from "0": were the client to
+			// have had events of the current life, they would come again,
+			// and the reader's accounting flags each as a duplicate.
+			at.resume = "0"
 		case entryResume(entry) != at.resume:
 			h.extra = append(h.extra, Violation{"cursor", fmt.Sprintf("%s: resumed from %q, whose cursor %q holds %q for the key, not the %q the client's ID stands for", rd.describe(), info.lastID, name, entry, at.resume)})
 		}
