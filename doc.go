@@ -240,6 +240,22 @@
 // have read-once semantics and no window; an SSE client that resumes before
 // events they took gets a "gap" for them.
 //
+// # Several keys on one connection
+//
+// [MultiHandler] streams the [FanOut] keys a request names on one
+// connection, each event exactly once and in order per key, or an exact
+// per-key "sse.gap"; a key's "sse.close" detaches it, and "close" (or 204)
+// comes only after every key's. Each event's ID tells its key (the number
+// before the first colon) and, through a cursor the source stores
+// ([CursorStore]: the Broker in memory, and a shared source across its
+// replicas), every key's position, so that a plain EventSource resumes
+// every key with its automatic Last-Event-ID, and a request for another
+// list of keys resumes the keys it kept. A cursor the source no longer
+// holds restarts each key with a gap, never a duplicate. The request's
+// goroutine reads every key with [Subscription.Poll]: no goroutine per
+// key. [Broker.EventsOf] does the same in process. docs/protocol.md has
+// the wire.
+//
 // # Exposure to untrusted clients
 //
 // Whoever can reach the handler can name keys, and by default a request
