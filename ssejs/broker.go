@@ -86,6 +86,11 @@ type Broker[K comparable] struct {
 	// staleKVGets, in tests, makes the next direct gets of a bucket's
 	// entries (cursors, liveness) find nothing, as a lagging replica can.
 	staleKVGets atomic.Int32
+	// feedGiveUp is how long the feed's consumer may fail to recover
+	// before the feed checks its stream (see feed.watch): feedGiveUp,
+	// shortened by tests. Immutable after New, but for tests, which set it
+	// before the first reader.
+	feedGiveUp time.Duration
 }
 
 // Compile-time checks: a Broker is what sse.Handler and application code
@@ -126,6 +131,8 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		hubs:   make(map[string]*hub[K]),
 		down:   make(chan struct{}),
 		quit:   make(chan struct{}),
+
+		feedGiveUp: feedGiveUp,
 	}
 	// A message's headers take a few hundred bytes; the rest is its body.
 	b.maxBody = int(b.nc.MaxPayload()) - 1024

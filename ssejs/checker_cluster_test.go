@@ -63,6 +63,14 @@ func (f *flakySource) Subscribe(ctx context.Context, key string, req sse.Subscri
 	return &flakySub{Subscription: sub, drop: rand.New(rand.NewPCG(f.seed, f.n.Add(1))).IntN(2) == 0}, nil
 }
 
+// flakyCursorSource is a flakySource over a Source that stores cursors:
+// it forwards the store, which flakySource alone would hide from
+// MultiHandler.
+type flakyCursorSource struct {
+	*flakySource
+	sse.CursorStore[string]
+}
+
 type flakySub struct {
 	sse.Subscription
 	drop   bool
@@ -251,7 +259,13 @@ func startJSCluster(t testing.TB, s conformance.Setup) *conformance.Deployment {
 		Procs: 3,
 		Impl: func(i int) conformance.Impl[string] {
 			im := ps[i].impl()
-			im.Source = &flakySource{Source: im.Source, seed: uint64(i)}
+			fs := &flakySource{Source: im.Source, seed: uint64(i)}
+			im.Source = fs
+			if cs, ok := fs.Source.(sse.CursorStore[string]); ok {
+				// Multi-key clients get cursor IDs, stored in the
+				// bucket every replica shares, as they do in production.
+				im.Source = flakyCursorSource{fs, cs}
+			}
 			return im
 		},
 		Faults: []conformance.Fault{

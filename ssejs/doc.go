@@ -209,6 +209,14 @@
 // browser give up is never sent). The nats.go connection reconnects by
 // itself (give it MaxReconnects(-1)); the broker goes on when it has.
 //
+// When NATS answers but JetStream does not, or the stream was deleted,
+// the process's consumer (see the costs below) retries by itself; once it
+// has reported an error and delivered nothing for 15 s, the broker asks
+// the stream's leader for the stream, and if that fails too, open
+// subscriptions end as above, with an error wrapping ErrUnavailable, and
+// the next reader starts afresh (or fails, if the stream is still gone).
+// A consumer that recovers, or whose stream answers, goes on.
+//
 // # Queue mode: leases
 //
 // A process takes a key's lease when a connection or reader of the key

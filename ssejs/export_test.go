@@ -1,5 +1,7 @@
 package ssejs
 
+import "time"
+
 // DropAcks makes b's next n publishes act as if their acknowledgement was
 // lost after the server stored them; after runs then, given the subject's
 // last message's first event ID, or 0.
@@ -40,3 +42,7 @@ func StaleGets[K comparable](b *Broker[K], n int) { b.staleGets.Store(int32(n)) 
 // StaleKVGets makes b's next n direct gets of a bucket's entries (cursors,
 // liveness) find nothing, as a replica that lags the bucket's leader can.
 func StaleKVGets[K comparable](b *Broker[K], n int) { b.staleKVGets.Store(int32(n)) }
+
+// FeedGiveUp sets how long b's feed lets its consumer fail to recover
+// before it checks its stream; call it before b's first reader.
+func FeedGiveUp[K comparable](b *Broker[K], d time.Duration) { b.feedGiveUp = d }

@@ -3,6 +3,7 @@ package ssejs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -23,6 +24,12 @@ import (
 // reset after a missed message or heartbeat, a leader change) resumes
 // after the last message it handed out, and a message it hands out again
 // is dropped: the hubs get each message of their key once, in order.
+// That recovery retries for as long as it fails; so once the consumer has
+// reported an error and delivered nothing for [feedGiveUp], the feed asks
+// the stream's leader for the stream, and ends (with an error wrapping
+// [ErrUnavailable]) if it cannot: the stream was deleted, or JetStream
+// does not answer though NATS does. Readers are told, rather than left to
+// wait until Shutdown.
 type feed[K comparable] struct {
 	b       *Broker[K]               // immutable
 	ready   chan struct{}            // closed when the feed started, or failed to (initErr)
@@ -30,6 +37,7 @@ type feed[K comparable] struct {
 	cons    jetstream.Consumer       // written before ready is closed
 	cc      jetstream.ConsumeContext // written before ready is closed
 	fails   chan error               // capacity 1: a failure of the consumer
+	trouble chan struct{}            // capacity 1: the consumer reported an error it may recover from
 	stop    chan struct{}            // closed when its last hub leaves
 	done    chan struct{}            // closed when its goroutine has returned
 
@@ -37,6 +45,9 @@ type feed[K comparable] struct {
 	hubs map[string]*hub[K] // guarded by mu: by subject, each hub linking the key's others (hub.sibling)
 	pos  uint64             // guarded by mu: every message up to this stream sequence was handed out, or predates the feed
 	err  error              // guarded by mu: why the feed ended, if it did
+	// troubled is guarded by mu: when the consumer reported an error it
+	// may recover from, if it has delivered nothing since; zero otherwise.
+	troubled time.Time
 
 	scratch []*hub[K] // owned by the consumer's callback
 
@@ -69,7 +80,7 @@ func (b *Broker[K]) feedFor(ctx context.Context) (*feed[K], error) {
 		}
 		return f, nil
 	}
-	f = &feed[K]{b: b, ready: make(chan struct{}), fails: make(chan error, 1), stop: make(chan struct{}), done: make(chan struct{}), hubs: make(map[string]*hub[K]), refs: 1}
+	f = &feed[K]{b: b, ready: make(chan struct{}), fails: make(chan error, 1), trouble: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), hubs: make(map[string]*hub[K]), refs: 1}
 	b.feed = f
 	b.mu.Unlock()
 	f.initErr = f.start(ctx)
@@ -116,6 +127,18 @@ func (f *feed[K]) start(ctx context.Context) error {
 	f.cc, err = f.cons.Consume(f.deliver, jetstream.PullMaxMessages(feedBuffer), jetstream.PullHeartbeat(feedHeartbeat), jetstream.PullExpiry(10*feedHeartbeat), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			f.fail(err)
+			return
+		}
+		// A missed heartbeat, a deleted consumer, a leader change...: the
+		// ordered consumer resets itself, and run watches that it does.
+		f.mu.Lock()
+		if f.troubled.IsZero() {
+			f.troubled = time.Now()
+		}
+		f.mu.Unlock()
+		select {
+		case f.trouble <- struct{}{}:
+		default:
 		}
 	}))
 	if err != nil {
@@ -138,6 +161,12 @@ const feedBuffer = 256
 // its heartbeats cost nothing per key.
 const feedHeartbeat = 2 * time.Second
 
+// feedGiveUp is how long the feed's consumer may go on failing to recover
+// before the feed checks its stream (see feed): long enough for a NATS
+// node's restart or a stream leader's election, which the consumer rides
+// through.
+const feedGiveUp = 15 * time.Second
+
 // deliver hands the message m to the hubs of its key; it is the
 // consumer's callback, called for one message at a time, in order.
 func (f *feed[K]) deliver(m jetstream.Msg) {
@@ -153,6 +182,7 @@ func (f *feed[K]) deliver(m jetstream.Msg) {
 		return // ended, or handed out already (before a reset)
 	}
 	f.pos = seq
+	f.troubled = time.Time{}
 	hs := f.scratch[:0]
 	for h := f.hubs[m.Subject()]; h != nil; h = h.sibling {
 		hs = append(hs, h)
@@ -186,15 +216,36 @@ func (f *feed[K]) run(down <-chan struct{}) {
 	defer b.calls.Done()
 	defer close(f.done)
 	var err error
-	select {
-	case e := <-f.fails:
-		err = unavailable{e}
-	case <-down:
-		err = ErrUnavailable
-	case <-b.quit:
-		err = sse.ErrShutdown
-	case <-f.stop:
-		err = errFeedStopped
+	var check *time.Timer // while the consumer is troubled
+	var checkC <-chan time.Time
+	defer func() {
+		if check != nil {
+			check.Stop()
+		}
+	}()
+	for err == nil {
+		select {
+		case <-f.trouble:
+			if check == nil {
+				check = time.NewTimer(b.feedGiveUp)
+				checkC = check.C
+			}
+		case <-checkC:
+			var wait time.Duration
+			if wait, err = f.watch(down); err == nil && wait > 0 {
+				check.Reset(wait)
+			} else {
+				check, checkC = nil, nil
+			}
+		case e := <-f.fails:
+			err = unavailable{e}
+		case <-down:
+			err = ErrUnavailable
+		case <-b.quit:
+			err = sse.ErrShutdown
+		case <-f.stop:
+			err = errFeedStopped
+		}
 	}
 	f.mu.Lock()
 	f.err = err
@@ -208,6 +259,36 @@ func (f *feed[K]) run(down <-chan struct{}) {
 	}
 	f.cc.Stop()
 	b.deleteConsumer(f.cons)
+}
+
+// watch looks at a troubled consumer: it returns how long to wait before
+// looking again if it has been troubled for less than feedGiveUp; else it
+// asks the stream's leader for the stream, and returns the feed's error if
+// that fails. A consumer that delivered a message since, or whose stream
+// answered, is no longer troubled until it reports another error.
+func (f *feed[K]) watch(down <-chan struct{}) (time.Duration, error) {
+	b := f.b
+	f.mu.Lock()
+	since := f.troubled
+	f.mu.Unlock()
+	if since.IsZero() {
+		return 0, nil // it delivered a message since
+	}
+	if wait := b.feedGiveUp - time.Since(since); wait > 0 {
+		return wait, nil
+	}
+	ctx, cancel := b.bounded(context.Background(), down)
+	_, err := b.stream.Info(ctx)
+	cancel()
+	if err != nil {
+		return 0, unavailable{fmt.Errorf("ssejs: the feed's consumer did not recover in %v, and its stream did not answer: %w", b.feedGiveUp, err)}
+	}
+	f.mu.Lock()
+	if f.troubled.Equal(since) {
+		f.troubled = time.Time{}
+	}
+	f.mu.Unlock()
+	return 0, nil
 }
 
 // register adds h to the feed: h gets every message of its key from the
