@@ -41,6 +41,16 @@ type mtab struct {
 	// the tab was sent stands for: what it knows of each key once it has
 	// the ID's event. Guarded by round.mu.
 	vecs map[string][]string
+	// forgot counts the requests of the tab's earlier clients that named
+	// a cursor the store forgot; reopened holds, per key, the count of
+	// the tab's forgotten cursors (forgot, plus its running client's) when
+	// the key last closed or was followed again. A forgotten cursor
+	// restarts every key, those the tab saw close too, and the server's
+	// next cursors follow them, though the IDs' vectors still say closed:
+	// a later client of the tab may get their events. Guarded by
+	// history.mu.
+	forgot   int
+	reopened []int
 }
 
 // multiSpawner starts multi-key readers and clients, up to the plan's
@@ -93,7 +103,7 @@ func (r *round) multiSpawner(ctx context.Context) {
 			if len(keys) < 2 {
 				continue
 			}
-			mt = &mtab{id: r.nextID(), keys: keys, running: true, vecs: make(map[string][]string)}
+			mt = &mtab{id: r.nextID(), keys: keys, running: true, vecs: make(map[string][]string), reopened: make([]int, len(keys))}
 			if rng.IntN(4) == 0 {
 				start = "0"
 			}
@@ -246,7 +256,6 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 			all = append(all, subs[i])
 		}
 	}
-	reopened := make([]int, n) // per key, the forgotten cursors that reopened it (h.forgot[base] then)
 	ctx, cancel := context.WithCancel(context.Background())
 	if pl.life > 0 {
 		ctx, cancel = context.WithTimeout(context.Background(), pl.life)
@@ -321,6 +330,9 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 		defer close(done)
 		defer cancel()
 		defer func() {
+			r.h.mu.Lock()
+			mt.forgot += r.h.forgot[base]
+			r.h.mu.Unlock()
 			r.mu.Lock()
 			for _, rd := range all {
 				delete(r.running, rd)
@@ -361,9 +373,12 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 			// A request from a cursor the store forgot restarts every
 			// key, those the client had closed too (docs/protocol.md,
 			// "Cursors"): such a key is followed again, by a new reader
-			// of the key from "0", once per forgotten cursor.
-			if ended && r.h.forgot[base] > reopened[i] {
-				reopened[i] = r.h.forgot[base]
+			// of the key from "0", once per forgotten cursor since the
+			// key closed, this client's or an earlier one's of the tab
+			// (see mtab.reopened).
+			forgot := mt.forgot + r.h.forgot[base]
+			if ended && forgot > mt.reopened[i] {
+				mt.reopened[i] = forgot
 				rd = &reader{id: r.nextID(), kind: client, key: mt.keys[i], identity: mt.id, start: "0", proc: -1, multi: base,
 					attempts: []attempt{{resume: "0", tick: r.tick()}}}
 				r.h.readers = append(r.h.readers, rd)
@@ -390,6 +405,9 @@ func (r *round) startMultiClient(mt *mtab, start string, pl readerPlan, salt uin
 				if es[i] != closedEntry || ev.Data != fmt.Sprintf(`{"key":%d}`, i) {
 					r.h.violation("bad-close", "%s: sse.close with ID %q and data %q", name, ev.ID, ev.Data)
 				}
+				r.h.mu.Lock()
+				mt.reopened[i] = mt.forgot + r.h.forgot[base] // only a later forgotten cursor reopens it
+				r.h.mu.Unlock()
 				r.endReader(rd, ctx, nil)
 			case sseclient.EventKeyGap:
 				from, to, gok := ev.Gap()
