@@ -12,7 +12,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.3
 	github.com/nats-io/nats.go v1.56.0
 	github.com/prometheus/client_golang v1.25.0
-	github.com/rocketqueue/sse v0.0.0-20261208014844-eb3b33f4f3cd
+	github.com/rocketqueue/sse v0.0.0-20261208030318-a9609635c8ea
 	github.com/rocketqueue/sse/ssejs v0.0.0-00010101000000-000000000000
 	github.com/rocketqueue/sse/sseprom v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0

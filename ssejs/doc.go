@@ -210,12 +210,14 @@
 // itself (give it MaxReconnects(-1)); the broker goes on when it has.
 //
 // When NATS answers but JetStream does not, or the stream was deleted,
-// the process's consumer (see the costs below) retries by itself; once it
-// has reported an error and delivered nothing for 15 s, the broker asks
-// the stream's leader for the stream, and if that fails too, open
+// the process's consumer (see "The mapping onto JetStream") retries by
+// itself, and says nothing. So 15 s after it reports an error, the broker
+// looks: if the stream is gone, or was deleted and made anew, open
 // subscriptions end as above, with an error wrapping ErrUnavailable, and
-// the next reader starts afresh (or fails, if the stream is still gone).
-// A consumer that recovers, or whose stream answers, goes on.
+// the next reader starts afresh (or fails, while the stream is gone); if
+// the stream does not answer, or the consumer could not be made again,
+// they end so 15 s later, unless it recovered by then. A consumer that
+// recovered goes on.
 //
 // # Queue mode: leases
 //

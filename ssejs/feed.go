@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/rocketqueue/sse"
 )
 
@@ -24,17 +26,20 @@ import (
 // reset after a missed message or heartbeat, a leader change) resumes
 // after the last message it handed out, and a message it hands out again
 // is dropped: the hubs get each message of their key once, in order.
-// That recovery retries for as long as it fails; so once the consumer has
-// reported an error and delivered nothing for [feedGiveUp], the feed asks
-// the stream's leader for the stream, and ends (with an error wrapping
-// [ErrUnavailable]) if it cannot: the stream was deleted, or JetStream
-// does not answer though NATS does. Readers are told, rather than left to
-// wait until Shutdown.
+// That recovery retries for as long as it fails, and says nothing; so
+// [feedGiveUp] after the consumer reports an error, the feed looks (see
+// watch), and ends, with an error wrapping [ErrUnavailable], if the stream
+// is gone or was made anew, or if the stream or the consumer's new
+// incarnation are still missing, or JetStream does not answer, another
+// feedGiveUp later. Readers are told, rather than left to wait until
+// Shutdown.
 type feed[K comparable] struct {
 	b       *Broker[K]               // immutable
 	ready   chan struct{}            // closed when the feed started, or failed to (initErr)
 	initErr error                    // written before ready is closed
 	cons    jetstream.Consumer       // written before ready is closed
+	prefix  string                   // written before ready is closed: the consumer's name, but for the "_<n>" of each incarnation
+	created time.Time                // written before ready is closed: when the stream was made
 	cc      jetstream.ConsumeContext // written before ready is closed
 	fails   chan error               // capacity 1: a failure of the consumer
 	trouble chan struct{}            // capacity 1: the consumer reported an error it may recover from
@@ -45,9 +50,11 @@ type feed[K comparable] struct {
 	hubs map[string]*hub[K] // guarded by mu: by subject, each hub linking the key's others (hub.sibling)
 	pos  uint64             // guarded by mu: every message up to this stream sequence was handed out, or predates the feed
 	err  error              // guarded by mu: why the feed ended, if it did
-	// troubled is guarded by mu: when the consumer reported an error it
-	// may recover from, if it has delivered nothing since; zero otherwise.
+	// troubled is guarded by mu: when the consumer reported the first
+	// error that watch has not yet seen it recover from; zero otherwise.
+	// troubles counts the errors it reported.
 	troubled time.Time
+	troubles uint64
 
 	scratch []*hub[K] // owned by the consumer's callback
 
@@ -114,8 +121,9 @@ func (f *feed[K]) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	f.pos = info.State.LastSeq
+	f.pos, f.created, f.prefix = info.State.LastSeq, info.Created, "sse_feed_"+nuid.Next()
 	f.cons, err = b.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		NamePrefix:        f.prefix,
 		FilterSubjects:    []string{b.prefix + ">"},
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       f.pos + 1,
@@ -135,6 +143,7 @@ func (f *feed[K]) start(ctx context.Context) error {
 		if f.troubled.IsZero() {
 			f.troubled = time.Now()
 		}
+		f.troubles++
 		f.mu.Unlock()
 		select {
 		case f.trouble <- struct{}{}:
@@ -182,7 +191,6 @@ func (f *feed[K]) deliver(m jetstream.Msg) {
 		return // ended, or handed out already (before a reset)
 	}
 	f.pos = seq
-	f.troubled = time.Time{}
 	hs := f.scratch[:0]
 	for h := f.hubs[m.Subject()]; h != nil; h = h.sibling {
 		hs = append(hs, h)
@@ -223,6 +231,7 @@ func (f *feed[K]) run(down <-chan struct{}) {
 			check.Stop()
 		}
 	}()
+	failed := 0 // looks in a row that found the consumer not recovered
 	for err == nil {
 		select {
 		case <-f.trouble:
@@ -232,7 +241,15 @@ func (f *feed[K]) run(down <-chan struct{}) {
 			}
 		case <-checkC:
 			var wait time.Duration
-			if wait, err = f.watch(down); err == nil && wait > 0 {
+			wait, failed, err = f.watch(down, failed)
+			select { // what ended watch's look, rather than its finding
+			case <-b.quit:
+				err = sse.ErrShutdown
+			case <-down:
+				err = ErrUnavailable
+			default:
+			}
+			if err == nil && wait > 0 {
 				check.Reset(wait)
 			} else {
 				check, checkC = nil, nil
@@ -257,38 +274,77 @@ func (f *feed[K]) run(down <-chan struct{}) {
 			h.end(err)
 		}
 	}
-	f.cc.Stop()
-	b.deleteConsumer(f.cons)
+	// Stopping the consumer waits for a reset in progress (nats.go holds
+	// its lock across the reset's retries, up to 10 s each): the feed's
+	// end, and the last hub's unref that waits for it, do not.
+	b.calls.Add(1)
+	go func() {
+		defer b.calls.Done()
+		f.cc.Stop()
+		b.deleteConsumer(f.cons)
+	}()
 }
 
-// watch looks at a troubled consumer: it returns how long to wait before
-// looking again if it has been troubled for less than feedGiveUp; else it
-// asks the stream's leader for the stream, and returns the feed's error if
-// that fails. A consumer that delivered a message since, or whose stream
-// answered, is no longer troubled until it reports another error.
-func (f *feed[K]) watch(down <-chan struct{}) (time.Duration, error) {
+// watch looks at a troubled consumer, failed looks in a row after it
+// found it not recovered. It returns how long to wait before it looks
+// again (0: it recovered), the number of such looks, and the feed's
+// error if the feed must end. Until feedGiveUp after the first error, it
+// waits. Then it asks the stream's leader for the stream: if the stream is
+// gone, or was made anew (the consumer would wait for sequences the new
+// stream will reach only much later), the feed ends; it ends too if the
+// stream did not answer, or the consumer has no incarnation on it (its
+// reset still fails), at two looks in a row, feedGiveUp apart. Errors
+// reported while it looked are looked at again.
+func (f *feed[K]) watch(down <-chan struct{}, failed int) (time.Duration, int, error) {
 	b := f.b
 	f.mu.Lock()
-	since := f.troubled
+	since, n := f.troubled, f.troubles
 	f.mu.Unlock()
 	if since.IsZero() {
-		return 0, nil // it delivered a message since
+		return 0, 0, nil
 	}
 	if wait := b.feedGiveUp - time.Since(since); wait > 0 {
-		return wait, nil
+		return wait, failed, nil
 	}
 	ctx, cancel := b.bounded(context.Background(), down)
-	_, err := b.stream.Info(ctx)
-	cancel()
+	defer cancel()
+	info, err := b.stream.Info(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return 0, failed, unavailable{fmt.Errorf("ssejs: the stream was deleted: %w", err)}
+	case err == nil && !info.Created.Equal(f.created):
+		return 0, failed, unavailable{errors.New("ssejs: the stream was deleted and made anew")}
+	case err == nil:
+		var found bool
+		if found, err = f.incarnated(ctx); err == nil && !found {
+			err = errors.New("no incarnation on the stream")
+		}
+	}
 	if err != nil {
-		return 0, unavailable{fmt.Errorf("ssejs: the feed's consumer did not recover in %v, and its stream did not answer: %w", b.feedGiveUp, err)}
+		if failed++; failed < 2 {
+			return b.feedGiveUp, failed, nil
+		}
+		return 0, failed, unavailable{fmt.Errorf("ssejs: the feed's consumer did not recover in %v: %w", 2*b.feedGiveUp, err)}
 	}
 	f.mu.Lock()
-	if f.troubled.Equal(since) {
-		f.troubled = time.Time{}
+	defer f.mu.Unlock()
+	if f.troubles != n {
+		return b.feedGiveUp, 0, nil // errors reported meanwhile
 	}
-	f.mu.Unlock()
-	return 0, nil
+	f.troubled = time.Time{}
+	return 0, 0, nil
+}
+
+// incarnated reports whether the stream holds an incarnation of the
+// feed's consumer, which its reset makes: by its name, since asking the
+// ordered consumer itself would wait for the reset.
+func (f *feed[K]) incarnated(ctx context.Context) (bool, error) {
+	names := f.b.stream.ConsumerNames(ctx)
+	found := false
+	for name := range names.Name() {
+		found = found || strings.HasPrefix(name, f.prefix+"_")
+	}
+	return found, names.Err()
 }
 
 // register adds h to the feed: h gets every message of its key from the

@@ -13,9 +13,21 @@ import (
 
 // TestFeedEndsWithoutItsStream: when the stream is deleted under a
 // running feed, its ordered consumer retries for ever; the feed notices
-// that it stays down, and its readers end with an error wrapping
+// that the stream is gone, and its readers end with an error wrapping
 // ErrUnavailable, rather than waiting until Shutdown.
 func TestFeedEndsWithoutItsStream(t *testing.T) {
+	testFeedEnds(t, false)
+}
+
+// TestFeedEndsWhenItsStreamIsMadeAnew: a stream deleted and made anew
+// (another replica starting makes a missing stream) numbers its messages
+// from 1 again, where the feed's consumer, recovered on it, waits for the
+// old stream's next sequence: the feed ends, and its readers with it.
+func TestFeedEndsWhenItsStreamIsMadeAnew(t *testing.T) {
+	testFeedEnds(t, true)
+}
+
+func testFeedEnds(t *testing.T, anew bool) {
 	srv := startServer(t)
 	_, js := connect(t, srv.ClientURL())
 	bothModes(t, func(t *testing.T, mode sse.Mode) {
@@ -36,6 +48,9 @@ func TestFeedEndsWithoutItsStream(t *testing.T) {
 		}
 		if err := js.DeleteStream(ctx, "SSE_"+name); err != nil {
 			t.Fatal(err)
+		}
+		if anew {
+			newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(mode)) // makes the stream
 		}
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()

@@ -8,7 +8,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.3
 	github.com/nats-io/nats.go v1.56.0
 	github.com/nats-io/nuid v1.0.1
-	github.com/rocketqueue/sse v0.0.0-20261208014844-eb3b33f4f3cd
+	github.com/rocketqueue/sse v0.0.0-20261208030318-a9609635c8ea
 	go.uber.org/goleak v1.3.0
 )
 

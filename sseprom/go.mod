@@ -6,7 +6,7 @@ replace github.com/rocketqueue/sse => ../
 
 require (
 	github.com/prometheus/client_golang v1.25.0
-	github.com/rocketqueue/sse v0.0.0-20261208014844-eb3b33f4f3cd
+	github.com/rocketqueue/sse v0.0.0-20261208030318-a9609635c8ea
 	go.uber.org/goleak v1.3.0
 )
 
