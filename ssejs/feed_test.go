@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rocketqueue/sse"
 	"github.com/rocketqueue/sse/ssejs"
 )
@@ -32,20 +33,8 @@ func testFeedEnds(t *testing.T, anew bool) {
 	_, js := connect(t, srv.ClientURL())
 	bothModes(t, func(t *testing.T, mode sse.Mode) {
 		name := uniqueName()
-		b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(mode))
-		ssejs.FeedGiveUp(b, time.Second)
 		ctx := within(t, 60*time.Second)
-		sub, err := b.Subscribe(ctx, "a", sse.SubscribeRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Close()
-		if err := b.Enqueue(ctx, "a", "1"); err != nil {
-			t.Fatal(err)
-		}
-		if ids := readIDs(t, ctx, sub, 1); len(ids) != 1 {
-			t.Fatalf("read %v, want [1]", ids)
-		}
+		_, sub := readingFeed(t, ctx, js, name, mode, time.Second)
 		if err := js.DeleteStream(ctx, "SSE_"+name); err != nil {
 			t.Fatal(err)
 		}
@@ -70,6 +59,26 @@ func testFeedEnds(t *testing.T, anew bool) {
 	})
 }
 
+// readingFeed returns a broker named name and a reader of its key "a" of a broker named name, whose
+// feed gives its consumer giveUp, once it has read the key's first event.
+func readingFeed(t *testing.T, ctx context.Context, js jetstream.JetStream, name string, mode sse.Mode, giveUp time.Duration) (*ssejs.Broker[string], sse.Subscription) {
+	t.Helper()
+	b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(mode))
+	ssejs.FeedGiveUp(b, giveUp)
+	sub, err := b.Subscribe(ctx, "a", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Close)
+	if err := b.Enqueue(ctx, "a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if ids := readIDs(t, ctx, sub, 1); len(ids) != 1 {
+		t.Fatalf("read %v, want [1]", ids)
+	}
+	return b, sub
+}
+
 // TestFeedRecoversItsConsumer: a feed whose consumer is deleted (by an
 // operator, or a node that lost it) recovers it, and goes on past the
 // time it gives a troubled consumer, since its stream answers: its
@@ -79,18 +88,8 @@ func TestFeedRecoversItsConsumer(t *testing.T) {
 	_, js := connect(t, srv.ClientURL())
 	bothModes(t, func(t *testing.T, mode sse.Mode) {
 		name := uniqueName()
-		b := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithMode(mode))
-		ssejs.FeedGiveUp(b, 500*time.Millisecond)
 		ctx := within(t, 60*time.Second)
-		sub, err := b.Subscribe(ctx, "a", sse.SubscribeRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Close()
-		if err := b.Enqueue(ctx, "a", "1"); err != nil {
-			t.Fatal(err)
-		}
-		readIDs(t, ctx, sub, 1)
+		b, sub := readingFeed(t, ctx, js, name, mode, 500*time.Millisecond)
 		stream, err := js.Stream(ctx, "SSE_"+name)
 		if err != nil {
 			t.Fatal(err)
