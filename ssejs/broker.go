@@ -44,12 +44,12 @@ type Broker[K comparable] struct {
 	pubs    map[string]*pubKey  // guarded by mu: each key's publishing state, by token
 	pubSize int                 // guarded by mu: what pubs holds, as pubCost counts
 	qkeys   map[string]*qkey[K] // guarded by mu: Queue keys this process reads, by token
-	// unsure holds, for Queue keys this process stopped reading, the nonce
-	// of a take's floor write that may have been stored though its ack
-	// was lost, so that none of its events were handed out, and that no
-	// later write repaired (see qkey.acquire). Guarded by mu; bounded by
-	// maxUnsure.
-	unsure  map[string]string
+	// unsure holds, for Queue keys this process stopped reading, the
+	// nonces of lease writes whose outcome is unknown, which no later write
+	// repaired: one may have been stored though its ack was lost, and if
+	// it is a take's, none of its events were handed out (see
+	// qkey.acquire). Guarded by mu; bounded by maxUnsure keys.
+	unsure  map[string][]string
 	hubs    map[string]*hub[K] // guarded by mu: FanOut keys this process reads, by token
 	feed    *feed[K]           // guarded by mu: the process's feed, if a key has readers here (feed.go)
 	down    chan struct{}      // guarded by mu: closed while NATS is unreachable
@@ -80,6 +80,9 @@ type Broker[K comparable] struct {
 	// dropLeaseAcks, in tests, makes the next lease writes act as if their
 	// acknowledgement was lost after the bucket stored them.
 	dropLeaseAcks atomic.Int32
+	// loseLeaseWrites, in tests, makes the next lease writes fail as if
+	// the connection dropped before the bucket got them.
+	loseLeaseWrites atomic.Int32
 	// staleGets, in tests, makes the next direct gets of nextFrom find
 	// nothing, as a replica that lags the stream's leader answers.
 	staleGets atomic.Int32
@@ -127,7 +130,7 @@ func New[K comparable](ctx context.Context, js jetstream.JetStream, opts ...Opti
 		id:     nuid.Next(),
 		pubs:   make(map[string]*pubKey),
 		qkeys:  make(map[string]*qkey[K]),
-		unsure: make(map[string]string),
+		unsure: make(map[string][]string),
 		hubs:   make(map[string]*hub[K]),
 		down:   make(chan struct{}),
 		quit:   make(chan struct{}),

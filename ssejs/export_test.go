@@ -31,6 +31,11 @@ func Quit[K comparable](b *Broker[K]) <-chan struct{} { return b.quit }
 // acknowledgement was lost after the bucket stored them.
 func DropLeaseAcks[K comparable](b *Broker[K], n int) { b.dropLeaseAcks.Store(int32(n)) }
 
+// LoseLeaseWrites makes b's next n lease writes fail as if the connection
+// dropped before the bucket got them: their outcome unknown to b, and
+// nothing stored.
+func LoseLeaseWrites[K comparable](b *Broker[K], n int) { b.loseLeaseWrites.Store(int32(n)) }
+
 // Refused returns how many of b's publish attempts the server refused
 // because another message of their key came first.
 func Refused[K comparable](b *Broker[K]) uint64 { return b.refused.Load() }

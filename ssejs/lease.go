@@ -55,14 +55,16 @@ const maxUnknown = 16
 // maxUnsure bounds Broker.unsure.
 const maxUnsure = 4096
 
-// keepUnsure remembers, as qk goes, the nonce of its floor write that may
-// have been stored without its events handed out, if no write repaired
-// it, for the next qkey of the key in this process.
+// keepUnsure remembers, as qk goes, the nonces of its writes whose
+// outcome is unknown, if no write repaired them, for the next qkey of the
+// key in this process: a take's among them may have been stored without
+// its events handed out. All of them, not the last one only: a release
+// that failed without being stored does not repair a take stored before.
 func (b *Broker[K]) keepUnsure(qk *qkey[K]) {
 	qk.lmu.Lock()
-	nonce, take := qk.unsure, qk.unsureTake
+	unknown := slices.Clone(qk.unknown)
 	qk.lmu.Unlock()
-	if nonce == "" || !take {
+	if len(unknown) == 0 {
 		b.mu.Lock()
 		if b.qkeys[qk.token] == nil {
 			delete(b.unsure, qk.token) // repaired by the release
@@ -77,7 +79,7 @@ func (b *Broker[K]) keepUnsure(qk *qkey[K]) {
 		}
 		delete(b.unsure, t)
 	}
-	b.unsure[qk.token] = nonce
+	b.unsure[qk.token] = unknown
 	b.mu.Unlock()
 }
 
@@ -105,12 +107,18 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 			change(&nl)
 		}
 		data, _ := json.Marshal(nl)
-		rev, err := qk.b.kv.Update(ctx, qk.token, data, qk.rev)
+		var rev uint64
+		var err error
+		if qk.b.loseLeaseWrites.Load() > 0 && qk.b.loseLeaseWrites.Add(-1) >= 0 {
+			err = context.DeadlineExceeded // in tests: lost before the server got it
+		} else {
+			rev, err = qk.b.kv.Update(ctx, qk.token, data, qk.rev)
+		}
 		if err == nil && qk.b.dropLeaseAcks.Load() > 0 && qk.b.dropLeaseAcks.Add(-1) >= 0 {
 			err = context.DeadlineExceeded // in tests: stored, its ack lost
 		}
 		if err == nil {
-			qk.lease, qk.rev, qk.unsure, qk.unknown = nl, rev, "", qk.unknown[:0]
+			qk.lease, qk.rev, qk.unknown = nl, rev, qk.unknown[:0]
 			if nl.Pend != 0 || nl.owed() != (sse.Gap{}) {
 				qk.b.settleLater(qk)
 			}
@@ -119,7 +127,6 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSeq(err) {
 			// It may have been written, its ack lost; a take's advanced
 			// the floor over events it did not hand out.
-			qk.unsure, qk.unsureTake = nl.Nonce, nl.Floor > qk.lease.Floor
 			if len(qk.unknown) == maxUnknown {
 				qk.unknown = qk.unknown[1:]
 			}
@@ -140,7 +147,7 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 			if json.Unmarshal(e.Value(), &cur) == nil && cur.Nonce != "" && (cur.Nonce == nl.Nonce || slices.Contains(qk.unknown, cur.Nonce)) {
 				// Ours: take it as written, and write again over it.
 				if cur.Nonce == nl.Nonce {
-					qk.lease, qk.rev, qk.unsure, qk.unknown = cur, e.Revision(), "", qk.unknown[:0]
+					qk.lease, qk.rev, qk.unknown = cur, e.Revision(), qk.unknown[:0]
 					return nil
 				}
 				// The write that failed was stored, but its caller took
@@ -149,7 +156,7 @@ func (qk *qkey[K]) write(ctx context.Context, release bool, change func(*lease))
 				// confirmed.
 				c := qk.lease
 				cur.Epoch, cur.Floor, cur.FloorSeq, cur.Local, cur.Pend = c.Epoch, c.Floor, c.FloorSeq, c.Local, c.Pend
-				qk.lease, qk.rev, qk.unsure, qk.unknown = cur, e.Revision(), "", qk.unknown[:0]
+				qk.lease, qk.rev, qk.unknown = cur, e.Revision(), qk.unknown[:0]
 				continue
 			}
 		}
@@ -192,17 +199,12 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			nl = lease{Epoch: last.epoch}
 		}
 		b.mu.Lock()
-		unsure := b.unsure[qk.token]
+		unsure := slices.Clone(b.unsure[qk.token])
 		b.mu.Unlock()
 		qk.lmu.Lock()
-		if qk.unsure != "" {
-			unsure = ""
-			if qk.unsureTake {
-				unsure = qk.unsure
-			}
-		}
+		unsure = append(unsure, qk.unknown...)
 		qk.lmu.Unlock()
-		undo := nl.Pend > 0 && nl.Pend <= nl.Floor && cur.Owner == b.id && cur.Nonce == unsure
+		undo := nl.Pend > 0 && nl.Pend <= nl.Floor && cur.Owner == b.id && cur.Nonce != "" && slices.Contains(unsure, cur.Nonce)
 		if undo {
 			// This process's last take failed before it handed anything
 			// out (its floor write's ack was lost): undo it, so that
@@ -231,7 +233,7 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			delete(b.unsure, qk.token)
 			b.mu.Unlock()
 			qk.lmu.Lock()
-			qk.unsure, qk.unknown = "", qk.unknown[:0] // writes of another revision
+			qk.unknown = qk.unknown[:0] // writes of another revision
 			qk.lmu.Unlock()
 			// The previous owner's last take may not have been handed
 			// out: another process's can't be known (this process's was

@@ -2,6 +2,7 @@ package ssejs
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,16 +19,16 @@ type qkey[K comparable] struct {
 	lost           chan struct{} // closed when another process took the lease
 	lostOnce       sync.Once
 
-	lmu        sync.Mutex
-	lease      lease  // guarded by lmu
-	rev        uint64 // guarded by lmu: the entry's revision that lease was written at
-	owned      bool   // guarded by lmu
-	released   bool   // guarded by lmu: the last reader left; no more renewals
-	unsure     string // guarded by lmu: the nonce of a write that failed and may have been stored
-	unsureTake bool   // guarded by lmu: that write was a take's, whose events were not handed out
+	lmu      sync.Mutex
+	lease    lease  // guarded by lmu
+	rev      uint64 // guarded by lmu: the entry's revision that lease was written at
+	owned    bool   // guarded by lmu
+	released bool   // guarded by lmu: the last reader left; no more renewals
 	// unknown is guarded by lmu: the nonces of this qkey's writes whose
-	// outcome is not known, since its last confirmed one (unsure is the
-	// last of them), at most maxUnknown.
+	// outcome is not known, since its last confirmed one, at most
+	// maxUnknown. Each was taken as failed: if the entry holds one of them
+	// with Pend, a take's, none of its events were handed out (see
+	// acquire).
 	unknown []string
 	// owed is guarded by lmu: events whose floor is written that may not
 	// have been handed out (see lease.Pend): a take of the previous owner,
@@ -166,11 +167,11 @@ func (b *Broker[K]) unref(qk *qkey[K]) {
 	if b.qkeys[qk.token] == qk {
 		delete(b.qkeys, qk.token)
 	}
-	// A qkey of the key made from now on must know of an unsure take at
-	// once (see keepUnsure), not after the release below.
+	// A qkey of the key made from now on must know of writes whose outcome
+	// is unknown at once (see keepUnsure), not after the release below.
 	qk.lmu.Lock()
-	if qk.unsure != "" && qk.unsureTake {
-		b.unsure[qk.token] = qk.unsure
+	if len(qk.unknown) > 0 {
+		b.unsure[qk.token] = slices.Clone(qk.unknown)
 	}
 	qk.lmu.Unlock()
 	b.mu.Unlock()
