@@ -80,6 +80,10 @@ type Broker[K comparable] struct {
 	// dropLeaseAcks, in tests, makes the next lease writes act as if their
 	// acknowledgement was lost after the bucket stored them.
 	dropLeaseAcks atomic.Int32
+	// dropAcquireAcks, in tests, makes the next writes that take a lease
+	// act as if their acknowledgement was lost after the bucket stored
+	// them.
+	dropAcquireAcks atomic.Int32
 	// loseLeaseWrites, in tests, makes the next lease writes fail as if
 	// the connection dropped before the bucket got them.
 	loseLeaseWrites atomic.Int32

@@ -31,6 +31,10 @@ func Quit[K comparable](b *Broker[K]) <-chan struct{} { return b.quit }
 // acknowledgement was lost after the bucket stored them.
 func DropLeaseAcks[K comparable](b *Broker[K], n int) { b.dropLeaseAcks.Store(int32(n)) }
 
+// DropAcquireAcks makes b's next n writes that take a lease act as if
+// their acknowledgement was lost after the bucket stored them.
+func DropAcquireAcks[K comparable](b *Broker[K], n int) { b.dropAcquireAcks.Store(int32(n)) }
+
 // LoseLeaseWrites makes b's next n lease writes fail as if the connection
 // dropped before the bucket got them: their outcome unknown to b, and
 // nothing stored.

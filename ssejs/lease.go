@@ -212,14 +212,28 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			nl.Floor, nl.FloorSeq, nl.Local = nl.Floor-nl.Pend, nl.PrevSeq, nl.PrevLocal
 			nl.Pend, nl.PrevSeq, nl.PrevLocal = 0, 0, 0
 		}
-		// Otherwise nl keeps Pend: if this process dies before its first
-		// take, the next owner owes the same gap.
+		if p := min(nl.Pend, nl.Floor); p > 0 && cur.Owner != b.id {
+			// Another process's last take may not have been handed out:
+			// owed, and written as owed, not as this process's Pend, so
+			// that this process owes it too if it takes the key again
+			// after this write's outcome was unknown to it, and the next
+			// owner if this process dies before its first take.
+			owed := sse.Gap{From: nl.Floor - p + 1, To: nl.Floor}
+			if nl.OwedFrom > 0 && nl.OwedFrom <= nl.OwedTo && nl.OwedTo <= nl.Floor {
+				owed = union(owed, nl.owed())
+			}
+			nl.OwedFrom, nl.OwedTo = owed.From, owed.To
+			nl.Pend, nl.PrevSeq, nl.PrevLocal = 0, 0, 0
+		}
 		nl.Owner, nl.Until, nl.Nonce = b.id, 0, nuid.Next()
 		data, _ := json.Marshal(nl)
 		if rev == 0 {
 			rev, err = b.kv.Create(ctx, qk.token, data)
 		} else {
 			rev, err = b.kv.Update(ctx, qk.token, data, rev)
+		}
+		if err == nil && b.dropAcquireAcks.Load() > 0 && b.dropAcquireAcks.Add(-1) >= 0 {
+			err = context.DeadlineExceeded // in tests: stored, its ack lost
 		}
 		switch {
 		case err == nil:
@@ -237,11 +251,9 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			qk.lmu.Unlock()
 			// The previous owner's last take may not have been handed
 			// out: another process's can't be known (this process's was
-			// undone above, if its write was unsure).
+			// undone above, if its write was unsure), and is owed (see
+			// above).
 			qk.lmu.Lock()
-			if p := min(nl.Pend, nl.Floor); p > 0 && cur.Owner != b.id {
-				qk.owe(nl.Floor-p+1, nl.Floor)
-			}
 			if nl.OwedFrom > 0 && nl.OwedFrom <= nl.OwedTo && nl.OwedTo <= nl.Floor {
 				qk.owe(nl.OwedFrom, nl.OwedTo) // recorded by the previous owner, or by this process before
 			}

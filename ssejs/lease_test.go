@@ -664,3 +664,70 @@ func TestLivenessOnALaggingReplica(t *testing.T) {
 		t.Fatalf("B, with a stale read of A's liveness: %v, want ErrBusy", err)
 	}
 }
+
+// TestLostAcquireAckAfterOwnerGone: the owner's take is stored with its
+// ack lost, and the owner's connection is gone (so its last take may not
+// have been handed out); the next process's write that takes the key is
+// stored with its ack lost too, so its first Subscribe fails. Its next
+// Subscribe finds the entry its own: the previous owner's take must still
+// be named in a gap, not skipped as if this process had handed it out.
+func TestLostAcquireAckAfterOwnerGone(t *testing.T) {
+	srv := startServer(t)
+	nca, js := connect(t, srv.ClientURL())
+	_, js2 := connect(t, srv.ClientURL())
+	name := uniqueName()
+	a := newBroker[string](t, js, ssejs.WithName(name), ssejs.WithLease(time.Second))
+	b := newBroker[string](t, js2, ssejs.WithName(name), ssejs.WithLease(time.Second))
+	ctx := within(t, 30*time.Second)
+	if err := a.Enqueue(ctx, "k", "1", "2", "3"); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := a.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssejs.DropLeaseAcks(a, 1)
+	if evs, _, err := sub.Next(ctx, nil, nil, 1<<20); err == nil || len(evs) != 0 {
+		t.Fatalf("a take whose floor write failed: %v, %v, want an error and no event", evs, err)
+	}
+	nca.Close() // a's connection is gone: nothing of a's repairs the floor
+	sub.Close()
+	if err := b.Enqueue(ctx, "k", "4"); err != nil {
+		t.Fatal(err)
+	}
+	ssejs.DropAcquireAcks(b, 1)
+	for { // a's lease expires; then b's write that takes it loses its ack
+		_, err = b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+		if !errors.Is(err, sse.ErrBusy) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err == nil {
+		t.Fatal("the Subscribe whose acquire's ack was lost did not fail")
+	}
+	sub2, err := b.Subscribe(ctx, "k", sse.SubscribeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub2.Close()
+	next := uint64(1)
+	for next <= 4 {
+		evs, gap, err := sub2.Next(ctx, nil, nil, 1<<20)
+		if err != nil {
+			t.Fatalf("after %d: %v", next-1, err)
+		}
+		if gap != (sse.Gap{}) {
+			if gap.From != next {
+				t.Fatalf("gap %+v after %d", gap, next-1)
+			}
+			next = gap.To + 1
+		}
+		for _, ev := range evs {
+			if ev.ID != next {
+				t.Fatalf("event %d after %d: a silent skip", ev.ID, next-1)
+			}
+			next++
+		}
+	}
+}
