@@ -248,12 +248,10 @@ func (qk *qkey[K]) acquire(ctx context.Context, takeover bool, last *batch) erro
 			b.mu.Unlock()
 			qk.lmu.Lock()
 			qk.unknown = qk.unknown[:0] // writes of another revision
-			qk.lmu.Unlock()
 			// The previous owner's last take may not have been handed
 			// out: another process's can't be known (this process's was
 			// undone above, if its write was unsure), and is owed (see
 			// above).
-			qk.lmu.Lock()
 			if nl.OwedFrom > 0 && nl.OwedFrom <= nl.OwedTo && nl.OwedTo <= nl.Floor {
 				qk.owe(nl.OwedFrom, nl.OwedTo) // recorded by the previous owner, or by this process before
 			}
